@@ -1,0 +1,14 @@
+"""diffusion-explorer's core: exact Gaussian-mixture targets, schedules, time grids,
+samplers and metrics. Pure numpy/torch: no UI imports here."""
+
+from . import metrics, schedules, solvers, targets
+from .mixture import GaussianMixture
+from .models import AnalyticModel, DenoiserModel
+from .sampling import reference, sample
+from .timesteps import SPACINGS, timesteps
+from .trajectory import Trajectory
+
+__all__ = [
+    "AnalyticModel", "DenoiserModel", "GaussianMixture", "SPACINGS", "Trajectory",
+    "metrics", "reference", "sample", "schedules", "solvers", "targets", "timesteps",
+]

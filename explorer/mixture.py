@@ -1,0 +1,217 @@
+"""Gaussian mixtures and their exact noised marginals.
+
+If x0 ~ sum_k w_k N(mu_k, S_k) and x_t = alpha x0 + sigma eps, then
+x_t ~ sum_k w_k N(alpha mu_k, alpha^2 S_k + sigma^2 I): every quantity a sampler
+needs (density, score, posterior mean E[x0 | x_t]) is known in closed form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .random import as_generator
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _as_float_array(value, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric, got {value!r}") from err
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+class GaussianMixture:
+    """A mixture sum_k w_k N(mu_k, S_k) in D dimensions.
+
+    means: (K, D) (a 1-D array is read as K modes in one dimension).
+    covs: (K, D, D) full, (K, D) diagonal or (K,) isotropic variances.
+    weights: (K,) non-negative, normalised here; uniform by default.
+    labels: optional (K,) integer class of each component.
+    """
+
+    def __init__(self, means, covs, weights=None, labels=None):
+        means = _as_float_array(means, "means")
+        if means.ndim == 1:
+            means = means[:, None]
+        if means.ndim != 2 or means.shape[0] == 0 or means.shape[1] == 0:
+            raise ValueError(f"means must have shape (K, D) with K, D >= 1, got {means.shape}")
+        K, D = means.shape
+
+        covs = _as_float_array(covs, "covs")
+        if covs.shape == (K,):
+            covs = covs[:, None] * np.ones((1, D))
+        if covs.shape == (K, D):
+            if np.any(covs <= 0):
+                raise ValueError("covs: variances must be positive")
+            evals, evecs, full = covs.copy(), None, np.einsum("kd,de->kde", covs, np.eye(D))
+        elif covs.shape == (K, D, D):
+            if not np.allclose(covs, np.swapaxes(covs, 1, 2), rtol=1e-10, atol=1e-12):
+                raise ValueError("covs: covariance matrices must be symmetric")
+            full = 0.5 * (covs + np.swapaxes(covs, 1, 2))
+            evals, evecs = np.linalg.eigh(full)
+            if np.any(evals <= 0):
+                raise ValueError("covs: covariance matrices must be positive definite")
+            off = full - np.einsum("kdd->kd", full)[:, :, None] * np.eye(D)
+            if not np.any(off):  # axis-aligned: skip the rotations
+                evals, evecs = np.einsum("kdd->kd", full).copy(), None
+        else:
+            raise ValueError(
+                f"covs must have shape (K,), (K, D) or (K, D, D) = {(K, D, D)} "
+                f"for means of shape {(K, D)}, got {covs.shape}"
+            )
+
+        if weights is None:
+            weights = np.full(K, 1.0 / K)
+        weights = _as_float_array(weights, "weights")
+        if weights.shape != (K,):
+            raise ValueError(f"weights must have shape ({K},), got {weights.shape}")
+        if np.any(weights < 0):
+            raise ValueError("weights must be non-negative")
+        if weights.sum() <= 0:
+            raise ValueError("weights must not all be zero")
+
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (K,) or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(f"labels must be {K} integers, got {labels!r}")
+
+        self.means = means
+        self.covs = full
+        self.weights = weights / weights.sum()
+        self.labels = labels
+        self._evals = evals  # (K, D) eigenvalues of each covariance
+        self._evecs = evecs  # (K, D, D) eigenvectors as columns, or None if all diagonal
+        with np.errstate(divide="ignore"):
+            self._log_w = np.log(self.weights)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def diagonal(self) -> bool:
+        """True when every covariance is axis-aligned."""
+        return self._evecs is None
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={self.n_components}, D={self.dim})"
+
+    def mean(self) -> np.ndarray:
+        """Overall mean sum_k w_k mu_k."""
+        return self.weights @ self.means
+
+    def covariance(self) -> np.ndarray:
+        """Overall covariance: sum_k w_k (S_k + mu_k mu_k^T) - m m^T."""
+        m = self.mean()
+        second = np.einsum("k,kde->de", self.weights, self.covs)
+        second += np.einsum("k,kd,ke->de", self.weights, self.means, self.means)
+        return second - np.outer(m, m)
+
+    def stds(self) -> np.ndarray:
+        """(K,) the largest standard deviation of each component."""
+        return np.sqrt(self._evals.max(axis=1))
+
+    def sample(self, n: int, rng=None, return_components: bool = False):
+        """n independent draws, (n, D); with the component index of each if asked."""
+        rng = as_generator(rng)
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"n must be non-negative, got {n}")
+        comp = rng.choice(self.n_components, size=n, p=self.weights)
+        z = rng.standard_normal((n, self.dim)) * np.sqrt(self._evals[comp])
+        if self._evecs is not None:
+            z = np.einsum("nde,ne->nd", self._evecs[comp], z)
+        x = self.means[comp] + z
+        return (x, comp) if return_components else x
+
+    def log_prob(self, x) -> np.ndarray:
+        """log p(x) under the mixture, (N,)."""
+        return self.noised(x, 1.0, 0.0)["log_prob"]
+
+    def responsibilities(self, x) -> np.ndarray:
+        """p(component k | x), (N, K)."""
+        return self.noised(x, 1.0, 0.0, need=("resp",))["resp"]
+
+    def noised(self, x, alpha, sigma, need=("log_prob", "resp", "x0")) -> dict:
+        """Exact terms of the noised marginal p(x_t) at x_t = x.
+
+        alpha, sigma: scalars, or (N,) arrays (one noise level per particle).
+        Returns a dict with whichever of: "log_prob" (N,), "resp" (N, K) the
+        posterior component probabilities, "x0" (N, D) the posterior mean E[x0 | x_t].
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (N, {self.dim}), got {x.shape}")
+        alpha = np.asarray(alpha, dtype=np.float64)
+        sigma = np.asarray(sigma, dtype=np.float64)
+        if alpha.ndim == 0 and sigma.ndim == 0 and self._evecs is None:
+            return self._noised_diagonal(x, float(alpha), float(sigma), need)
+        return self._noised_general(x, alpha, sigma, need)
+
+    def _noised_diagonal(self, x, alpha, sigma, need) -> dict:
+        # One noise level, axis-aligned covariances: expand the quadratic form so
+        # that everything is an (N, D) @ (D, K) product and no (N, K, D) array is made.
+        lam = self._evals
+        v = alpha * alpha * lam + sigma * sigma  # (K, D) variances of p_t's components
+        inv_v = 1.0 / v
+        am = alpha * self.means
+        quad = (x * x) @ inv_v.T - 2.0 * x @ (am * inv_v).T + np.sum(am * am * inv_v, axis=1)
+        logits = -0.5 * quad - 0.5 * (np.sum(np.log(v), axis=1) + self.dim * _LOG_2PI) + self._log_w
+        return self._finish(logits, need, lambda r: self._x0_diagonal(r, x, alpha, lam, inv_v))
+
+    def _x0_diagonal(self, r, x, alpha, lam, inv_v):
+        # E[x0|x] = sum_k r_k (mu_k + alpha lam_k / v_k (x - alpha mu_k))
+        gain = alpha * lam * inv_v  # (K, D)
+        return r @ self.means + x * (r @ gain) - alpha * (r @ (gain * self.means))
+
+    def _noised_general(self, x, alpha, sigma, need) -> dict:
+        N = x.shape[0]
+        a = np.broadcast_to(alpha, (N,)) if alpha.ndim else alpha
+        s = np.broadcast_to(sigma, (N,)) if sigma.ndim else sigma
+        a3 = a[:, None, None] if np.ndim(a) else a
+        s3 = s[:, None, None] if np.ndim(s) else s
+        y = x[:, None, :] - a3 * self.means[None]  # (N, K, D)
+        if self._evecs is not None:
+            y = np.einsum("nkd,kde->nke", y, self._evecs)  # into each component's eigenbasis
+        v = a3 * a3 * self._evals + s3 * s3  # (K, D) or (N, K, D)
+        logits = (
+            -0.5 * np.sum(y * y / v, axis=-1)
+            - 0.5 * (np.sum(np.log(v), axis=-1) + self.dim * _LOG_2PI)
+            + self._log_w
+        )
+
+        def x0(r):
+            m = (a3 * self._evals / v) * y * r[:, :, None]  # weighted posterior shifts, eigenbasis
+            if self._evecs is not None:
+                m = np.einsum("nke,kde->nkd", m, self._evecs)
+            return r @ self.means + m.sum(axis=1)
+
+        return self._finish(logits, need, x0)
+
+    @staticmethod
+    def _finish(logits, need, x0_fn) -> dict:
+        top = np.max(logits, axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        e = np.exp(logits - top)
+        total = e.sum(axis=1, keepdims=True)
+        out = {}
+        if "log_prob" in need:
+            with np.errstate(divide="ignore"):
+                out["log_prob"] = (np.log(total) + top)[:, 0]
+        if "resp" in need or "x0" in need:
+            r = e / total
+            if "resp" in need:
+                out["resp"] = r
+            if "x0" in need:
+                out["x0"] = x0_fn(r)
+        return out

@@ -1,0 +1,140 @@
+"""ex.sample: run any solver on any model and grid, and record the trajectory."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import solvers
+from .trajectory import Trajectory
+
+
+class _Diverged(Exception):
+    pass
+
+
+class _CountedModel:
+    """The model as a solver sees it: evaluations counted, times checked against the grid."""
+
+    def __init__(self, model, t_lo: float, t_hi: float):
+        self._model = model
+        self.schedule = model.schedule
+        self.nfe = 0
+        self._lo = t_lo - 1e-12 * max(1.0, abs(t_lo))
+        self._hi = t_hi + 1e-12 * max(1.0, abs(t_hi))
+
+    def denoise(self, x, t):
+        t = float(t)
+        if not self._lo <= t <= self._hi:
+            raise AssertionError(f"solver evaluated the model at t={t}, outside the grid [{self._lo}, {self._hi}]")
+        self.nfe += 1
+        return self._model.denoise(x, t)
+
+
+def _all_finite(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return bool(np.isfinite(x).all())
+    import torch
+
+    return bool(torch.isfinite(x).all())
+
+
+def _stack(items, like):
+    if isinstance(like, np.ndarray):
+        return np.stack(items)
+    import torch
+
+    return torch.stack(items)
+
+
+def _nan_like(x):
+    return x * float("nan")
+
+
+def _check_inputs(model, x_T, ts):
+    for method in ("denoise",):
+        if not callable(getattr(model, method, None)) or getattr(model, "schedule", None) is None:
+            raise ValueError("model must have a denoise(x, t) method and a .schedule")
+    ts = np.asarray(ts, dtype=np.float64)
+    if ts.ndim != 1 or len(ts) < 2:
+        raise ValueError(f"ts must be a 1-D grid of at least 2 times, got shape {ts.shape}")
+    if not np.all(np.isfinite(ts)):
+        raise ValueError("ts contains NaN or inf")
+    if not np.all(np.diff(ts) < 0):
+        raise ValueError("ts must be strictly decreasing (sampling runs from noise toward data)")
+    if isinstance(x_T, np.ndarray):
+        if x_T.ndim < 2:
+            raise ValueError(f"x_T must have shape (N, D) or (N, C, H, W), got {x_T.shape}")
+        if not np.all(np.isfinite(x_T)):
+            raise ValueError("x_T contains NaN or inf")
+        x_T = x_T.astype(np.float64, copy=False)
+        dim = getattr(model, "dim", None)
+        if dim is not None and x_T.shape[1:] != (dim,):
+            raise ValueError(f"x_T must have shape (N, {dim}) for this model, got {x_T.shape}")
+    elif not hasattr(x_T, "shape"):
+        raise ValueError(f"x_T must be a numpy array or torch tensor, got {type(x_T).__name__}")
+    return x_T, ts
+
+
+def sample(model, x_T, ts, solver: str = "dpmpp-2m", rng=None, **options) -> Trajectory:
+    """Integrate from x_T at ts[0] down to ts[-1] with the named solver.
+
+    Returns the Trajectory (states on the grid, x0-predictions, nfe). A step that
+    yields NaN or inf stops the run and sets traj.diverged_at to that step.
+    Stochastic solvers need rng (a seed or numpy Generator).
+    """
+    spec = solvers.spec(solver)
+    opts = spec.resolve(options)
+    x_T, ts = _check_inputs(model, x_T, ts)
+    if spec.stochastic or (solver == "ddim" and opts["eta"] > 0):
+        if rng is None:
+            raise ValueError(f"solver {solver!r} draws noise: pass rng (a seed or numpy Generator)")
+        if isinstance(x_T, np.ndarray):
+            from .random import as_generator
+
+            rng = as_generator(rng)
+
+    counted = _CountedModel(model, float(ts[-1]), float(ts[0]))
+    n = len(ts) - 1
+    xs, ds = [x_T], []
+    diverged_at, reason = None, None
+
+    def record(i, x_next, denoised):
+        nonlocal diverged_at, reason
+        if len(xs) != i + 1:
+            raise AssertionError(f"solver {solver!r} recorded step {i} out of order")
+        xs.append(x_next)
+        ds.append(denoised)
+        if not _all_finite(x_next):
+            bad = "the x0-prediction" if not _all_finite(denoised) else "the update"
+            diverged_at = i
+            reason = f"step {i} (t={ts[i]:.4g} -> {ts[i + 1]:.4g}) produced NaN or inf in {bad}"
+            raise _Diverged
+
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        try:
+            spec.fn(counted, x_T, [float(t) for t in ts], rng, record, **opts)
+        except _Diverged:
+            pass
+        except FloatingPointError as err:
+            diverged_at = len(xs) - 1
+            reason = f"step {diverged_at}: {err}"
+    wall = time.perf_counter() - start
+
+    if diverged_at is None and len(xs) != n + 1:
+        raise AssertionError(f"solver {solver!r} recorded {len(xs) - 1} of {n} steps")
+    while len(xs) < n + 1:
+        xs.append(_nan_like(x_T))
+    while len(ds) < n:
+        ds.append(_nan_like(x_T))
+    return Trajectory(
+        t=ts, x=_stack(xs, x_T), denoised=_stack(ds, x_T), nfe=counted.nfe, solver=solver,
+        options=opts, diverged_at=diverged_at, diverged_reason=reason, wall_time=wall,
+    )
+
+
+def reference(model, x_T, ts, **options) -> Trajectory:
+    """The reference path on the grid ts: rk45 at tight tolerance from the same start."""
+    return sample(model, x_T, ts, solver="rk45", **options)

@@ -1,0 +1,238 @@
+"""Noise schedules x_t = alpha(t) x0 + sigma(t) eps.
+
+Each schedule owns alpha, sigma, their time derivatives, the half log-SNR
+lambda(t) = log(alpha / sigma) (strictly decreasing) and its exact inverse.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Schedule:
+    """Base class: subclasses define alpha, sigma, their derivatives and t_of_lambda."""
+
+    name = "schedule"
+
+    def __init__(self, t_min: float, t_max: float, t_lo: float, t_hi: float):
+        # [t_lo, t_hi] is where the schedule is defined with finite lambda;
+        # [t_min, t_max] is its default sampling interval inside that.
+        t_min, t_max = float(t_min), float(t_max)
+        if not (math.isfinite(t_min) and math.isfinite(t_max)):
+            raise ValueError("t_min and t_max must be finite")
+        if not t_lo <= t_min < t_max <= t_hi:
+            raise ValueError(
+                f"{self.name}: need {t_lo} <= t_min < t_max <= {t_hi}, got t_min={t_min}, t_max={t_max}"
+            )
+        self.t_min, self.t_max = t_min, t_max
+        self.t_lo, self.t_hi = t_lo, t_hi
+
+    def alpha(self, t):
+        raise NotImplementedError
+
+    def sigma(self, t):
+        raise NotImplementedError
+
+    def d_alpha(self, t):
+        """d alpha / dt."""
+        raise NotImplementedError
+
+    def d_sigma(self, t):
+        """d sigma / dt."""
+        raise NotImplementedError
+
+    def lambda_(self, t):
+        """Half log-SNR log(alpha / sigma)."""
+        return np.log(self.alpha(t)) - np.log(self.sigma(t))
+
+    def t_of_lambda(self, lam):
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        return {"t_min": self.t_min, "t_max": self.t_max}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"schedules.get({self.name!r}, {args})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.params() == other.params()
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.params().items()))))
+
+
+class VPLinear(Schedule):
+    """Variance preserving, beta(t) = beta_min + t (beta_max - beta_min) (DDPM / score SDE)."""
+
+    name = "vp-linear"
+
+    def __init__(self, beta_min=0.1, beta_max=20.0, t_min=1e-3, t_max=1.0):
+        super().__init__(t_min, t_max, 0.0, 1.0)
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def params(self):
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max, **super().params()}
+
+    def _log_alpha(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        return -0.25 * t * t * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def alpha(self, t):
+        return np.exp(self._log_alpha(t))
+
+    def sigma(self, t):
+        return np.sqrt(-np.expm1(2.0 * self._log_alpha(t)))
+
+    def lambda_(self, t):
+        la = self._log_alpha(t)
+        return la - 0.5 * np.log(-np.expm1(2.0 * la))
+
+    def _beta(self, t):
+        return self.beta_min + np.asarray(t, dtype=np.float64) * (self.beta_max - self.beta_min)
+
+    def d_alpha(self, t):
+        return -0.5 * self._beta(t) * self.alpha(t)
+
+    def d_sigma(self, t):
+        a = self.alpha(t)
+        return 0.5 * self._beta(t) * a * a / self.sigma(t)
+
+    def t_of_lambda(self, lam):
+        # alpha^2 = 1 / (1 + e^{-2 lambda}); solve the quadratic in t for log alpha.
+        L = np.logaddexp(0.0, -2.0 * np.asarray(lam, dtype=np.float64))
+        d = self.beta_max - self.beta_min
+        return 2.0 * L / (self.beta_min + np.sqrt(self.beta_min**2 + 2.0 * d * L))
+
+
+class VPCosine(Schedule):
+    """Variance preserving, alpha(t) = cos((t + s) / (1 + s) pi/2) / cos(s / (1 + s) pi/2)."""
+
+    name = "vp-cosine"
+
+    def __init__(self, s=0.008, t_min=1e-3, t_max=0.9946):
+        super().__init__(t_min, t_max, 0.0, 1.0 - 1e-9)
+        self.s = float(s)
+        self._c0 = math.cos(self.s / (1.0 + self.s) * math.pi / 2.0)
+
+    def params(self):
+        return {"s": self.s, **super().params()}
+
+    def _angle(self, t):
+        return (np.asarray(t, dtype=np.float64) + self.s) / (1.0 + self.s) * (math.pi / 2.0)
+
+    def alpha(self, t):
+        return np.cos(self._angle(t)) / self._c0
+
+    def sigma(self, t):
+        a = self.alpha(t)
+        return np.sqrt(np.clip(1.0 - a * a, 0.0, None))
+
+    def lambda_(self, t):
+        a = self.alpha(t)
+        return np.log(a) - 0.5 * np.log1p(-a * a)
+
+    def d_alpha(self, t):
+        return -np.sin(self._angle(t)) / self._c0 * (math.pi / 2.0) / (1.0 + self.s)
+
+    def d_sigma(self, t):
+        return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
+
+    def t_of_lambda(self, lam):
+        log_alpha = -0.5 * np.logaddexp(0.0, -2.0 * np.asarray(lam, dtype=np.float64))
+        return 2.0 * (1.0 + self.s) / math.pi * np.arccos(np.exp(log_alpha) * self._c0) - self.s
+
+
+class SigmaIsTime(Schedule):
+    """alpha = 1, sigma = t: variance exploding, in the EDM parameterisation."""
+
+    def alpha(self, t):
+        return np.ones_like(np.asarray(t, dtype=np.float64))
+
+    def sigma(self, t):
+        return np.asarray(t, dtype=np.float64)
+
+    def d_alpha(self, t):
+        return np.zeros_like(np.asarray(t, dtype=np.float64))
+
+    def d_sigma(self, t):
+        return np.ones_like(np.asarray(t, dtype=np.float64))
+
+    def lambda_(self, t):
+        return -np.log(np.asarray(t, dtype=np.float64))
+
+    def t_of_lambda(self, lam):
+        return np.exp(-np.asarray(lam, dtype=np.float64))
+
+
+class VE(SigmaIsTime):
+    """Variance exploding (score SDE): sigma in [0.01, 50] by default."""
+
+    name = "ve"
+
+    def __init__(self, t_min=0.01, t_max=50.0):
+        super().__init__(t_min, t_max, 0.0, math.inf)
+
+
+class EDM(SigmaIsTime):
+    """Karras et al. (EDM): sigma = t in [0.002, 80]."""
+
+    name = "edm"
+
+    def __init__(self, t_min=0.002, t_max=80.0):
+        super().__init__(t_min, t_max, 0.0, math.inf)
+
+
+class RectifiedFlow(Schedule):
+    """Linear interpolation: alpha = 1 - t, sigma = t."""
+
+    name = "rectified-flow"
+
+    def __init__(self, t_min=1e-3, t_max=0.999):
+        super().__init__(t_min, t_max, 0.0, 1.0)
+
+    def alpha(self, t):
+        return 1.0 - np.asarray(t, dtype=np.float64)
+
+    def sigma(self, t):
+        return np.asarray(t, dtype=np.float64)
+
+    def d_alpha(self, t):
+        return -np.ones_like(np.asarray(t, dtype=np.float64))
+
+    def d_sigma(self, t):
+        return np.ones_like(np.asarray(t, dtype=np.float64))
+
+    def lambda_(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        return np.log1p(-t) - np.log(t)
+
+    def t_of_lambda(self, lam):
+        # t = 1 / (1 + e^lambda), written to stay exact for large |lambda|
+        lam = np.asarray(lam, dtype=np.float64)
+        return np.exp(-np.logaddexp(0.0, lam))
+
+
+_SCHEDULES = {cls.name: cls for cls in (VPLinear, VPCosine, VE, EDM, RectifiedFlow)}
+
+
+def names() -> list[str]:
+    return list(_SCHEDULES)
+
+
+def get(name: str, **params) -> Schedule:
+    """The schedule called name, with its parameters (t_min, t_max, ...) overridden."""
+    if isinstance(name, Schedule):
+        return name
+    try:
+        cls = _SCHEDULES[name]
+    except KeyError:
+        raise ValueError(f"unknown schedule {name!r}; choose from {names()}") from None
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise ValueError(f"schedule {name!r}: {err}") from None
