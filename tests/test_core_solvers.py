@@ -1,0 +1,177 @@
+"""Samplers: convergence order against the exact/reference path, bookkeeping, noise,
+divergence handling and bad input."""
+
+import numpy as np
+import pytest
+
+import explorer as ex
+
+DETERMINISTIC = {"euler": 1, "ddim": 1, "heun": 2, "dpmpp-2m": 2}
+STOCHASTIC = [("ddpm", {}), ("ddpm", {"variance": "beta"}), ("euler-maruyama", {}), ("ddim", {"eta": 1.0})]
+
+
+def smooth_mixture():
+    return ex.GaussianMixture(
+        [[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]], [[0.3, 0.2], [0.2, 0.4], [0.25, 0.25]], [0.3, 0.4, 0.3]
+    )
+
+
+def measured_order(model, x, solver, ref_final, ns=(16, 32, 64, 128), spacing="uniform-lambda"):
+    errors = []
+    for n in ns:
+        traj = ex.sample(model, x, ex.timesteps(model.schedule, n, spacing), solver)
+        errors.append(ex.metrics.endpoint_error(traj.x[-1], ref_final))
+    return -np.polyfit(np.log(ns), np.log(errors), 1)[0], errors
+
+
+def test_every_solver_is_registered_with_its_info():
+    for name in ["euler", "heun", "ddim", "ddpm", "euler-maruyama", "dpmpp-2m", "rk45"]:
+        info = ex.solvers.info(name)
+        assert {"order", "stochastic", "multistep", "reference", "options"} <= set(info)
+    assert ex.solvers.info("ddim")["options"]["eta"]["range"] == (0.0, 1.0)
+    assert ex.solvers.info("dpmpp-2m")["multistep"] and ex.solvers.info("ddpm")["stochastic"]
+
+
+@pytest.mark.parametrize("schedule", ["vp-linear", "edm", "rectified-flow"])
+def test_rk45_follows_the_exact_gaussian_flow(schedule):
+    # For x0 ~ N(mu, S) the probability-flow map is x_t = a_t mu + (C_t C_T^-1)^{1/2} (x_T - a_T mu),
+    # C_t = a_t^2 S + s_t^2 I (all C_t share S's eigenvectors, so the map is exact and linear).
+    S = np.array([[1.0, 0.3], [0.3, 0.5]])
+    mu = np.array([0.5, -1.0])
+    s = ex.schedules.get(schedule)
+    model = ex.AnalyticModel(ex.GaussianMixture([mu], [S]), s)
+    x = model.prior_sample(100, 0)
+    ts = ex.timesteps(s, 6)
+    traj = ex.sample(model, x, ts, "rk45")
+    lam, U = np.linalg.eigh(S)
+    for i, t in enumerate(ts):
+        c_t = s.alpha(t) ** 2 * lam + s.sigma(t) ** 2
+        c_T = s.alpha(ts[0]) ** 2 * lam + s.sigma(ts[0]) ** 2
+        exact = s.alpha(t) * mu + ((x - s.alpha(ts[0]) * mu) @ U * np.sqrt(c_t / c_T)) @ U.T
+        np.testing.assert_allclose(traj.x[i], exact, atol=1e-7)
+
+
+@pytest.mark.parametrize("schedule", ["vp-linear", "vp-cosine", "edm", "rectified-flow"])
+def test_measured_orders_on_a_mixture(schedule):
+    s = ex.schedules.get(schedule)
+    model = ex.AnalyticModel(smooth_mixture(), s)
+    x = model.prior_sample(200, 1)
+    ref = ex.reference(model, x, ex.timesteps(s, 4))
+    for solver, order in DETERMINISTIC.items():
+        measured, errors = measured_order(model, x, solver, ref.x[-1])
+        assert abs(measured - order) < 0.2, (solver, measured, errors)
+
+
+def test_ddim_equals_euler_when_alpha_is_one():
+    s = ex.schedules.get("edm")
+    model = ex.AnalyticModel(smooth_mixture(), s)
+    x = model.prior_sample(50, 2)
+    ts = ex.timesteps(s, 12, "karras")
+    np.testing.assert_allclose(ex.sample(model, x, ts, "ddim").x, ex.sample(model, x, ts, "euler").x, rtol=1e-12)
+
+
+class Spy:
+    """A model that records every time it is evaluated at."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.times = model, model.schedule, []
+
+    def denoise(self, x, t):
+        self.times.append(float(t))
+        return self.model.denoise(x, t)
+
+
+@pytest.mark.parametrize("solver", ex.solvers.names())
+def test_solvers_stay_on_the_grid_and_count_evaluations(solver):
+    s = ex.schedules.get("vp-linear")
+    spy = Spy(ex.AnalyticModel(smooth_mixture(), s))
+    ts = ex.timesteps(s, 7, "karras")
+    traj = ex.sample(spy, spy.model.prior_sample(20, 3), ts, solver, rng=0)
+    assert min(spy.times) >= ts[-1] and max(spy.times) <= ts[0]
+    assert traj.nfe == len(spy.times)
+    per_step = ex.solvers.info(solver)["nfe_per_step"]
+    if per_step is not None:
+        assert traj.nfe == per_step * 7
+    assert traj.x.shape == (8, 20, 2) and traj.denoised.shape == (7, 20, 2)
+    np.testing.assert_array_equal(traj.t, ts)
+    assert traj.diverged_at is None
+
+
+@pytest.mark.parametrize("solver, options", STOCHASTIC)
+def test_stochastic_solvers_reach_the_target(solver, options):
+    gm = ex.targets.get("gmm-2d-ring8", radius=2.0, std=0.3)
+    s = ex.schedules.get("vp-linear")
+    model = ex.AnalyticModel(gm, s)
+    n = 4000
+    x = model.prior_sample(n, 4, exact=True)
+    traj = ex.sample(model, x, ex.timesteps(s, 300, "uniform-t"), solver, rng=5, **options)
+    dist = ex.metrics.sliced_wasserstein(traj.x[-1], gm.sample(20000, 6))
+    baseline = ex.metrics.sliced_wasserstein(gm.sample(n, 7), gm.sample(20000, 6))  # sampling noise alone
+    assert dist < 2.5 * baseline + 0.02, (dist, baseline)
+    assert ex.metrics.coverage_error(traj.x[-1], gm) < 0.05
+
+
+@pytest.mark.parametrize("solver, options", STOCHASTIC)
+def test_stochastic_solvers_are_seeded(solver, options):
+    s = ex.schedules.get("edm")
+    model = ex.AnalyticModel(smooth_mixture(), s)
+    x = model.prior_sample(30, 8)
+    ts = ex.timesteps(s, 5)
+    a = ex.sample(model, x, ts, solver, rng=11, **options)
+    b = ex.sample(model, x, ts, solver, rng=np.random.default_rng(11), **options)
+    c = ex.sample(model, x, ts, solver, rng=12, **options)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.allclose(a.x[-1], c.x[-1])
+    with pytest.raises(ValueError, match="rng"):
+        ex.sample(model, x, ts, solver, **options)
+
+
+class BlowsUp:
+    """Exact until the k-th evaluation, then returns inf for the first particle."""
+
+    def __init__(self, model, k):
+        self.model, self.schedule, self.k, self.calls = model, model.schedule, k, 0
+
+    def denoise(self, x, t):
+        self.calls += 1
+        out = self.model.denoise(x, t)
+        if self.calls >= self.k:
+            out[0] = np.inf
+        return out
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp-2m", "ddim"])
+def test_divergence_stops_the_run_without_raising(solver):
+    s = ex.schedules.get("vp-linear")
+    model = ex.AnalyticModel(smooth_mixture(), s)
+    bad = BlowsUp(model, k=4)
+    traj = ex.sample(bad, model.prior_sample(10, 9), ex.timesteps(s, 10), solver)
+    per_step = ex.solvers.info(solver)["nfe_per_step"]
+    assert traj.diverged_at == (4 - 1) // per_step
+    assert "NaN or inf" in traj.diverged_reason
+    assert traj.x.shape == (11, 10, 2)
+    assert np.all(np.isfinite(traj.x[: traj.diverged_at + 1]))
+    assert not np.all(np.isfinite(traj.x[traj.diverged_at + 1]))
+    assert np.all(np.isnan(traj.x[traj.diverged_at + 2 :]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(solver="nope"), "unknown solver"),
+        (dict(solver="ddim", eta=2.0), "eta"),
+        (dict(solver="ddim", etta=0.5), "etta"),
+        (dict(solver="ddpm", variance="large", rng=0), "variance"),
+        (dict(solver="euler", ts=[0.5, 0.6]), "decreasing"),
+        (dict(solver="euler", ts=[0.5]), "ts"),
+        (dict(solver="euler", x_T=np.zeros((4, 3))), "x_T"),
+        (dict(solver="euler", x_T=np.full((4, 2), np.nan)), "x_T"),
+    ],
+)
+def test_bad_sampling_input_raises_a_clear_error(kwargs, word):
+    s = ex.schedules.get("vp-linear")
+    model = ex.AnalyticModel(smooth_mixture(), s)
+    args = dict(x_T=np.zeros((4, 2)), ts=ex.timesteps(s, 3))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=word):
+        ex.sample(model, args.pop("x_T"), args.pop("ts"), **args)
