@@ -34,6 +34,10 @@ ensure_python() {
     if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then apt_install python3-venv; fi
 }
 
+pip_install() {  # quiet, minus the notices some machines' pip configuration prints for every package
+    "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 ensure_venv() {  # $@: requirement files
     ensure_python
     if [ ! -x "$VENV/bin/python" ]; then
@@ -45,12 +49,12 @@ ensure_venv() {  # $@: requirement files
     local stamp="$VENV/.installed-$tag-$(cat requirements*.txt scripts/dev.sh | sha256sum | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
         say "installing Python packages from $* (torch is the pinned CPU build)"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
+        pip_install --upgrade pip
         local args=()
         for f in "$@"; do args+=(-r "$f"); done
-        "$VENV/bin/python" -m pip install -q "${args[@]}"
+        pip_install "${args[@]}"
         if [[ " $* " == *requirements-test.txt* ]]; then
-            "$VENV/bin/python" -m pip install -q --no-deps "$K_DIFFUSION"
+            pip_install --no-deps "$K_DIFFUSION"
         fi
         rm -f "$VENV/.installed-$tag-"*
         touch "$stamp"
