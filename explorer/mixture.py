@@ -158,21 +158,53 @@ class GaussianMixture:
             return self._noised_diagonal(x, float(alpha), float(sigma), need)
         return self._noised_general(x, alpha, sigma, need)
 
+    _CHUNK = 4096  # particles per block: keeps the (K, chunk) work arrays in cache
+
     def _noised_diagonal(self, x, alpha, sigma, need) -> dict:
-        # One noise level, axis-aligned covariances: expand the quadratic form so
-        # that everything is an (N, D) @ (D, K) product and no (N, K, D) array is made.
-        lam = self._evals
-        v = alpha * alpha * lam + sigma * sigma  # (K, D) variances of p_t's components
+        # One noise level, axis-aligned covariances. The quadratic form expands into
+        # [-1/(2v), alpha mu / v] @ [x^2, x] + const, so the logits of every component are one
+        # (K, 2D) @ (2D, n) product; the posterior mean is another, (3D, K) @ (K, n).
+        # Work is laid out (K, n) and done in cache-sized blocks of particles.
+        D = self.dim
+        v = alpha * alpha * self._evals + sigma * sigma  # (K, D) variances of p_t's components
         inv_v = 1.0 / v
         am = alpha * self.means
-        quad = (x * x) @ inv_v.T - 2.0 * x @ (am * inv_v).T + np.sum(am * am * inv_v, axis=1)
-        logits = -0.5 * quad - 0.5 * (np.sum(np.log(v), axis=1) + self.dim * _LOG_2PI) + self._log_w
-        return self._finish(logits, need, lambda r: self._x0_diagonal(r, x, alpha, lam, inv_v))
-
-    def _x0_diagonal(self, r, x, alpha, lam, inv_v):
-        # E[x0|x] = sum_k r_k (mu_k + alpha lam_k / v_k (x - alpha mu_k))
-        gain = alpha * lam * inv_v  # (K, D)
-        return r @ self.means + x * (r @ gain) - alpha * (r @ (gain * self.means))
+        W = np.concatenate([-0.5 * inv_v, am * inv_v], axis=1)  # (K, 2D)
+        c = -0.5 * (np.sum(am * am * inv_v, axis=1) + np.sum(np.log(v), axis=1) + D * _LOG_2PI) + self._log_w
+        gain = alpha * self._evals * inv_v  # E[x0 | x, k] = mu_k + gain_k (x - alpha mu_k)
+        M = np.concatenate([self.means, gain, gain * self.means], axis=1).T  # (3D, K)
+        N = x.shape[0]
+        out = {}
+        if "log_prob" in need:
+            out["log_prob"] = np.empty(N)
+        if "resp" in need:
+            out["resp"] = np.empty((N, self.n_components))
+        if "x0" in need:
+            out["x0"] = np.empty((N, D))
+        F = np.empty((2 * D, min(N, self._CHUNK)))
+        for lo in range(0, N, self._CHUNK):
+            xT = x[lo : lo + self._CHUNK].T  # (D, n)
+            n = xT.shape[1]
+            f = F[:, :n]
+            np.multiply(xT, xT, out=f[:D])
+            f[D:] = xT
+            L = W @ f
+            L += c[:, None]
+            top = L.max(axis=0)
+            top = np.where(np.isfinite(top), top, 0.0)
+            L -= top
+            np.exp(L, out=L)
+            total = L.sum(axis=0)
+            if "log_prob" in out:
+                with np.errstate(divide="ignore"):
+                    out["log_prob"][lo : lo + n] = np.log(total) + top
+            if "resp" in out:
+                out["resp"][lo : lo + n] = (L / total).T
+            if "x0" in out:
+                S = M @ L
+                S /= total
+                out["x0"][lo : lo + n] = (S[:D] + xT * S[D : 2 * D] - alpha * S[2 * D :]).T
+        return out
 
     def _noised_general(self, x, alpha, sigma, need) -> dict:
         N = x.shape[0]
