@@ -1,0 +1,71 @@
+"""One look for every figure: template, colours, margins, and the plotting box of a target."""
+
+from __future__ import annotations
+
+import numpy as np
+from plotly.colors import sample_colorscale
+
+TEMPLATE = "plotly_white"
+FONT = dict(family="Inter, 'Source Sans Pro', Helvetica, Arial, sans-serif", size=13, color="#262730")
+SAMPLE_COLOR = "#1f4e9c"  # the solver's particles
+TARGET_COLOR = "#d62728"  # the exact target density
+X0_COLOR = "#ff9f1c"  # x0-predictions
+REFERENCE_COLOR = "#6c757d"  # the rk45 reference
+MODE_SCALE_1D = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]  # paths on the blue density
+DENSITY_SCALE = [  # p_t(x): white for no mass, deep blue for the most
+    [0.0, "#ffffff"], [0.15, "#e3edf7"], [0.4, "#9ecae1"], [0.7, "#4292c6"], [1.0, "#08306b"],
+]
+
+
+def base_layout(title: str, height: int) -> dict:
+    return dict(
+        template=TEMPLATE,
+        font=FONT,
+        title=dict(text=title, x=0.01, xanchor="left", yref="container", y=1.0, yanchor="top", pad=dict(t=14), font=dict(size=16)),
+        height=height,
+        margin=dict(l=60, r=20, t=60, b=55),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0, bgcolor="rgba(0,0,0,0)"),
+        hoverlabel=dict(font_size=12),
+    )
+
+
+def mode_colors(target) -> list[str]:
+    """One colour per mixture component, read off where the component sits: in 1D along a
+    colour scale by position, in 2D hue by angle around the centre and saturation by distance,
+    so neighbouring modes get neighbouring colours and a ring reads as a colour wheel."""
+    means = np.asarray(target.means, dtype=np.float64)
+    if len(means) == 1:
+        return [SAMPLE_COLOR]
+    if means.shape[1] == 1:
+        span = np.ptp(means[:, 0]) or 1.0
+        return sample_colorscale(MODE_SCALE_1D, list(0.1 + 0.8 * (means[:, 0] - means[:, 0].min()) / span))
+    offset = means[:, :2] - means[:, :2].mean(axis=0)
+    radius = np.hypot(offset[:, 0], offset[:, 1])
+    hue = (np.degrees(np.arctan2(offset[:, 1], offset[:, 0])) + 360.0) % 360.0
+    saturation = 25 + 65 * radius / (radius.max() or 1.0)
+    return [f"hsl({h:.0f}, {sat:.0f}%, 45%)" for h, sat in zip(hue, saturation)]
+
+
+def target_box(target, pad: float = 0.15) -> np.ndarray:
+    """(D, 2) lower and upper corners holding every component's mean +- 3.5 std, padded."""
+    lo = np.min(target.means - 3.5 * target.stds()[:, None], axis=0)
+    hi = np.max(target.means + 3.5 * target.stds()[:, None], axis=0)
+    width = hi - lo
+    return np.stack([lo - pad * width, hi + pad * width], axis=1)
+
+
+def view_box(target, x, widen: float = 1.6, square: bool = False) -> np.ndarray:
+    """(D, 2) the plotting box: the target's box grown to hold the bulk of the particles x
+    (any shape (..., D)), but never wider than `widen` times the target's box, so that the
+    target keeps its detail when the start is far away (ve, edm)."""
+    box = target_box(target)
+    centre, half = box.mean(axis=1), 0.5 * (box[:, 1] - box[:, 0])
+    pts = np.asarray(x, dtype=np.float64).reshape(-1, box.shape[0])
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(pts):
+        lo, hi = np.quantile(pts, [0.01, 0.99], axis=0)
+        half = np.maximum(half, np.maximum(centre - lo, hi - centre) * 1.05)
+        half = np.minimum(half, widen * 0.5 * (box[:, 1] - box[:, 0]))
+    if square:
+        half = np.full_like(half, half.max())
+    return np.stack([centre - half, centre + half], axis=1)

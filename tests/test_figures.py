@@ -1,0 +1,127 @@
+"""explorer.figures: pure functions from results to plotly figures (shared by app and notebooks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+import explorer as ex
+from explorer import figures
+
+
+def _run(target: str, schedule: str = "edm", steps: int = 8, n: int = 300, solver: str = "dpmpp-2m", **grid):
+    model = ex.AnalyticModel(ex.targets.get(target), ex.schedules.get(schedule))
+    ts = ex.timesteps(model.schedule, steps, **grid)
+    x_T = model.prior_sample(n, 0, t=ts[0])
+    return model, ex.sample(model, x_T, ts, solver, rng=1), ex.reference(model, x_T, ts)
+
+
+@pytest.fixture(scope="module")
+def run_1d():
+    return _run("gmm-1d-3modes")
+
+
+@pytest.fixture(scope="module")
+def run_2d():
+    return _run("gmm-2d-ring8", schedule="vp-linear")
+
+
+def test_figures_import_no_ui():
+    code = "import sys, explorer.figures; assert not {'streamlit', 'ipywidgets'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("axis", figures.TIME_AXES)
+@pytest.mark.parametrize("show_x0", [False, True])
+def test_density_heatmap_1d(run_1d, axis, show_x0):
+    model, traj, _ = run_1d
+    fig = figures.density_heatmap_1d(model, traj, show_x0=show_x0, n_paths=12, time_axis=axis)
+    assert isinstance(fig, go.Figure)
+    heat = [tr for tr in fig.data if tr.type == "heatmap"]
+    assert len(heat) == 1 and np.nanmax(heat[0].z) == pytest.approx(1.0)
+    names = {tr.name for tr in fig.data}
+    assert ("x0-prediction" in names) == show_x0
+    # noise on the left: the first grid time sits left of the last
+    xaxis = fig.layout.xaxis
+    first, last = (heat[0].x[0], heat[0].x[-1])
+    if xaxis.range is not None and xaxis.range[0] > xaxis.range[1]:
+        first, last = -first, -last  # reversed axis (t)
+    assert first < last
+
+
+def test_density_heatmap_1d_refuses_an_unknown_scale(run_1d):
+    model, traj, _ = run_1d
+    with pytest.raises(ValueError, match="density"):
+        figures.density_heatmap_1d(model, traj, density="cubic")
+
+
+def test_time_axis_ticks_read_as_t():
+    s = ex.schedules.get("edm")
+    _, axis = figures.time_axis.time_axis(s, ex.timesteps(s, 10))
+    labels = list(axis["ticktext"])
+    assert labels[0] == "80" and labels[-1] == "0.002" and "1" in labels
+    assert np.all(np.diff(axis["tickvals"]) > 0)  # lambda grows toward the data
+
+
+def test_final_histogram_1d(run_1d):
+    model, traj, _ = run_1d
+    fig = figures.final_histogram_1d(model.target, traj.sample)
+    assert [tr.type for tr in fig.data] == ["histogram", "scatter"]
+    curve = fig.data[1]
+    assert np.trapezoid(curve.y, curve.x) == pytest.approx(1.0, abs=1e-3)  # the exact density, normalised
+
+
+def test_particles_2d_frames_and_arrows(run_2d):
+    model, traj, _ = run_2d
+    fig = figures.particles_2d(model, traj, n_show=150, n_highlight=5, n_arrows=9)
+    assert len(fig.frames) == traj.n_steps + 1
+    assert len(fig.layout.sliders[0].steps) == len(fig.frames)
+    assert fig.layout.yaxis.scaleanchor == "x"
+    moving = fig.frames[0].traces
+    particles = [i for i in moving if fig.data[i].name == "particles"][0]
+    assert len(fig.data[particles].x) == 150
+    # arrows never outgrow a grid cell: the field is normalised at every time
+    box_width = fig.layout.xaxis.range[1] - fig.layout.xaxis.range[0]
+    for frame in fig.frames:
+        ax, ay = np.asarray(frame.data[0].x, float), np.asarray(frame.data[0].y, float)
+        seg = np.stack([ax, ay], 1).reshape(-1, 7, 2)  # start, tip, gap, barb, tip, barb, gap
+        assert np.all(np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1) <= box_width / 10 + 1e-6)
+
+
+def test_particles_2d_caps_frames(run_2d):
+    model = run_2d[0]
+    ts = ex.timesteps(model.schedule, 150)
+    traj = ex.sample(model, model.prior_sample(50, 0), ts, "euler")
+    fig = figures.particles_2d(model, traj, max_frames=30, show_x0=True)
+    assert len(fig.frames) == 30
+    assert {"0", str(traj.n_steps)} <= {f.name for f in fig.frames}
+
+
+def test_final_samples_2d(run_2d):
+    model, traj, _ = run_2d
+    fig = figures.final_samples_2d(model.target, traj.sample)
+    assert [tr.type for tr in fig.data] == ["contour", "scattergl"]
+
+
+def test_path_error(run_1d):
+    model, traj, ref = run_1d
+    fig = figures.path_error(model, {"a": traj, "b": ref}, ref)
+    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
+    assert np.isnan(fig.data[1].y).all()  # the reference against itself: nothing on a log axis
+
+
+def test_a_diverged_run_still_draws():
+    model = ex.AnalyticModel(ex.targets.get("gmm-2d-ring8"), ex.schedules.get("edm"))
+    ts = ex.timesteps(model.schedule, 4, t_start=1e200)
+    traj = ex.sample(model, model.prior_sample(40, 0, t=ts[0]), ts, "euler")
+    assert traj.diverged
+    figures.particles_2d(model, traj).to_json()
+    figures.final_samples_2d(model.target, traj.sample).to_json()
+    model_1d = ex.AnalyticModel(ex.targets.get("gmm-1d-3modes"), model.schedule)
+    traj_1d = ex.sample(model_1d, model_1d.prior_sample(40, 0, t=ts[0]), ts, "euler")
+    figures.density_heatmap_1d(model_1d, traj_1d, show_x0=True).to_json()
+    figures.final_histogram_1d(model_1d.target, traj_1d.sample).to_json()
