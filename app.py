@@ -1,0 +1,12 @@
+"""diffusion-explorer: the app's frame. Each page is one file in app_pages/; add a page
+with one line in PAGES.   Run: streamlit run app.py"""
+
+import streamlit as st
+
+st.set_page_config(layout="wide", page_title="diffusion-explorer")
+
+PAGES = [
+    st.Page("app_pages/trajectories.py", title="Trajectories", icon=":material/timeline:", default=True),
+]
+
+st.navigation(PAGES).run()

@@ -1,0 +1,90 @@
+"""Controls shared by the pages. Each is built from the core's own declaration
+(ex.targets.params, ex.solvers.info(name)["options"]) and bound to the URL, so the
+UI cannot drift from the code and every view is a shareable link."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+import explorer as ex
+
+URL = "query-params"
+
+
+def _step(value: float) -> float:
+    """A step of about a tenth of the value's order of magnitude (0.05 -> 0.005, 3 -> 0.5)."""
+    return 0.5 * 10.0 ** math.floor(math.log10(abs(value))) if value else 0.1
+
+
+def number(label: str, key: str, default, help: str | None = None, low=None, high=None):
+    """A number input for an int or float default, bound to the URL under `key`."""
+    if isinstance(default, int) and not isinstance(default, bool):
+        return st.number_input(label, low, high, int(default), 1, key=key, help=help, bind=URL)
+    log_range = low is not None and high is not None and low > 0 and high / low >= 1e3
+    fmt = "%.1e" if log_range or (default and abs(default) < 1e-3) else "%g"
+    if log_range:
+        step = None
+    elif low is not None and high is not None:
+        step = (high - low) / 20
+    else:
+        step = _step(float(default))
+    return st.number_input(
+        label, None if low is None else float(low), None if high is None else float(high), float(default),
+        step, format=fmt, key=key, help=help, bind=URL,
+    )
+
+
+def target(default: str = "gmm-1d-3modes") -> tuple:
+    """Target preset, its parameters and optional custom modes, as a hashable key
+    (name, ((param, value), ...), modes text or None) for load_target."""
+    names = ex.targets.names()
+    name = st.selectbox(
+        "Target", names, names.index(default), key="target", bind=URL,
+        help="A Gaussian mixture: every density, score and posterior mean is exact.",
+    )
+    st.caption(ex.targets.describe(name))
+    params = {
+        p: number(p.replace("_", " "), f"{name}.{p}", default) for p, default in ex.targets.params(name).items()
+    }
+    key = (name, tuple(params.items()), None)
+    if st.toggle("Custom modes", key="custom", bind=URL, help="Type the modes yourself, one per line."):
+        dim = ex.targets.get(name).dim
+        try:
+            preset_text = ex.targets.to_text(load_target(key))
+        except ValueError:
+            preset_text = ex.targets.to_text(ex.targets.get(name))
+        coords = "x" if dim == 1 else "x, y"
+        text = st.text_area(
+            "Modes", preset_text, height=140, key=f"{name}.modes", bind=URL,
+            help=f"One mode a line: `{coords}, std[, weight]`. Lines starting with # are skipped.",
+        )
+        key = (name, (), text)
+    return key
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def load_target(key: tuple) -> ex.GaussianMixture:
+    """The mixture a target() key stands for (ValueError on bad parameters or text)."""
+    name, params, text = key
+    if text is not None:
+        return ex.targets.from_text(text, ex.targets.get(name).dim)
+    return ex.targets.get(name, **dict(params))
+
+
+def solver_options(solver: str) -> dict:
+    """One widget per option the solver declares (type, default, range, choices, help)."""
+    values = {}
+    for opt, spec in ex.solvers.info(solver)["options"].items():
+        key, label, help = f"{solver}.{opt}", opt.replace("_", " "), spec["help"]
+        if spec["type"] == "bool":
+            values[opt] = st.checkbox(label, bool(spec["default"]), key=key, help=help, bind=URL)
+        elif spec["type"] == "choice":
+            choices = spec["choices"]
+            values[opt] = st.selectbox(label, choices, choices.index(spec["default"]), key=key, help=help, bind=URL)
+        else:
+            low, high = spec.get("range", (None, None))
+            default = int(spec["default"]) if spec["type"] == "int" else float(spec["default"])
+            values[opt] = number(label, key, default, help, low, high)
+    return values

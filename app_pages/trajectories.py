@@ -1,0 +1,183 @@
+"""Trajectories: how a sampler carries particles from noise to a Gaussian-mixture target."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+import explorer as ex
+from app_pages import controls
+from explorer import figures
+
+URL = controls.URL
+
+
+# The core, cached on hashable parameters. `setup` is (target key, schedule, spacing, steps,
+# (t_start, t_end), particles, seed, exact start): everything but the solver.
+
+
+def _problem(setup: tuple):
+    """The model, the starting points x_T and the time grid a setup stands for (cheap)."""
+    target_key, schedule, spacing, steps, t_range, n, seed, exact = setup
+    model = ex.AnalyticModel(controls.load_target(target_key), ex.schedules.get(schedule))
+    ts = ex.timesteps(model.schedule, steps, spacing, *t_range)
+    x_T = model.prior_sample(n, np.random.default_rng(seed), t=ts[0], exact=exact)
+    return model, x_T, ts
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def run(setup: tuple, solver: str, options: tuple) -> ex.Trajectory:
+    model, x_T, ts = _problem(setup)
+    noise = np.random.default_rng([setup[6], 1])  # the solver's own stream, apart from x_T's
+    return ex.sample(model, x_T, ts, solver, rng=noise, **dict(options))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def reference(setup: tuple) -> ex.Trajectory:
+    model, x_T, ts = _problem(setup)
+    return ex.reference(model, x_T, ts)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def reference_distance(setup: tuple) -> float:
+    """How close the exact ODE's samples get: the floor set by the finite sample and the start."""
+    return ex.metrics.distance_to_target(reference(setup).sample, controls.load_target(setup[0]))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def scores(setup: tuple, solver: str, options: tuple, against_reference: bool) -> dict:
+    ref = reference(setup) if against_reference else None
+    return ex.metrics.summary(run(setup, solver, options), controls.load_target(setup[0]), ref)
+
+
+# Figures are plotly objects: cache_resource hands back the same object without a pickle round trip.
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def main_figures(setup: tuple, solver: str, options: tuple, show_x0: bool, axis: str, against_reference: bool) -> tuple:
+    model = _problem(setup)[0]
+    traj = run(setup, solver, options)
+    if model.dim == 1:
+        paths = figures.density_heatmap_1d(model, traj, show_x0=show_x0, time_axis=axis, height=440)
+        final = figures.final_histogram_1d(model.target, traj.sample, height=340)
+    else:
+        paths = figures.particles_2d(model, traj, show_x0=show_x0, height=600)
+        final = figures.final_samples_2d(model.target, traj.sample, height=480)
+    error = None
+    if against_reference:
+        error = figures.path_error(model, traj, reference(setup), time_axis=axis, height=340)
+    return paths, final, error
+
+
+def _format(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+st.title("Trajectories")
+st.caption(
+    "How a sampler carries particles from noise to the data, on a Gaussian-mixture target whose "
+    "noised densities are exact. Every control is in the URL: copy it to share this view."
+)
+
+with st.sidebar:
+    st.header("Target")
+    target_key = controls.target()
+
+    st.header("Sampler")
+    schedules = ex.schedules.names()
+    schedule = st.selectbox("Schedule", schedules, schedules.index("edm"), key="schedule", bind=URL)
+    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL, help=ex.timesteps.__doc__)
+    solvers = ex.solvers.names()
+    solver = st.selectbox("Solver", solvers, solvers.index("dpmpp-2m"), key="solver", bind=URL)
+    info = ex.solvers.info(solver)
+    st.caption(f"{info['summary']} Order {info['order']}. *{info['reference']}*")
+    options = tuple(controls.solver_options(solver).items())
+    steps = st.slider("Steps", 1, 200, 10, key="steps", bind=URL, help="Solver steps; NFE = model evaluations.")
+
+    st.header("Particles")
+    n = st.number_input("Particles", 10, 20000, 2000, 100, key="n", bind=URL)
+    seed = st.number_input("Seed", 0, 2**31 - 1, 0, 1, key="seed", bind=URL)
+    exact = st.checkbox(
+        "Start from exact p_T", key="exact", bind=URL,
+        help="Draw x_T from the true noised marginal p_T instead of N(0, σ(T)² I): removes the prior mismatch.",
+    )
+    with st.expander("Time range"):
+        defaults = ex.schedules.get(schedule)
+        t_start = st.number_input(
+            "t start (noise end)", value=None, format="%g", key="t_start", bind=URL, placeholder=f"{defaults.t_max:g}"
+        )
+        t_end = st.number_input(
+            "t end (data end)", value=None, format="%g", key="t_end", bind=URL, placeholder=f"{defaults.t_min:g}"
+        )
+
+setup = (target_key, schedule, spacing, int(steps), (t_start, t_end), int(n), int(seed), bool(exact))
+try:
+    model = _problem(setup)[0]
+    traj = run(setup, solver, options)
+except ValueError as err:
+    st.error(f"**Can't run this set-up.** {err}")
+    st.stop()
+except Exception as err:  # a bug in the core: say so, without a traceback
+    st.error(f"**The core failed** on this set-up ({type(err).__name__}): {err}")
+    st.stop()
+
+floor = None
+try:
+    with st.spinner("Integrating the rk45 reference path…"):
+        ref = reference(setup)
+        if not ref.diverged:
+            floor = reference_distance(setup)
+except Exception as err:  # the reference is an extra: the page goes on without it
+    ref = None
+    st.warning(f"**The rk45 reference failed** ({type(err).__name__}: {err}); comparisons against it are skipped.")
+against_reference = ref is not None and not ref.diverged
+summary = scores(setup, solver, options, against_reference)
+
+if traj.diverged:
+    st.warning(f"**The run diverged** at step {traj.diverged_at} of {traj.n_steps}: {traj.diverged_reason}. "
+               "The figures show the steps before it.")
+
+cols = st.columns(5)
+cols[0].metric("NFE", traj.nfe, help="Model evaluations the solver spent.")
+cols[1].metric(
+    "Distance to target", _format(summary.get("sliced_w2"), ".3f"),
+    delta=None if floor is None else f"exact ODE: {floor:.3f}", delta_color="off", delta_arrow="off",
+    help="Sliced W2 between the final samples and fresh target draws. Below: the same for the rk45 "
+         "reference from the same start — the floor set by the finite sample.",
+)
+cols[2].metric(
+    "Error vs reference", _format(summary.get("error_vs_reference"), ".3g"),
+    help="RMS distance between each final sample and the rk45 path from the same x_T."
+         + (" A stochastic solver is not meant to follow that path." if info["stochastic"] else ""),
+)
+cols[3].metric(
+    "Mode mass error", _format(summary.get("coverage_tv"), ".3f"),
+    help="Total-variation distance between the samples' share of each mode and the mixture weights.",
+)
+cols[4].metric("Wall time", f"{traj.wall_time * 1e3:.1f} ms", help="The solver's run, model evaluations included.")
+
+view = st.columns([2, 3, 5], vertical_alignment="center")
+show_x0 = view[0].toggle("x0-predictions", key="x0", bind=URL, help="Draw the model's x0-prediction at every step.")
+axis = "log-snr"
+if model.dim == 1:
+    axis = view[1].segmented_control(
+        "Time axis", figures.TIME_AXES, default="log-snr", key="axis", bind=URL, label_visibility="collapsed",
+        help="Spacing of the time axis: by log-SNR (ticks in t), t itself, or solver steps.",
+    ) or "log-snr"
+
+paths, final, error = main_figures(setup, solver, options, bool(show_x0), axis, against_reference)
+config = {  # a short mode bar, so that it leaves the titles readable
+    "displaylogo": False,
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "toImage"],
+}
+if model.dim == 1:
+    st.plotly_chart(paths, theme=None, config=config)
+    left, right = st.columns(2)
+    left.plotly_chart(final, theme=None, config=config)
+else:
+    left, right = st.columns([3, 2])
+    left.plotly_chart(paths, theme=None, config=config)
+    right.plotly_chart(final, theme=None, config=config)
+    right = st
+if error is not None:
+    right.plotly_chart(error, theme=None, config=config)

@@ -1,0 +1,169 @@
+"""The app in a real browser: `streamlit run app.py` driven by headless Chromium.
+
+Checks what only a browser shows: the page renders its plotly charts without a Streamlit
+exception, a URL with query parameters opens that view, and a changed control lands in
+the URL. Screenshots go to artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app served on a free port; its whole process group is ended afterwards."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    log = open(ARTIFACTS / f"streamlit-{port}.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none",
+        ],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}: {(ARTIFACTS / log.name).read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("streamlit did not become healthy within 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_window_size(1400, 1000)
+    yield driver
+    driver.quit()
+
+
+def _open(driver, url: str, charts: int = 1, timeout: float = 60):
+    """Load url and wait until the script has finished and `charts` plotly charts are drawn."""
+    driver.get(url)
+
+    def ready(d):
+        if d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
+            return True  # fail fast, on the assertion below
+        drawn = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")
+        running = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+        return len(drawn) >= charts and not running
+
+    WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
+    time.sleep(0.5)  # plotly's last layout pass
+
+
+def _shot(driver, name: str) -> None:
+    ActionChains(driver).move_to_element(driver.find_element(By.TAG_NAME, "h1")).perform()  # no mode bars
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def _no_exception(driver) -> None:
+    errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert not errors, errors[0].text
+
+
+def test_default_view_renders(server, browser):
+    _open(browser, server + "/", charts=3)
+    _shot(browser, "browser-1d")
+    _no_exception(browser)
+    assert browser.title == "diffusion-explorer"
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Trajectories")
+    sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]').text
+    for label in ("Target", "Schedule", "Time grid", "Solver", "Steps", "Particles", "Seed"):
+        assert label in sidebar
+    metrics = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')
+    assert [m.text.splitlines()[0] for m in metrics][:2] == ["NFE", "Distance to target"]
+    assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
+
+
+def test_query_params_open_a_2d_view(server, browser):
+    query = {"target": "gmm-2d-ring8", "solver": "heun", "steps": "8", "schedule": "vp-linear"}
+    _open(browser, f"{server}/?{urlencode(query)}", charts=3)
+    _shot(browser, "browser-2d")
+    _no_exception(browser)
+    chosen = {
+        box.get_attribute("aria-label"): box.get_attribute("value")
+        for box in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"] input')
+    }
+    assert chosen["Target"] == "gmm-2d-ring8" and chosen["Solver"] == "heun" and chosen["Schedule"] == "vp-linear"
+    nfe = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')[0].text
+    assert nfe.splitlines()[-1] == "16"
+    # the animation: a slider and a play button inside the particle figure
+    assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .slider-container")
+    assert any("Play" in b.text for b in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .updatemenu-button"))
+
+
+def test_a_changed_control_lands_in_the_url(server, browser):
+    _open(browser, server + "/", charts=3)
+    browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]").click()
+    WebDriverWait(browser, 20).until(lambda d: "x0=true" in d.current_url)
+    _open(browser, browser.current_url, charts=3)  # the shared link opens the same view
+    _no_exception(browser)
+    assert browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]//input").is_selected()
+
+
+def test_bad_input_is_an_error_box(server, browser):
+    _open(browser, f"{server}/?{urlencode({'custom': 'true', 'gmm-1d-3modes.modes': 'oops'})}", charts=0)
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]'))
+    _no_exception(browser)
+    error = browser.find_element(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]').text
+    assert "line 1" in error and "oops" in error
