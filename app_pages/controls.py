@@ -18,10 +18,10 @@ def _step(value: float) -> float:
     return 0.5 * 10.0 ** math.floor(math.log10(abs(value))) if value else 0.1
 
 
-def number(label: str, key: str, default, help: str | None = None, low=None, high=None):
+def number(label: str, key: str, default, help: str | None = None, low=None, high=None, disabled: bool = False):
     """A number input for an int or float default, bound to the URL under `key`."""
     if isinstance(default, int) and not isinstance(default, bool):
-        return st.number_input(label, low, high, int(default), 1, key=key, help=help, bind=URL)
+        return st.number_input(label, low, high, int(default), 1, key=key, help=help, bind=URL, disabled=disabled)
     log_range = low is not None and high is not None and low > 0 and high / low >= 1e3
     fmt = "%.1e" if log_range or (default and abs(default) < 1e-3) else "%g"
     if log_range:
@@ -32,7 +32,7 @@ def number(label: str, key: str, default, help: str | None = None, low=None, hig
         step = _step(float(default))
     return st.number_input(
         label, None if low is None else float(low), None if high is None else float(high), float(default),
-        step, format=fmt, key=key, help=help, bind=URL,
+        step, format=fmt, key=key, help=help, bind=URL, disabled=disabled,
     )
 
 
@@ -45,17 +45,20 @@ def target(default: str = "gmm-1d-3modes") -> tuple:
         help="A Gaussian mixture: every density, score and posterior mean is exact.",
     )
     st.caption(ex.targets.describe(name))
-    params = {
-        p: number(p.replace("_", " "), f"{name}.{p}", default) for p, default in ex.targets.params(name).items()
-    }
+    params_box = st.container()  # filled below, once we know whether custom modes replace them
+    custom = st.toggle("Custom modes", key="custom", bind=URL, help="Type the modes yourself, one per line.")
+    with params_box:
+        params = {
+            p: number(p.replace("_", " "), f"{name}.{p}", default, disabled=custom)
+            for p, default in ex.targets.params(name).items()
+        }
     key = (name, tuple(params.items()), None)
-    if st.toggle("Custom modes", key="custom", bind=URL, help="Type the modes yourself, one per line."):
-        dim = ex.targets.get(name).dim
+    if custom:
         try:
             preset_text = ex.targets.to_text(load_target(key))
         except ValueError:
             preset_text = ex.targets.to_text(ex.targets.get(name))
-        coords = "x" if dim == 1 else "x, y"
+        coords = "x" if ex.targets.get(name).dim == 1 else "x, y"
         text = st.text_area(
             "Modes", preset_text, height=140, key=f"{name}.modes", bind=URL,
             help=f"One mode a line: `{coords}, std[, weight]`. Lines starting with # are skipped.",

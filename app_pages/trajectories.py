@@ -113,7 +113,8 @@ with st.sidebar:
 setup = (target_key, schedule, spacing, int(steps), (t_start, t_end), int(n), int(seed), bool(exact))
 try:
     model = _problem(setup)[0]
-    traj = run(setup, solver, options)
+    with st.spinner(f"Sampling with {solver}…"):
+        traj = run(setup, solver, options)
 except ValueError as err:
     st.error(f"**Can't run this set-up.** {err}")
     st.stop()
@@ -158,12 +159,10 @@ cols[4].metric("Wall time", f"{traj.wall_time * 1e3:.1f} ms", help="The solver's
 
 view = st.columns([2, 3, 5], vertical_alignment="center")
 show_x0 = view[0].toggle("x0-predictions", key="x0", bind=URL, help="Draw the model's x0-prediction at every step.")
-axis = "log-snr"
-if model.dim == 1:
-    axis = view[1].segmented_control(
-        "Time axis", figures.TIME_AXES, default="log-snr", key="axis", bind=URL, label_visibility="collapsed",
-        help="Spacing of the time axis: by log-SNR (ticks in t), t itself, or solver steps.",
-    ) or "log-snr"
+axis = view[1].segmented_control(
+    "Time axis", figures.TIME_AXES, default="log-snr", key="axis", bind=URL, label_visibility="collapsed",
+    help="Spacing of the time axis: by log-SNR (ticks in t), t itself, or solver steps.",
+) or "log-snr"
 
 paths, final, error = main_figures(setup, solver, options, bool(show_x0), axis, against_reference)
 config = {  # a short mode bar, so that it leaves the titles readable
@@ -172,11 +171,19 @@ config = {  # a short mode bar, so that it leaves the titles readable
 }
 if model.dim == 1:
     st.plotly_chart(paths, theme=None, config=config)
+    st.caption(
+        "Colour: the exact density p_t(x) of the noised target. Each path is coloured by the mode it "
+        "reaches; dots mark the solver's grid times."
+    )
     left, right = st.columns(2)
     left.plotly_chart(final, theme=None, config=config)
 else:
     left, right = st.columns([3, 2])
     left.plotly_chart(paths, theme=None, config=config)
+    left.caption(
+        "▶ plays the run in the browser; the slider picks a step. Particles are coloured by the mode they "
+        "reach; arrows show where the flow carries them at that time (lengths normalised per step)."
+    )
     right.plotly_chart(final, theme=None, config=config)
     right = st
 if error is not None:

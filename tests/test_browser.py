@@ -147,9 +147,18 @@ def test_query_params_open_a_2d_view(server, browser):
     assert chosen["Target"] == "gmm-2d-ring8" and chosen["Solver"] == "heun" and chosen["Schedule"] == "vp-linear"
     nfe = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')[0].text
     assert nfe.splitlines()[-1] == "16"
-    # the animation: a slider and a play button inside the particle figure
-    assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .slider-container")
-    assert any("Play" in b.text for b in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .updatemenu-button"))
+    # the animation runs in the browser: Play moves the slider without a rerun
+    def shown(d):
+        return d.execute_script(
+            "const e = document.querySelector('.js-plotly-plot .slider-container text');"  # the current value
+            "return e && e.textContent;"
+        )
+
+    assert shown(browser).startswith("step 8/8")
+    play = [b for b in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .updatemenu-button") if "Play" in b.text]
+    ActionChains(browser).move_to_element(play[0]).click().perform()
+    WebDriverWait(browser, 5, poll_frequency=0.05).until(lambda d: not shown(d).startswith("step 8/8"))
+    WebDriverWait(browser, 10, poll_frequency=0.1).until(lambda d: shown(d).startswith("step 8/8"))
 
 
 def test_a_changed_control_lands_in_the_url(server, browser):

@@ -8,6 +8,7 @@ from plotly.colors import qualitative
 
 from .. import metrics
 from . import style
+from .time_axis import log_dtick
 from .time_axis import time_axis as _time_axis
 
 
@@ -20,9 +21,11 @@ def path_error(model, trajs, ref, time_axis: str = "log-snr", title: str | None 
     to_x, xaxis = _time_axis(s, ref.t, time_axis)
     fig = go.Figure()
     colors = [style.SAMPLE_COLOR, *qualitative.D3[1:]]
+    shown = []
     for k, (name, traj) in enumerate(trajs.items()):
         err = metrics.path_error(traj, ref)
         err = np.where(err > 0, err, np.nan)  # the shared start has zero error: nothing to draw on a log axis
+        shown.append(err[np.isfinite(err)])
         fig.add_trace(
             go.Scatter(
                 x=to_x(traj.t), y=err, mode="lines+markers", name=name, customdata=np.stack([traj.t, np.arange(len(err))], 1),
@@ -35,5 +38,7 @@ def path_error(model, trajs, ref, time_axis: str = "log-snr", title: str | None 
         showlegend=len(trajs) > 1,
     )
     fig.update_xaxes(**xaxis)
-    fig.update_yaxes(title_text="RMS ‖x − x_ref‖", type="log", dtick="D2", tickformat=".0e")
+    shown = np.concatenate(shown)
+    decades = np.log10(shown.max() / shown.min()) if len(shown) else 0.0
+    fig.update_yaxes(title_text="RMS ‖x − x_ref‖", type="log", dtick=log_dtick(decades), tickformat=".0e")
     return fig

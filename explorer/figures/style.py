@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from plotly.colors import sample_colorscale
 
 TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, 'Source Sans Pro', Helvetica, Arial, sans-serif", size=13, color="#262730")
@@ -11,7 +10,9 @@ SAMPLE_COLOR = "#1f4e9c"  # the solver's particles
 TARGET_COLOR = "#d62728"  # the exact target density
 X0_COLOR = "#ff9f1c"  # x0-predictions
 REFERENCE_COLOR = "#6c757d"  # the rk45 reference
-MODE_SCALE_1D = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]  # paths on the blue density
+MODE_PALETTE_1D = [  # paths over the blue density: no blue
+    "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+]
 DENSITY_SCALE = [  # p_t(x): white for no mass, deep blue for the most
     [0.0, "#ffffff"], [0.15, "#e3edf7"], [0.4, "#9ecae1"], [0.7, "#4292c6"], [1.0, "#08306b"],
 ]
@@ -30,15 +31,15 @@ def base_layout(title: str, height: int) -> dict:
 
 
 def mode_colors(target) -> list[str]:
-    """One colour per mixture component, read off where the component sits: in 1D along a
-    colour scale by position, in 2D hue by angle around the centre and saturation by distance,
+    """One colour per mixture component, read off where the component sits: in 1D by its rank
+    along x, in 2D hue by angle around the centre and saturation by distance,
     so neighbouring modes get neighbouring colours and a ring reads as a colour wheel."""
     means = np.asarray(target.means, dtype=np.float64)
     if len(means) == 1:
         return [SAMPLE_COLOR]
-    if means.shape[1] == 1:
-        span = np.ptp(means[:, 0]) or 1.0
-        return sample_colorscale(MODE_SCALE_1D, list(0.1 + 0.8 * (means[:, 0] - means[:, 0].min()) / span))
+    if means.shape[1] == 1:  # by rank along x: neighbouring modes never share a colour
+        rank = np.argsort(np.argsort(means[:, 0], kind="stable"))
+        return [MODE_PALETTE_1D[r % len(MODE_PALETTE_1D)] for r in rank]
     offset = means[:, :2] - means[:, :2].mean(axis=0)
     radius = np.hypot(offset[:, 0], offset[:, 1])
     hue = (np.degrees(np.arctan2(offset[:, 1], offset[:, 0])) + 360.0) % 360.0

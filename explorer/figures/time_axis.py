@@ -31,7 +31,8 @@ def time_axis(schedule, ts, kind: str = "log-snr"):
         if t_hi / t_lo > 100:
             lo, hi = np.log10(t_lo), np.log10(t_hi)
             return (lambda t: np.asarray(t, dtype=np.float64)), dict(
-                title=dict(text="t (log scale)"), type="log", range=[hi, lo], autorange=False
+                title=dict(text="t (log scale)"), type="log", range=[hi, lo], autorange=False,
+                dtick=log_dtick(hi - lo),
             )
         return (lambda t: np.asarray(t, dtype=np.float64)), dict(title=dict(text="t"), range=[t_hi, t_lo])
     if kind == "step":
@@ -43,6 +44,12 @@ def time_axis(schedule, ts, kind: str = "log-snr"):
 
         return position, dict(title=dict(text="solver step"))
     raise ValueError(f"unknown time axis {kind!r}; choose from {list(TIME_AXES)}")
+
+
+def log_dtick(decades: float):
+    """Tick spacing for a log axis spanning `decades`: powers of ten only when there are
+    enough of them, else 1-2-5 (plotly's "D2")."""
+    return 1 if decades > 2.5 else "D2"
 
 
 def _round_times(schedule, t_lo: float, t_hi: float, n_ticks: int = 7) -> list[float]:

@@ -268,16 +268,27 @@ def particles_2d(
     steps = _frame_steps(len(t), max_frames)
 
     def state(i, full=True):
-        """The traces that change from frame to frame, at grid index i (frames carry only x and y)."""
+        """The traces that change from frame to frame, at grid index i (frames carry only x and y).
+        Drawn bottom to top: flow arrows, x0-predictions, particles, the followed particles."""
         ax, ay = _arrows(model, t[i], box, n_arrows)
-        xy = [(ax, ay), (x[i, show, 0], x[i, show, 1]), (x[i, highlight, 0], x[i, highlight, 1])]
+        layers = [(ax, ay)]
         if show_x0:
-            j = min(i, len(d) - 1)
-            xy.append((d[j, show, 0], d[j, show, 1]))
+            j = min(i, len(d) - 1)  # the last state has no prediction of its own: keep the one before
+            layers.append((d[j, show, 0], d[j, show, 1]))
+        layers += [(x[i, show, 0], x[i, show, 1]), (x[i, highlight, 0], x[i, highlight, 1])]
         if not full:
-            return [dict(x=_f32(a), y=_f32(b)) for a, b in xy]
+            return [dict(x=_f32(a), y=_f32(b)) for a, b in layers]
         traces = [
             go.Scatter(mode="lines", line=dict(color="rgba(40,40,40,0.55)", width=1), name="flow (direction of travel)", hoverinfo="skip"),
+        ]
+        if show_x0:
+            traces.append(
+                go.Scattergl(
+                    mode="markers", name="x0-prediction", hoverinfo="skip",
+                    marker=dict(size=5, color=style.X0_COLOR, opacity=0.45, symbol="x", line=dict(width=0)),
+                )
+            )
+        traces += [
             go.Scattergl(
                 mode="markers", name="particles", hoverinfo="skip",
                 marker=dict(size=4, opacity=0.75, line=dict(width=0), **mode_marker),
@@ -287,14 +298,7 @@ def particles_2d(
                 marker=dict(size=10, color="#111111", symbol="circle-open", line=dict(width=2)),
             ),
         ]
-        if show_x0:
-            traces.append(
-                go.Scattergl(
-                    mode="markers", name="x0-prediction", hoverinfo="skip",
-                    marker=dict(size=3, color=style.X0_COLOR, opacity=0.6, symbol="x", line=dict(width=0)),
-                )
-            )
-        for trace, (a, b) in zip(traces, xy):
+        for trace, (a, b) in zip(traces, layers):
             trace.update(x=_f32(a), y=_f32(b))
         return traces
 
@@ -314,7 +318,7 @@ def particles_2d(
         return f"step {i}/{len(t) - 1}  ·  t = {t[i]:.4g}  ·  σ/α = {np.exp(-float(s.lambda_(t[i]))):.3g}"
 
     fig.frames = [go.Frame(data=state(int(i), full=False), traces=moving, name=str(int(i))) for i in steps]
-    play = dict(frame=dict(duration=max(60, 2400 // len(steps)), redraw=True), transition=dict(duration=0), fromcurrent=False, mode="immediate")
+    play = dict(frame=dict(duration=max(60, 4000 // len(steps)), redraw=True), transition=dict(duration=0), fromcurrent=False, mode="immediate")
     jump = dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0), mode="immediate")
     layout = style.base_layout(title or f"Particles from noise to data — {traj.solver}", height)
     layout["margin"].update(t=90, b=115)
