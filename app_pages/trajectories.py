@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import streamlit as st
 
@@ -86,7 +88,7 @@ with st.sidebar:
     st.header("Sampler")
     schedules = ex.schedules.names()
     schedule = st.selectbox("Schedule", schedules, schedules.index("edm"), key="schedule", bind=URL)
-    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL, help=ex.timesteps.__doc__)
+    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL, help=inspect.cleandoc(ex.timesteps.__doc__))
     solvers = ex.solvers.names()
     solver = st.selectbox("Solver", solvers, solvers.index("dpmpp-2m"), key="solver", bind=URL)
     info = ex.solvers.info(solver)
@@ -167,7 +169,7 @@ axis = view[1].segmented_control(
 paths, final, error = main_figures(setup, solver, options, bool(show_x0), axis, against_reference)
 config = {  # a short mode bar, so that it leaves the titles readable
     "displaylogo": False,
-    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "toImage"],
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
 }
 if model.dim == 1:
     st.plotly_chart(paths, theme=None, config=config)

@@ -125,3 +125,28 @@ def test_a_diverged_run_still_draws():
     traj_1d = ex.sample(model_1d, model_1d.prior_sample(40, 0, t=ts[0]), ts, "euler")
     figures.density_heatmap_1d(model_1d, traj_1d, show_x0=True).to_json()
     figures.final_histogram_1d(model_1d.target, traj_1d.sample).to_json()
+
+
+class _NoTarget:
+    """A model as a learned one looks to the figures: the four methods and a schedule, no target."""
+
+    def __init__(self, model):
+        self._model, self.schedule = model, model.schedule
+
+    def denoise(self, x, t):
+        return self._model.denoise(x, t)
+
+    def velocity(self, x, t):
+        return self._model.velocity(x, t)
+
+
+def test_models_without_a_target(run_1d, run_2d):
+    for model, traj, _ in (run_1d, run_2d):
+        learned = _NoTarget(model)
+        if model.dim == 1:
+            fig = figures.density_heatmap_1d(learned, traj)
+            assert not [tr for tr in fig.data if tr.type == "heatmap"]
+        else:
+            fig = figures.particles_2d(learned, traj)
+            assert not [tr for tr in fig.data if tr.type == "contour"]
+        fig.to_json()

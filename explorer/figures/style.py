@@ -58,11 +58,20 @@ def target_box(target, pad: float = 0.15) -> np.ndarray:
 def view_box(target, x, widen: float = 1.6, square: bool = False) -> np.ndarray:
     """(D, 2) the plotting box: the target's box grown to hold the bulk of the particles x
     (any shape (..., D)), but never wider than `widen` times the target's box, so that the
-    target keeps its detail when the start is far away (ve, edm)."""
+    target keeps its detail when the start is far away (ve, edm). Without a target (None): the
+    particles' 1-99% quantile box."""
+    pts = np.asarray(x, dtype=np.float64)
+    pts = pts.reshape(-1, pts.shape[-1])
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if target is None:
+        box = np.quantile(pts, [0.01, 0.99], axis=0).T if len(pts) else np.tile([-1.0, 1.0], (x.shape[-1], 1))
+        box = box + np.array([-1.0, 1.0]) * np.maximum(0.1 * (box[:, 1:] - box[:, :1]), 1e-3)
+        if square:
+            centre, half = box.mean(axis=1), 0.5 * (box[:, 1] - box[:, 0]).max()
+            box = np.stack([centre - half, centre + half], axis=1)
+        return box
     box = target_box(target)
     centre, half = box.mean(axis=1), 0.5 * (box[:, 1] - box[:, 0])
-    pts = np.asarray(x, dtype=np.float64).reshape(-1, box.shape[0])
-    pts = pts[np.all(np.isfinite(pts), axis=1)]
     if len(pts):
         lo, hi = np.quantile(pts, [0.01, 0.99], axis=0)
         half = np.maximum(half, np.maximum(centre - lo, hi - centre) * 1.05)

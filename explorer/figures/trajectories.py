@@ -83,7 +83,7 @@ def density_heatmap_1d(
     x, d = _np(traj.x)[..., 0], _np(traj.denoised)[..., 0]  # (n + 1, N), (n, N)
     to_x, xaxis = _time_axis(s, t, time_axis)
     target = getattr(model, "target", None)
-    box = style.view_box(target, x[..., None])[0] if target is not None else np.nanquantile(x, [0.01, 0.99])
+    box = style.view_box(target, x[..., None])[0]
     fig = go.Figure()
 
     if callable(getattr(model, "log_prob", None)):
@@ -254,17 +254,21 @@ def particles_2d(
     paths of n_highlight particles. Particles are coloured by the mode they end in.
 
     n_show caps the particles drawn; max_frames caps the frames (evenly chosen steps);
-    show_x0 adds the x0-predictions at each step; frame is the step shown first (-1: the last).
+    show_x0 adds the x0-predictions at each step; frame indexes the frame shown first (-1: the
+    last). A model without a .target (a learned one) gets no contours and one colour.
     """
     s = model.schedule
     t = np.asarray(traj.t, dtype=np.float64)
     x, d = _np(traj.x), _np(traj.denoised)
-    target = model.target
+    target = getattr(model, "target", None)
     box = style.view_box(target, x, widen=1.4, square=True)
     n = x.shape[1]
     show = np.arange(n) if n <= n_show else np.linspace(0, n - 1, n_show).round().astype(int)
-    mode_marker = _mode_marker(target, x[-1, show])
-    highlight = show[_spread_indices(np.arctan2(*(x[-1, show] - target.mean()).T), n_highlight)]
+    if target is not None:
+        mode_marker, centre = _mode_marker(target, x[-1, show]), target.mean()
+    else:
+        mode_marker, centre = dict(color=style.SAMPLE_COLOR), box.mean(axis=1)
+    highlight = show[_spread_indices(np.arctan2(*(x[-1, show] - centre).T), n_highlight)]
     steps = _frame_steps(len(t), max_frames)
 
     def state(i, full=True):
@@ -302,7 +306,7 @@ def particles_2d(
             trace.update(x=_f32(a), y=_f32(b))
         return traces
 
-    static = [_target_contour(target, box)]
+    static = [_target_contour(target, box)] if target is not None else []
     px, py = _polylines(x[:, highlight, 0].T, x[:, highlight, 1].T)
     static.append(
         go.Scatter(
