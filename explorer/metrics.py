@@ -40,19 +40,20 @@ def sliced_wasserstein(x, y, n_projections: int = 128, rng=0) -> float:
     else:
         dirs = as_generator(rng).standard_normal((n_projections, d))
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    px, py = np.sort(x @ dirs.T, axis=0), np.sort(y @ dirs.T, axis=0)
+    # (projections, points) rows: sorting contiguous rows is several times faster than columns
+    px, py = np.sort(dirs @ x.T, axis=1), np.sort(dirs @ y.T, axis=1)
     q = (np.arange(max(len(x), len(y))) + 0.5) / max(len(x), len(y))
     qx = _quantiles(px, q)
     qy = _quantiles(py, q)
     return float(np.sqrt(np.mean((qx - qy) ** 2)))
 
 
-def _quantiles(sorted_cols: np.ndarray, q: np.ndarray) -> np.ndarray:
-    n = len(sorted_cols)
+def _quantiles(sorted_rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    n = sorted_rows.shape[1]
     if n == len(q):
-        return sorted_cols
+        return sorted_rows
     idx = np.minimum((q * n).astype(int), n - 1)
-    return sorted_cols[idx]
+    return sorted_rows[:, idx]
 
 
 def energy_distance(x, y, max_n: int = 2000, rng=0) -> float:

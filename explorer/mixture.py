@@ -154,25 +154,40 @@ class GaussianMixture:
             raise ValueError(f"x must have shape (N, {self.dim}), got {x.shape}")
         alpha = np.asarray(alpha, dtype=np.float64)
         sigma = np.asarray(sigma, dtype=np.float64)
-        if alpha.ndim == 0 and sigma.ndim == 0 and self._evecs is None:
-            return self._noised_diagonal(x, float(alpha), float(sigma), need)
+        if alpha.ndim == 0 and sigma.ndim == 0 and (self._evecs is None or self.dim <= self._MAX_GEMM_DIM):
+            return self._noised_one_level(x, float(alpha), float(sigma), need)
         return self._noised_general(x, alpha, sigma, need)
 
     _CHUNK = 4096  # particles per block: keeps the (K, chunk) work arrays in cache
+    _MAX_GEMM_DIM = 8  # full covariances up to this D use the quadratic-feature expansion
 
-    def _noised_diagonal(self, x, alpha, sigma, need) -> dict:
-        # One noise level, axis-aligned covariances. The quadratic form expands into
-        # [-1/(2v), alpha mu / v] @ [x^2, x] + const, so the logits of every component are one
-        # (K, 2D) @ (2D, n) product; the posterior mean is another, (3D, K) @ (K, n).
-        # Work is laid out (K, n) and done in cache-sized blocks of particles.
-        D = self.dim
-        v = alpha * alpha * self._evals + sigma * sigma  # (K, D) variances of p_t's components
-        inv_v = 1.0 / v
+    def _noised_one_level(self, x, alpha, sigma, need) -> dict:
+        # One noise level for all particles. With P_k = (alpha^2 S_k + sigma^2 I)^-1 the logit
+        # -1/2 (x - a mu_k)^T P_k (x - a mu_k) + c_k is linear in the features [x_i x_j, x_i],
+        # so every component's logit is one (K, F) @ (F, n) product; the posterior mean
+        # E[x0 | x, k] = b_k + G_k x, G_k = alpha S_k P_k, is another. Work is laid out (K, n)
+        # and done in cache-sized blocks of particles.
+        D, lam, U = self.dim, self._evals, self._evecs
+        v = alpha * alpha * lam + sigma * sigma  # (K, D) eigenvalues of the noised covariances
         am = alpha * self.means
-        W = np.concatenate([-0.5 * inv_v, am * inv_v], axis=1)  # (K, 2D)
-        c = -0.5 * (np.sum(am * am * inv_v, axis=1) + np.sum(np.log(v), axis=1) + D * _LOG_2PI) + self._log_w
-        gain = alpha * self._evals * inv_v  # E[x0 | x, k] = mu_k + gain_k (x - alpha mu_k)
-        M = np.concatenate([self.means, gain, gain * self.means], axis=1).T  # (3D, K)
+        c = -0.5 * np.sum(np.log(v), axis=1) - 0.5 * D * _LOG_2PI + self._log_w
+        if U is None:  # axis-aligned: features x_i^2, gains diagonal
+            P_am = am / v
+            W_quad = -0.5 / v
+            gain = alpha * lam / v
+            M = np.concatenate([self.means - alpha * gain * self.means, gain], axis=1).T  # (2D, K)
+        else:
+            P = np.einsum("kij,kj,klj->kil", U, 1.0 / v, U)
+            G = alpha * np.einsum("kij,kj,klj->kil", U, lam / v, U)
+            P_am = np.einsum("kij,kj->ki", P, am)
+            iu, ju = np.triu_indices(D)
+            W_quad = -0.5 * P[:, iu, ju] * np.where(iu == ju, 1.0, 2.0)
+            b = self.means - alpha * np.einsum("kij,kj->ki", G, self.means)
+            M = np.concatenate([b, G.reshape(-1, D * D)], axis=1).T  # (D + D^2, K)
+        W = np.concatenate([W_quad, P_am], axis=1)  # (K, F)
+        c = c - 0.5 * np.sum(am * P_am, axis=1)
+        n_quad = W_quad.shape[1]
+
         N = x.shape[0]
         out = {}
         if "log_prob" in need:
@@ -181,13 +196,16 @@ class GaussianMixture:
             out["resp"] = np.empty((N, self.n_components))
         if "x0" in need:
             out["x0"] = np.empty((N, D))
-        F = np.empty((2 * D, min(N, self._CHUNK)))
+        F = np.empty((W.shape[1], min(N, self._CHUNK)))
         for lo in range(0, N, self._CHUNK):
             xT = x[lo : lo + self._CHUNK].T  # (D, n)
             n = xT.shape[1]
             f = F[:, :n]
-            np.multiply(xT, xT, out=f[:D])
-            f[D:] = xT
+            if U is None:
+                np.multiply(xT, xT, out=f[:D])
+            else:
+                np.multiply(xT[iu], xT[ju], out=f[:n_quad])
+            f[n_quad:] = xT
             L = W @ f
             L += c[:, None]
             top = L.max(axis=0)
@@ -203,7 +221,11 @@ class GaussianMixture:
             if "x0" in out:
                 S = M @ L
                 S /= total
-                out["x0"][lo : lo + n] = (S[:D] + xT * S[D : 2 * D] - alpha * S[2 * D :]).T
+                if U is None:
+                    x0 = S[:D] + xT * S[D:]
+                else:
+                    x0 = S[:D] + np.einsum("ijn,jn->in", S[D:].reshape(D, D, n), xT)
+                out["x0"][lo : lo + n] = x0.T
         return out
 
     def _noised_general(self, x, alpha, sigma, need) -> dict:

@@ -184,3 +184,17 @@ def test_exact_start_is_distributed_as_the_noised_marginal():
     a, sg = s.alpha(t), s.sigma(t)
     np.testing.assert_allclose(x.mean(0), a * gm.mean(), atol=0.01)
     np.testing.assert_allclose(np.cov(x.T), a * a * gm.covariance() + sg * sg * np.eye(2), atol=0.02)
+
+
+@given(mixtures(), st.floats(0.05, 1.0), st.floats(0.01, 3.0))
+def test_full_covariance_one_level_path_equals_the_general_path(mix, alpha, sigma):
+    means, variances, weights, rng = mix
+    k, d = means.shape
+    a = rng.normal(size=(k, d, d))
+    covs = np.einsum("kij,klj->kil", a, a) + np.einsum("kd,de->kde", variances, np.eye(d))
+    gm = ex.GaussianMixture(means, covs, weights)
+    x = rng.normal(size=(30, d)) * 2
+    one = gm.noised(x, alpha, sigma)
+    general = gm.noised(x, np.full(len(x), alpha), np.full(len(x), sigma))
+    for key in one:
+        np.testing.assert_allclose(one[key], general[key], rtol=1e-8, atol=1e-10)

@@ -31,6 +31,8 @@ def rk45(model, x, ts, rng, record, rtol=1e-10, atol=1e-10, method="RK45"):
     lam = np.asarray(s.lambda_(ts), dtype=np.float64)
 
     def time_of(l):
+        if not np.isfinite(l):  # scipy's step-size guess can leave the reals when the state blows up
+            raise FloatingPointError(f"the adaptive step reached lambda={l}")
         return float(np.clip(s.t_of_lambda(l), ts[-1], ts[0]))  # round-off never leaves the grid
 
     def denoise(x_flat, t):
