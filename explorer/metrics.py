@@ -92,11 +92,14 @@ def coverage_error(x, target: GaussianMixture) -> float:
     return float(0.5 * np.abs(mode_coverage(x, target) - target.weights).sum())
 
 
-def distance_to_target(x, target: GaussianMixture, n_ref: int = 20000, rng=0) -> float:
-    """Sliced W2 between the samples and n_ref fresh draws from the target."""
+def distance_to_target(x, target: GaussianMixture, n_ref: int | None = None, n_projections: int = 64, rng=0) -> float:
+    """Sliced W2 between the samples and n_ref fresh draws from the target
+    (default: four times as many as the samples, between 5,000 and 20,000)."""
     rng = as_generator(rng)
+    if n_ref is None:
+        n_ref = int(np.clip(4 * len(x), 5000, 20000))
     ref = target.sample(n_ref, rng)
-    return sliced_wasserstein(x, ref, rng=rng)
+    return sliced_wasserstein(x, ref, n_projections=n_projections, rng=rng)
 
 
 def summary(traj, target: GaussianMixture, ref=None, rng=0) -> dict:

@@ -10,5 +10,21 @@ from .time_axis import TIME_AXES
 from .trajectories import density_heatmap_1d, final_histogram_1d, final_samples_2d, particles_2d
 
 __all__ = [
-    "TIME_AXES", "density_heatmap_1d", "final_histogram_1d", "final_samples_2d", "particles_2d", "path_error",
+    "sync", "TIME_AXES", "density_heatmap_1d", "final_histogram_1d", "final_samples_2d", "particles_2d", "path_error",
 ]
+
+
+def sync(widget, fig) -> None:
+    """Make a plotly FigureWidget show fig, in one batch update: trace data is updated in place
+    when the traces line up (fast, no flicker), otherwise the traces are replaced."""
+    with widget.batch_update():
+        same = len(widget.data) == len(fig.data) and all(
+            a.type == b.type for a, b in zip(widget.data, fig.data)
+        )
+        if same:
+            for old, new in zip(widget.data, fig.data):
+                old.update(new.to_plotly_json(), overwrite=True)
+        else:
+            widget.data = []
+            widget.add_traces(list(fig.data))
+        widget.layout = fig.layout

@@ -245,6 +245,7 @@ def particles_2d(
     max_frames: int = 60,
     show_x0: bool = False,
     frame: int = -1,
+    animate: bool = True,
     title: str | None = None,
     height: int = 620,
 ) -> go.Figure:
@@ -255,7 +256,9 @@ def particles_2d(
 
     n_show caps the particles drawn; max_frames caps the frames (evenly chosen steps);
     show_x0 adds the x0-predictions at each step; frame indexes the frame shown first (-1: the
-    last). A model without a .target (a learned one) gets no contours and one colour.
+    last). animate=False draws that frame alone, without frames, slider or buttons (for a
+    FigureWidget, which cannot hold frames: drive it with your own step control).
+    A model without a .target (a learned one) gets no contours and one colour.
     """
     s = model.schedule
     t = np.asarray(traj.t, dtype=np.float64)
@@ -321,6 +324,14 @@ def particles_2d(
     def label(i):
         return f"step {i}/{len(t) - 1}  ·  t = {t[i]:.4g}  ·  σ/α = {np.exp(-float(s.lambda_(t[i]))):.3g}"
 
+    fig.update_xaxes(range=list(box[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(range=list(box[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain")
+    if not animate:
+        layout = style.base_layout(title or f"{traj.solver} — {label(first)}", height)
+        layout["legend"].update(x=0.0, xanchor="left", y=1.01, yanchor="bottom")
+        fig.update_layout(**layout)
+        return fig
+
     fig.frames = [go.Frame(data=state(int(i), full=False), traces=moving, name=str(int(i))) for i in steps]
     play = dict(frame=dict(duration=max(60, 4000 // len(steps)), redraw=True), transition=dict(duration=0), fromcurrent=False, mode="immediate")
     jump = dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0), mode="immediate")
@@ -348,8 +359,6 @@ def particles_2d(
             )
         ],
     )
-    fig.update_xaxes(range=list(box[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(range=list(box[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain")
     return fig
 
 
