@@ -78,7 +78,9 @@ def test_summary_of_a_run():
     ts = ex.timesteps(s, 20, "karras")
     traj = ex.sample(model, x, ts, "heun")
     out = ex.metrics.summary(traj, gm, ref=ex.reference(model, x, ts))
-    assert out["nfe"] == 40 and out["error_vs_reference"] < 0.05 and out["sliced_w2"] < 0.3
+    floor = ex.metrics.distance_to_target(gm.sample(500, 1), gm)  # 500 exact draws: finite-sample floor
+    assert out["nfe"] == 40 and out["error_vs_reference"] < 0.05 and out["sliced_w2"] < 1.5 * floor
+    assert set(out) >= {"nll", "coverage_tv", "wall_time", "diverged_at"}
 
 
 def test_core_imports_no_ui_library():
