@@ -14,6 +14,9 @@ import numpy as np
 from .random import as_generator
 
 _LOG_2PI = math.log(2.0 * math.pi)
+# exp() of arguments below about -708 underflows through a path several times slower; at low
+# noise most components sit there. e^-700 ~ 1e-304 is as good as zero against the top term's 1.
+_EXP_FLOOR = -700.0
 
 
 def _as_float_array(value, name: str) -> np.ndarray:
@@ -211,6 +214,7 @@ class GaussianMixture:
             top = L.max(axis=0)
             top = np.where(np.isfinite(top), top, 0.0)
             L -= top
+            np.maximum(L, _EXP_FLOOR, out=L)
             np.exp(L, out=L)
             total = L.sum(axis=0)
             if "log_prob" in out:
@@ -256,7 +260,7 @@ class GaussianMixture:
     def _finish(logits, need, x0_fn) -> dict:
         top = np.max(logits, axis=1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
-        e = np.exp(logits - top)
+        e = np.exp(np.maximum(logits - top, _EXP_FLOOR))
         total = e.sum(axis=1, keepdims=True)
         out = {}
         if "log_prob" in need:
