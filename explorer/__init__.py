@@ -1,7 +1,7 @@
 """diffusion-explorer's core: exact Gaussian-mixture targets, schedules, time grids,
 samplers and metrics. Pure numpy/torch: no UI imports here."""
 
-from . import metrics, schedules, solvers, targets
+from . import metrics, sampling, schedules, solvers, targets
 from .mixture import GaussianMixture
 from .models import AnalyticModel, DenoiserModel
 from .sampling import reference, sample

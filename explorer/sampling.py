@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from . import solvers
+from .random import as_generator, standard_normal_like
 from .trajectory import Trajectory
 
 
@@ -77,22 +78,54 @@ def _check_inputs(model, x_T, ts):
     return x_T, ts
 
 
-def sample(model, x_T, ts, solver: str = "dpmpp-2m", rng=None, **options) -> Trajectory:
+def langevin_correct(model, x, t: float, rng, n_steps: int, snr: float):
+    """n_steps of Langevin MCMC at fixed t (the corrector of predictor-corrector sampling,
+    Song et al. Algorithm 4-5): x <- x + e score + sqrt(2 e) z, with the step e set so that
+    the signal-to-noise ratio ||e score|| / ||sqrt(2e) z|| is snr (norms averaged over particles)."""
+    s = model.schedule
+    a, sg = float(s.alpha(t)), float(s.sigma(t))
+    for _ in range(n_steps):
+        score = (a * model.denoise(x, t) - x) / (sg * sg)
+        z = standard_normal_like(x, rng)
+        grad_norm = _mean_norm(score)
+        step = 2.0 * (snr * _mean_norm(z) / grad_norm) ** 2 if grad_norm > 0 else 0.0
+        x = x + step * score + (2.0 * step) ** 0.5 * z
+    return x
+
+
+def _mean_norm(v) -> float:
+    flat = v.reshape(v.shape[0], -1)
+    if isinstance(flat, np.ndarray):
+        return float(np.mean(np.sqrt(np.sum(flat * flat, axis=1))))
+    return float(flat.norm(dim=1).mean())
+
+
+def sample(
+    model, x_T, ts, solver: str = "dpmpp-2m", rng=None, corrector_steps: int = 0, corrector_snr: float = 0.16,
+    **options,
+) -> Trajectory:
     """Integrate from x_T at ts[0] down to ts[-1] with the named solver.
 
     Returns the Trajectory (states on the grid, x0-predictions, nfe). A step that
     yields NaN or inf stops the run and sets traj.diverged_at to that step.
-    Stochastic solvers need rng (a seed or numpy Generator).
+    Stochastic solvers need rng (a seed or numpy Generator). corrector_steps > 0 follows
+    every step but the last with that many Langevin corrector steps at the new time
+    (predictor-corrector sampling; each costs one evaluation).
     """
     spec = solvers.spec(solver)
     opts = spec.resolve(options)
     x_T, ts = _check_inputs(model, x_T, ts)
-    if spec.stochastic or (solver == "ddim" and opts["eta"] > 0):
+    if isinstance(corrector_steps, bool) or not float(corrector_steps).is_integer() or corrector_steps < 0:
+        raise ValueError(f"corrector_steps must be a non-negative integer, got {corrector_steps!r}")
+    corrector_steps = int(corrector_steps)
+    if corrector_steps and not corrector_snr > 0:
+        raise ValueError(f"corrector_snr must be positive, got {corrector_snr!r}")
+    if corrector_steps and solver == "rk45":
+        raise ValueError("rk45 is an adaptive reference solve: it takes no corrector")
+    if spec.draws_noise(opts) or corrector_steps:
         if rng is None:
             raise ValueError(f"solver {solver!r} draws noise: pass rng (a seed or numpy Generator)")
         if isinstance(x_T, np.ndarray):
-            from .random import as_generator
-
             rng = as_generator(rng)
 
     counted = _CountedModel(model, float(ts[-1]), float(ts[0]))
@@ -104,6 +137,8 @@ def sample(model, x_T, ts, solver: str = "dpmpp-2m", rng=None, **options) -> Tra
         nonlocal diverged_at, reason
         if len(xs) != i + 1:
             raise AssertionError(f"solver {solver!r} recorded step {i} out of order")
+        if corrector_steps and i < n - 1:
+            x_next = langevin_correct(counted, x_next, float(ts[i + 1]), rng, corrector_steps, corrector_snr)
         xs.append(x_next)
         ds.append(denoised)
         if not _all_finite(x_next):
@@ -111,6 +146,7 @@ def sample(model, x_T, ts, solver: str = "dpmpp-2m", rng=None, **options) -> Tra
             diverged_at = i
             reason = f"step {i} (t={ts[i]:.4g} -> {ts[i + 1]:.4g}) produced NaN or inf in {bad}"
             raise _Diverged
+        return x_next
 
     start = time.perf_counter()
     with np.errstate(all="ignore"):
@@ -131,7 +167,8 @@ def sample(model, x_T, ts, solver: str = "dpmpp-2m", rng=None, **options) -> Tra
         ds.append(_nan_like(x_T))
     return Trajectory(
         t=ts, x=_stack(xs, x_T), denoised=_stack(ds, x_T), nfe=counted.nfe, solver=solver,
-        options=opts, diverged_at=diverged_at, diverged_reason=reason, wall_time=wall,
+        options={**opts, **({"corrector_steps": corrector_steps, "corrector_snr": corrector_snr} if corrector_steps else {})},
+        diverged_at=diverged_at, diverged_reason=reason, wall_time=wall,
     )
 
 

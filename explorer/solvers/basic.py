@@ -20,7 +20,7 @@ def euler(model, x, ts, rng, record):
         d = model.denoise(x, ts[i])
         # Euler step.
         x = x + (ts[i + 1] - ts[i]) * pf_drift(s, x, d, ts[i])
-        record(i, x, d)
+        x = record(i, x, d)
 
 
 @solver(
@@ -38,7 +38,7 @@ def heun(model, x, ts, rng, record):
         # Apply 2nd order correction.
         d_next = model.denoise(x_next, ts[i + 1])
         x = x + h * 0.5 * (v + pf_drift(s, x_next, d_next, ts[i + 1]))
-        record(i, x, d)
+        x = record(i, x, d)
 
 
 def _ddim_step(g, i, x, d, eta, rng, noise_scale=None):
@@ -58,7 +58,7 @@ def _ddim_step(g, i, x, d, eta, rng, noise_scale=None):
 
 
 @solver(
-    "ddim", order=1, reference="Denoising Diffusion Implicit Models",
+    "ddim", order=1, reference="Denoising Diffusion Implicit Models", stochastic=lambda o: o["eta"] > 0,
     summary="DDIM: first-order exponential integrator (eta = 0), ancestral noise for eta > 0.",
     options=[Option("eta", "float", 0.0, "fresh noise: 0 deterministic, 1 the DDPM posterior", 0.0, 1.0)],
 )
@@ -67,7 +67,7 @@ def ddim(model, x, ts, rng, record, eta=0.0):
     for i in range(len(ts) - 1):
         d = model.denoise(x, ts[i])
         x = _ddim_step(g, i, x, d, eta, rng)
-        record(i, x, d)
+        x = record(i, x, d)
 
 
 
@@ -90,7 +90,7 @@ def ddpm(model, x, ts, rng, record, variance="posterior"):
         if variance == "beta":  # beta_t = sigma_t^2 (1 - e^{-2h}) in any schedule
             noise = g.sigma[i] * math.sqrt(-math.expm1(-2.0 * (g.lam[i + 1] - g.lam[i])))
         x = _ddim_step(g, i, x, d, 1.0, rng, noise_scale=noise)
-        record(i, x, d)
+        x = record(i, x, d)
 
 
 @solver(
@@ -107,4 +107,4 @@ def euler_maruyama(model, x, ts, rng, record):
         d = model.denoise(x, t)
         score = (a * d - x) / (sg * sg)
         x = x + (f * x - g2 * score) * dt + math.sqrt(g2 * -dt) * standard_normal_like(x, rng)
-        record(i, x, d)
+        x = record(i, x, d)

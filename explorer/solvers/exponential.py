@@ -31,5 +31,5 @@ def dpmpp_2m(model, x, ts, rng, record):
             r = h_last / h
             D = (1.0 + 0.5 / r) * d - (0.5 / r) * old_d
         x = (g.sigma[i + 1] / g.sigma[i]) * x - g.alpha[i + 1] * math.expm1(-h) * D
-        record(i, x, d)
+        x = record(i, x, d)
         old_d, h_last = d, h

@@ -58,12 +58,16 @@ class SolverSpec:
     name: str
     fn: Callable
     order: int
-    stochastic: bool
+    stochastic: bool | Callable  # or a function of the resolved options (ddim: eta > 0)
     multistep: bool
     nfe_per_step: int | None
     reference: str
     summary: str
     options: tuple = field(default_factory=tuple)
+
+    def draws_noise(self, options: dict) -> bool:
+        """Whether a run with these (resolved) options draws random numbers."""
+        return bool(self.stochastic(options) if callable(self.stochastic) else self.stochastic)
 
     def resolve(self, given: dict) -> dict:
         """Defaults filled in and every value checked; unknown names are refused."""
@@ -79,7 +83,11 @@ _REGISTRY: dict[str, SolverSpec] = {}
 
 
 def solver(name, *, order, reference, summary, stochastic=False, multistep=False, nfe_per_step=1, options=()):
-    """Register the decorated function fn(model, x, ts, rng, record, **options) as a solver."""
+    """Register the decorated function fn(model, x, ts, rng, record, **options) as a solver.
+
+    order: the global order of accuracy in the step size; stochastic: True, False or a
+    function of the options; nfe_per_step: model evaluations per step (None: varies);
+    reference: the paper's exact title; options: the declared Options."""
 
     def register(fn):
         _REGISTRY[name] = SolverSpec(
@@ -108,7 +116,7 @@ def info(name: str) -> dict:
     return {
         "name": s.name,
         "order": s.order,
-        "stochastic": s.stochastic,
+        "stochastic": s.draws_noise(s.resolve({})),  # with the default options
         "multistep": s.multistep,
         "nfe_per_step": s.nfe_per_step,
         "reference": s.reference,
