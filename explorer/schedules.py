@@ -217,6 +217,81 @@ class RectifiedFlow(Schedule):
         return np.exp(-np.logaddexp(0.0, lam))
 
 
+class Discrete(Schedule):
+    """A tabulated variance-preserving schedule, as real checkpoints ship it: alphas_cumprod[i]
+    is alpha^2 at integer time i (DDPM's abar_i). Between integers log alpha^2 is linear in t,
+    so the table's values are exact at its own timesteps and lambda has an exact inverse."""
+
+    name = "discrete"
+
+    def __init__(self, alphas_cumprod, t_min=None, t_max=None):
+        abar = np.asarray(alphas_cumprod, dtype=np.float64)
+        if abar.ndim != 1 or len(abar) < 2:
+            raise ValueError("alphas_cumprod must be a 1-D array of at least 2 values")
+        if not np.all((abar > 0) & (abar < 1)) or not np.all(np.diff(abar) < 0):
+            raise ValueError("alphas_cumprod must decrease strictly inside (0, 1)")
+        n = len(abar) - 1
+        super().__init__(0.0 if t_min is None else t_min, float(n) if t_max is None else t_max, 0.0, float(n))
+        self.alphas_cumprod = abar
+        self._log_abar = np.log(abar)
+        self._slope = np.diff(self._log_abar)  # d log abar / dt on each unit interval
+
+    @classmethod
+    def from_betas(cls, betas, **kwargs):
+        """The schedule of DDPM's betas: abar_i = prod_{j <= i} (1 - beta_j)."""
+        return cls(np.cumprod(1.0 - np.asarray(betas, dtype=np.float64)), **kwargs)
+
+    def params(self):
+        return {"T": len(self.alphas_cumprod), "abar_0": float(self.alphas_cumprod[0]),
+                "abar_T": float(self.alphas_cumprod[-1]), **super().params()}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and np.array_equal(self.alphas_cumprod, other.alphas_cumprod) and (
+            self.t_min, self.t_max) == (other.t_min, other.t_max)
+
+    def __hash__(self):
+        return hash((self.name, self.alphas_cumprod.tobytes(), self.t_min, self.t_max))
+
+    def _segment(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        i = np.clip(np.floor(t).astype(int), 0, len(self._slope) - 1)
+        return t, i
+
+    def _log_abar_at(self, t):
+        t, i = self._segment(t)
+        return self._log_abar[i] + (t - i) * self._slope[i]
+
+    def alpha(self, t):
+        return np.exp(0.5 * self._log_abar_at(t))
+
+    def sigma(self, t):
+        return np.sqrt(-np.expm1(self._log_abar_at(t)))
+
+    def lambda_(self, t):
+        la = self._log_abar_at(t)
+        return 0.5 * la - 0.5 * np.log(-np.expm1(la))
+
+    def d_alpha(self, t):
+        _, i = self._segment(t)
+        return 0.5 * self._slope[i] * self.alpha(t)
+
+    def d_sigma(self, t):
+        _, i = self._segment(t)
+        a2 = np.exp(self._log_abar_at(t))
+        return -0.5 * self._slope[i] * a2 / self.sigma(t)
+
+    def t_of_lambda(self, lam):
+        la = -np.logaddexp(0.0, -2.0 * np.asarray(lam, dtype=np.float64))  # log abar for that lambda
+        # log abar decreases along the table: find the interval, then invert the linear piece
+        j = np.clip(np.searchsorted(-self._log_abar, -la, side="right") - 1, 0, len(self._slope) - 1)
+        return j + (la - self._log_abar[j]) / self._slope[j]
+
+
+def from_alphas_cumprod(alphas_cumprod, **kwargs) -> Discrete:
+    """The tabulated schedule of a discrete-time checkpoint (see Discrete)."""
+    return Discrete(alphas_cumprod, **kwargs)
+
+
 _SCHEDULES = {cls.name: cls for cls in (VPLinear, VPCosine, VE, EDM, RectifiedFlow)}
 
 

@@ -124,3 +124,32 @@ def test_custom_interval():
 def test_bad_grids_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):
         ex.timesteps(ex.schedules.get("edm"), **kwargs)
+
+
+def ddpm_table():
+    return ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000))
+
+
+def test_discrete_schedule_is_exact_on_its_table():
+    s = ddpm_table()
+    i = np.arange(1000)
+    np.testing.assert_allclose(s.alpha(i) ** 2, s.alphas_cumprod, rtol=1e-12)
+    np.testing.assert_allclose(s.sigma(i) ** 2, 1 - s.alphas_cumprod, rtol=1e-12)
+    assert (s.t_min, s.t_max) == (0.0, 999.0)
+    np.testing.assert_allclose(ex.schedules.from_alphas_cumprod(s.alphas_cumprod).lambda_(i), s.lambda_(i))
+
+
+@given(t=st.floats(0.0, 999.0))
+def test_discrete_schedule_inverse_and_derivatives(t):
+    s = ddpm_table()
+    assert s.t_of_lambda(s.lambda_(t)) == pytest.approx(t, abs=1e-7)
+    h = 1e-3  # sigma is ~1 here: a smaller h drowns its tiny slope in round-off
+    if np.floor(t - h) == np.floor(t + h) and 0 < t - h and t + h < 999:  # inside one linear piece
+        assert s.d_alpha(t) == pytest.approx((s.alpha(t + h) - s.alpha(t - h)) / (2 * h), rel=1e-6)
+        assert s.d_sigma(t) == pytest.approx((s.sigma(t + h) - s.sigma(t - h)) / (2 * h), rel=1e-6)
+
+
+def test_discrete_schedule_rejects_bad_tables():
+    for table in ([0.5], [0.5, 0.7], [1.0, 0.5], np.ones((2, 2)) * 0.5):
+        with pytest.raises(ValueError, match="alphas_cumprod"):
+            ex.schedules.Discrete(table)
