@@ -1,0 +1,104 @@
+"""Heavy Ball (HB) and Generalized Heavy Ball (GHVB) momentum for diffusion ODE solvers.
+
+Both damp the oscillations that make high-order multistep methods diverge at low step
+counts (their stability regions are small) by averaging over past steps:
+- HB keeps a velocity v <- (1 - beta) v + beta * (the base method's combined slope) and
+  moves x by v. It is first order for any beta < 1 (the velocity lags the slope by O(h)).
+- GHVB averages eps_hat itself, v_n = (1 - beta) v_{n-1} + beta eps_n, and then applies an
+  Adams-Bashforth-like extrapolation to the v's whose coefficients undo that lag: order k.
+beta = 1 is the base method exactly. Steps are in the DDIM variable s = sigma / alpha
+(PLMS bases, GHVB) or in r = alpha / sigma = e^lambda (DPM-Solver++(2M) base), where
+the ODE reads dy/ds = eps_hat (y = x / alpha) or dy/dr = x0_hat (y = x / sigma).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .common import grid
+from .plms import adams_increment, adams_weights, ddim_variable
+from .registry import Option, solver
+
+MOMENTUM = "Diffusion Sampling with Momentum for Mitigating Divergence Artifacts"
+
+BETA = Option("beta", "float", 0.8, "momentum damping: 1 is the base method, smaller averages over more past steps", 0.01, 1.0)
+
+
+@solver(
+    "heavy-ball", order=1, multistep=True, reference=MOMENTUM,
+    summary="Heavy Ball momentum on a base multistep solver (PLMS order 1-4 or DPM-Solver++(2M)): "
+    "the velocity averages the base method's slopes; first order for beta < 1, the base method at beta = 1.",
+    options=[
+        Option("base", "choice", "plms", "base solver whose combined slope gets momentum", choices=("plms", "dpmpp-2m")),
+        Option("base_order", "int", 4, "Adams-Bashforth order of a plms base (ignored for dpmpp-2m)", 1, 4),
+        BETA,
+    ],
+)
+def heavy_ball(model, x, ts, rng, record, base="plms", base_order=4, beta=0.8):
+    g = grid(model.schedule, ts)
+    if base == "plms":
+        s = ddim_variable(g)
+        history, v = [], None
+        for i in range(len(ts) - 1):
+            d = model.denoise(x, ts[i])
+            history = (history + [(x - g.alpha[i] * d) / g.sigma[i]])[-base_order:]
+            slope = adams_increment(s, i, history)  # the PLMS step in y = x / alpha
+            # Heavy Ball: the velocity follows the base step (the first step starts it).
+            v = slope if v is None else (1.0 - beta) * v + beta * slope
+            x = record(i, g.alpha[i + 1] * (x / g.alpha[i] + v), d)
+        return
+    old_d, h_last, v = None, None, None
+    for i in range(len(ts) - 1):
+        d = model.denoise(x, ts[i])
+        h = g.lam[i + 1] - g.lam[i]
+        if old_d is None:
+            D = d  # warm-up: first-order (DDIM) step
+        else:
+            r = h_last / h
+            D = (1.0 + 0.5 / r) * d - (0.5 / r) * old_d
+        # Heavy Ball on DPM-Solver++(2M)'s x0 combination (the first step starts the velocity).
+        v = D if v is None else (1.0 - beta) * v + beta * D
+        x = (g.sigma[i + 1] / g.sigma[i]) * x - g.alpha[i + 1] * math.expm1(-h) * v
+        x = record(i, x, d)
+        old_d, h_last = d, h
+
+
+def ghvb_weights(s, i: int, k: int, beta: float) -> list[float]:
+    """c_j with y_{i+1} = y_i + sum_j c_j v_{i-k+1+j} (oldest first): GHVB of order k.
+
+    Model: eps_n = (V(s_n) - (1 - beta) V(s_{n-1})) / beta for a smooth V through the
+    velocities, so the step integral of eps is (1 / beta) [int_{s_i}^{s_{i+1}} P
+    - (1 - beta) (h_i / h_{i-1}) int_{s_{i-1}}^{s_i} P], P the polynomial through the last
+    k velocities. On uniform steps these are the paper's coefficients, e.g. order 2:
+    h ((2 + beta) v_i - (2 - beta) v_{i-1}) / (2 beta); beta = 1 gives Adams-Bashforth."""
+    nodes = s[i - k + 1 : i + 1]
+    ahead = adams_weights(nodes, s[i], s[i + 1])
+    if k == 1 or beta == 1.0:
+        behind = [0.0] * k if k > 1 else [s[i + 1] - s[i]]  # constant P: both integrals are h v
+    else:
+        behind = [w * (s[i + 1] - s[i]) / (s[i] - s[i - 1]) for w in adams_weights(nodes, s[i - 1], s[i])]
+    return [(a - (1.0 - beta) * b) / beta for a, b in zip(ahead, behind)]
+
+
+@solver(
+    "ghvb", order=4, multistep=True, reference=MOMENTUM,
+    summary="Generalized Heavy Ball: momentum on eps_hat, then an Adams-Bashforth-like extrapolation of the "
+    "velocities that keeps the order (1-4); beta = 1 is PLMS of that order.",
+    options=[Option("order", "int", 4, "order of the extrapolation (number of past velocities)", 1, 4), BETA],
+)
+def ghvb(model, x, ts, rng, record, order=4, beta=0.8):
+    g = grid(model.schedule, ts)
+    s = ddim_variable(g)
+    velocities, v = [], None
+    for i in range(len(ts) - 1):
+        d = model.denoise(x, ts[i])
+        eps = (x - g.alpha[i] * d) / g.sigma[i]
+        # Momentum on eps_hat (the first step starts the velocity at eps_hat).
+        v = eps if v is None else (1.0 - beta) * v + beta * eps
+        velocities = (velocities + [v])[-order:]
+        # Generalized Adams-Bashforth step on the velocities, in y = x / alpha.
+        c = ghvb_weights(s, i, len(velocities), beta)
+        inc = c[-1] * velocities[-1]
+        for cj, vj in zip(c[:-1], velocities[:-1]):
+            inc = inc + cj * vj
+        x = record(i, g.alpha[i + 1] * (x / g.alpha[i] + inc), d)
