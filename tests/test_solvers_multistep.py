@@ -232,3 +232,56 @@ def test_registry_declares_each_solver():
     assert ex.solvers.info("time-shift")["options"]["base"]["choices"] == ["ddim", "euler", "heun"]
     with pytest.raises(ValueError, match="order"):
         ex.sample(ex.AnalyticModel(smooth_mixture(), ex.schedules.get("edm")), np.zeros((3, 2)), [80.0, 1.0], "plms", order=5)
+
+
+class TorchModel:
+    """The analytic denoiser behind a torch interface (float64 tensors in and out)."""
+
+    def __init__(self, model):
+        self.model, self.schedule = model, model.schedule
+
+    def denoise(self, x, t):
+        import torch
+
+        assert isinstance(x, torch.Tensor)
+        return torch.from_numpy(self.model.denoise(x.numpy(), t))
+
+
+@pytest.mark.parametrize(
+    "solver, options",
+    [("plms", {}), ("heavy-ball", {}), ("heavy-ball", {"base": "dpmpp-2m"}), ("ghvb", {}), ("bdia", {}),
+     ("time-shift", {"cutoff": 0.0}), ("time-shift", {"cutoff": 0.0, "statistic": "sample", "base": "heun"})],
+)
+def test_the_same_code_runs_on_torch_tensors(solver, options):
+    torch = pytest.importorskip("torch")
+    s, model, x = setup("vp-linear", n=40)
+    ts = ex.timesteps(s, 9)
+    want = ex.sample(model, x, ts, solver, **options)
+    got = ex.sample(TorchModel(model), torch.from_numpy(x.copy()), ts, solver, **options)
+    assert isinstance(got.x, torch.Tensor)
+    np.testing.assert_allclose(got.x.numpy(), want.x, rtol=1e-12, atol=1e-12)
+    if solver == "bdia":
+        states = invert(TorchModel(model), got.x[-1], got.x[-2], ts)
+        np.testing.assert_allclose(states.numpy(), want.x, rtol=1e-9, atol=1e-9)
+
+
+class BlowsUp:
+    """Exact until the k-th evaluation, then inf for the first particle."""
+
+    def __init__(self, model, k):
+        self.model, self.schedule, self.k, self.calls = model, model.schedule, k, 0
+
+    def denoise(self, x, t):
+        self.calls += 1
+        out = self.model.denoise(x, t)
+        if self.calls >= self.k:
+            out[0] = np.inf
+        return out
+
+
+@pytest.mark.parametrize("solver", ["plms", "heavy-ball", "ghvb", "bdia", "time-shift"])
+def test_divergence_stops_the_run_at_its_step(solver):
+    s, model, x = setup("vp-linear", n=10)
+    traj = ex.sample(BlowsUp(model, k=5), x, ex.timesteps(s, 10), solver)
+    assert traj.diverged_at == 4 and "NaN or inf" in traj.diverged_reason
+    assert np.all(np.isfinite(traj.x[:5])) and np.all(np.isnan(traj.x[6:]))

@@ -9,6 +9,11 @@ counts (their stability regions are small) by averaging over past steps:
 beta = 1 is the base method exactly. Steps are in the DDIM variable s = sigma / alpha
 (PLMS bases, GHVB) or in r = alpha / sigma = e^lambda (DPM-Solver++(2M) base), where
 the ODE reads dy/ds = eps_hat (y = x / alpha) or dy/dr = x0_hat (y = x / sigma).
+
+Choices made here where the paper's code leaves room: the velocity starts as the first
+step's slope (so the first step is the base's DDIM step, also for a dpmpp-2m base, where
+the official code starts it at the first second-order step); coefficients are for variable
+steps (GHVB: the integral form below), equal to the paper's on uniform steps in s.
 """
 
 from __future__ import annotations
