@@ -263,3 +263,31 @@ def test_torch_states_give_the_numpy_answer(solver, options):
     ours = ex.sample(model, x, ts, solver, rng=np.random.default_rng(3), **options)
     theirs = ex.sample(TorchModel(model), torch.from_numpy(x), ts, solver, rng=np.random.default_rng(3), **options)
     np.testing.assert_allclose(np.asarray(theirs.x), ours.x, rtol=1e-12, atol=1e-12)
+
+
+class BlowsUp:
+    """Exact until the k-th evaluation, then inf for the first particle."""
+
+    def __init__(self, model, k):
+        self.model, self.schedule, self.k, self.calls = model, model.schedule, k, 0
+
+    def denoise(self, x, t):
+        self.calls += 1
+        out = self.model.denoise(x, t)
+        if self.calls >= self.k:
+            out[0] = np.inf
+        return out
+
+
+@pytest.mark.parametrize("solver, options", [("unipc", {}), ("sa-solver", {"tau": 0.0})])
+@pytest.mark.parametrize("corrector", [True, False])
+def test_divergence_stops_at_the_step_that_used_the_bad_evaluation(solver, options, corrector):
+    """Evaluation k (k >= 2) is made at the start of step k - 1 without a corrector; with one it is
+    the evaluation at the predicted point inside step k - 2, whose corrected state it spoils."""
+    s = ex.schedules.get("vp-linear")
+    model = ex.AnalyticModel(smooth_mixture(), s)
+    switch = {"corrector": corrector} if solver == "unipc" else {"corrector_order": 4 if corrector else 0}
+    traj = ex.sample(BlowsUp(model, k=5), model.prior_sample(10, 9), ex.timesteps(s, 10), solver, **options, **switch)
+    assert traj.diverged_at == (3 if corrector else 4) and "NaN or inf" in traj.diverged_reason
+    assert np.all(np.isfinite(traj.x[: traj.diverged_at + 1]))
+    assert not np.all(np.isfinite(traj.x[traj.diverged_at + 1]))

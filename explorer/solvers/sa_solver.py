@@ -8,7 +8,8 @@ x_{i+1} = (sigma_{i+1}/sigma_i) e^{-tau^2 h} x_i
           + sigma_{i+1} sqrt(1 - e^{-2 tau^2 h}) xi.
 The predictor (Adams-Bashforth) puts the Lagrange polynomial through x0_hat at the last p grid
 points into the integral; the corrector (Adams-Moulton) puts it through the evaluation at the
-predicted point and the last q - 1 grid points, with the same noise xi.
+predicted point and the last q - 1 grid points, with the same noise xi. At tau = 0 the pair
+(p, p + 1) is UniPC-p (bh1) with its corrector.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ and replaces the rest by -alpha_{i+1} B(h) sum_m rho_m D_m with divided differen
 D_m = (x0_m - x0_i) / r_m of earlier points at lambda_i + r_m h; matching the Taylor terms
 gives the moment conditions sum_m rho_m r_m^{k-1} = k! (-h) phi_{k+1}(-h) / B(h), k = 1..p-1.
 UniC redoes the step with the evaluation at the predicted point as one more node (r = 1).
+
+Recorded: x at t_{i+1} is the corrected state (the one the next step starts from), the last one
+uncorrected; the x0-prediction of step i was evaluated at the predicted state x~_i, as in the paper.
 """
 
 from __future__ import annotations
