@@ -42,6 +42,9 @@ ORDERS = [
     ("bdia", {"gamma": 1.0}, 2),
     ("bdia", {"gamma": 0.5}, 1),
 ]
+# BDIA at gamma = 1 is leapfrog-like: second order, but its parasitic root makes it unstable
+# at low step counts on sharp targets (ring of std 0.05, vp-linear, 10 steps: error 0.94
+# against 0.07 at gamma = 0.5 and 0.067 for DDIM), so the default is gamma = 0.5.
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +72,17 @@ def test_adams_weights_are_the_classical_ones_on_uniform_steps():
     classical = {1: [1.0], 2: [-1 / 2, 3 / 2], 3: [5 / 12, -16 / 12, 23 / 12], 4: [-9 / 24, 37 / 24, -59 / 24, 55 / 24]}
     for k, want in classical.items():
         nodes = [0.7 - 0.1 * (k - 1 - j) for j in range(k)]  # step 0.1, oldest first
-        np.testing.assert_allclose(adams_weights(nodes, 0.7, 0.8), 0.1 * np.array(want), rtol=1e-12)
+        np.testing.assert_allclose(adams_weights(nodes, 0.7, 0.8), want, rtol=1e-12)
     # variable steps: exact for every polynomial of degree < k
     nodes = [0.1, 0.25, 0.33, 0.5]
-    w = adams_weights(nodes, 0.5, 0.9)
+    w = 0.4 * np.array(adams_weights(nodes, 0.5, 0.9))
     for p in range(4):
         assert np.dot(w, np.array(nodes) ** p) == pytest.approx((0.9 ** (p + 1) - 0.5 ** (p + 1)) / (p + 1), rel=1e-12)
 
 
 def test_ghvb_coefficients_match_the_paper_on_uniform_steps():
     # The momentum paper's GHVB mixers (uniform steps h, velocities newest first), divided by beta.
-    b, h = 0.6, 0.1
+    b = 0.6
     paper = {
         1: [b],
         2: [(2 + b) / 2, -(2 - b) / 2],
@@ -89,7 +92,39 @@ def test_ghvb_coefficients_match_the_paper_on_uniform_steps():
     s = [0.1 * j for j in range(8)]
     for k, want in paper.items():
         c = ghvb_weights(s, 5, k, b)  # oldest first
-        np.testing.assert_allclose(c[::-1], h * np.array(want) / b, rtol=1e-12)
+        np.testing.assert_allclose(c[::-1], np.array(want) / b, rtol=1e-12)
+
+
+class PointMass:
+    """The exact denoiser of data at a single point mu: x0_hat = mu. Every probability-flow
+    path is then x_t = alpha_t mu + sigma_t eps_0, a straight line y = mu + s eps_0 in the
+    DDIM variables, so eps_hat is constant along it and every consistent method in (s, y)
+    or (e^lambda, x / sigma) is exact on any grid."""
+
+    def __init__(self, schedule, mu):
+        self.schedule, self.mu = schedule, np.asarray(mu, dtype=np.float64)
+
+    def denoise(self, x, t):
+        return np.broadcast_to(self.mu, x.shape).copy()
+
+
+@pytest.mark.parametrize(
+    "solver, options",
+    [("plms", {}), ("plms", {"order": 2}), ("heavy-ball", {"beta": 0.3}), ("heavy-ball", {"base": "dpmpp-2m", "beta": 0.3}),
+     ("ghvb", {"beta": 0.3}), ("ghvb", {"order": 2, "beta": 0.6}), ("bdia", {}), ("bdia", {"gamma": 1.0})],
+)
+def test_straight_paths_are_followed_exactly_on_any_grid(solver, options):
+    # Momentum must average slopes (dy/ds), not increments: on this strongly non-uniform
+    # karras grid averaging increments of different step sizes would miss the line.
+    for schedule in ["vp-linear", "edm"]:
+        s = ex.schedules.get(schedule)
+        model = PointMass(s, [0.5, -1.0])
+        x = np.random.default_rng(0).standard_normal((20, 2)) * float(s.sigma(s.t_max)) + float(s.alpha(s.t_max)) * model.mu
+        ts = ex.timesteps(s, 9, "karras")
+        traj = ex.sample(model, x, ts, solver, **options)
+        eps0 = (x - float(s.alpha(ts[0])) * model.mu) / float(s.sigma(ts[0]))
+        exact = np.asarray(s.alpha(ts))[:, None, None] * model.mu + np.asarray(s.sigma(ts))[:, None, None] * eps0
+        np.testing.assert_allclose(traj.x, exact, rtol=1e-10, atol=1e-10)
 
 
 def test_plms_order_1_is_ddim():
@@ -261,7 +296,7 @@ def test_the_same_code_runs_on_torch_tensors(solver, options):
     assert isinstance(got.x, torch.Tensor)
     np.testing.assert_allclose(got.x.numpy(), want.x, rtol=1e-12, atol=1e-12)
     if solver == "bdia":
-        states = invert(TorchModel(model), got.x[-1], got.x[-2], ts)
+        states = invert(TorchModel(model), got.x[-1], got.x[-2], ts, 0.5)
         np.testing.assert_allclose(states.numpy(), want.x, rtol=1e-9, atol=1e-9)
 
 

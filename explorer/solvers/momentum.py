@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from .common import grid
-from .plms import adams_increment, adams_weights, ddim_variable
+from .plms import adams_slope, adams_weights, ddim_variable
 from .registry import Option, solver
 
 MOMENTUM = "Diffusion Sampling with Momentum for Mitigating Divergence Artifacts"
@@ -47,10 +47,10 @@ def heavy_ball(model, x, ts, rng, record, base="plms", base_order=4, beta=0.8):
         for i in range(len(ts) - 1):
             d = model.denoise(x, ts[i])
             history = (history + [(x - g.alpha[i] * d) / g.sigma[i]])[-base_order:]
-            slope = adams_increment(s, i, history)  # the PLMS step in y = x / alpha
-            # Heavy Ball: the velocity follows the base step (the first step starts it).
+            slope = adams_slope(s, i, history)  # PLMS's eps combination: dy/ds over the step
+            # Heavy Ball: the velocity follows the base slope (the first step starts it).
             v = slope if v is None else (1.0 - beta) * v + beta * slope
-            x = record(i, g.alpha[i + 1] * (x / g.alpha[i] + v), d)
+            x = record(i, g.alpha[i + 1] * (x / g.alpha[i] + (s[i + 1] - s[i]) * v), d)
         return
     old_d, h_last, v = None, None, None
     for i in range(len(ts) - 1):
@@ -69,19 +69,19 @@ def heavy_ball(model, x, ts, rng, record, base="plms", base_order=4, beta=0.8):
 
 
 def ghvb_weights(s, i: int, k: int, beta: float) -> list[float]:
-    """c_j with y_{i+1} = y_i + sum_j c_j v_{i-k+1+j} (oldest first): GHVB of order k.
+    """c_j with y_{i+1} = y_i + (s_{i+1} - s_i) sum_j c_j v_{i-k+1+j} (oldest first): GHVB of order k.
 
     Model: eps_n = (V(s_n) - (1 - beta) V(s_{n-1})) / beta for a smooth V through the
-    velocities, so the step integral of eps is (1 / beta) [int_{s_i}^{s_{i+1}} P
-    - (1 - beta) (h_i / h_{i-1}) int_{s_{i-1}}^{s_i} P], P the polynomial through the last
-    k velocities. On uniform steps these are the paper's coefficients, e.g. order 2:
-    h ((2 + beta) v_i - (2 - beta) v_{i-1}) / (2 beta); beta = 1 gives Adams-Bashforth."""
+    velocities, so the mean of eps over the step is (1 / beta) [mean of P over [s_i, s_{i+1}]
+    - (1 - beta) mean of P over [s_{i-1}, s_i]], P the polynomial through the last k
+    velocities. On uniform steps these are the paper's coefficients, e.g. order 2:
+    ((2 + beta) v_i - (2 - beta) v_{i-1}) / (2 beta); beta = 1 gives Adams-Bashforth."""
     nodes = s[i - k + 1 : i + 1]
     ahead = adams_weights(nodes, s[i], s[i + 1])
     if k == 1 or beta == 1.0:
-        behind = [0.0] * k if k > 1 else [s[i + 1] - s[i]]  # constant P: both integrals are h v
+        behind = [0.0] * (k - 1) + [1.0]  # P constant (or unused): its mean is v_i
     else:
-        behind = [w * (s[i + 1] - s[i]) / (s[i] - s[i - 1]) for w in adams_weights(nodes, s[i - 1], s[i])]
+        behind = adams_weights(nodes, s[i - 1], s[i])
     return [(a - (1.0 - beta) * b) / beta for a, b in zip(ahead, behind)]
 
 
@@ -103,7 +103,7 @@ def ghvb(model, x, ts, rng, record, order=4, beta=0.8):
         velocities = (velocities + [v])[-order:]
         # Generalized Adams-Bashforth step on the velocities, in y = x / alpha.
         c = ghvb_weights(s, i, len(velocities), beta)
-        inc = c[-1] * velocities[-1]
+        slope = c[-1] * velocities[-1]
         for cj, vj in zip(c[:-1], velocities[:-1]):
-            inc = inc + cj * vj
-        x = record(i, g.alpha[i + 1] * (x / g.alpha[i] + inc), d)
+            slope = slope + cj * vj
+        x = record(i, g.alpha[i + 1] * (x / g.alpha[i] + (s[i + 1] - s[i]) * slope), d)

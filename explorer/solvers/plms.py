@@ -20,18 +20,18 @@ PNDM = "Pseudo Numerical Methods for Diffusion Models on Manifolds"
 
 
 def adams_weights(nodes, a: float, b: float) -> list[float]:
-    """w_j such that sum_j w_j f_j = integral from a to b of the polynomial through (nodes_j, f_j).
+    """w_j such that sum_j w_j f_j = the mean over [a, b] of the polynomial through (nodes_j, f_j).
 
-    With one node this is (b - a): Euler. Computed in u = (s - a) / (b - a) for conditioning."""
-    h = b - a
-    u = [(s - a) / h for s in nodes]
+    The weights sum to 1 (one node: Euler). Multiplied by (b - a) they integrate: the
+    Adams-Bashforth weights. Computed in u = (s - a) / (b - a) for conditioning."""
+    u = [(s - a) / (b - a) for s in nodes]
     weights = []
     for j, uj in enumerate(u):
         others = [um for m, um in enumerate(u) if m != j]
         basis = np.poly1d(np.poly(others) if others else [1.0])  # prod_{m != j} (u - u_m)
         denom = float(np.prod([uj - um for um in others])) if others else 1.0
         antiderivative = np.polyint(basis)
-        weights.append(h * float(antiderivative(1.0) - antiderivative(0.0)) / denom)
+        weights.append(float(antiderivative(1.0) - antiderivative(0.0)) / denom)
     return weights
 
 
@@ -40,16 +40,17 @@ def ddim_variable(g) -> list[float]:
     return [sg / a for sg, a in zip(g.sigma, g.alpha)]
 
 
-def adams_increment(s, i: int, history: list) -> object:
-    """integral over [s_i, s_{i+1}] of the Adams-Bashforth polynomial through history.
+def adams_slope(s, i: int, history: list) -> object:
+    """The mean over [s_i, s_{i+1}] of the Adams-Bashforth polynomial through history:
+    the slope that PLMS steps with, y_{i+1} = y_i + (s_{i+1} - s_i) * slope.
 
     history holds eps_hat at s_{i-k+1}, ..., s_i (oldest first)."""
     k = len(history)
     w = adams_weights(s[i - k + 1 : i + 1], s[i], s[i + 1])
-    inc = w[-1] * history[-1]
+    slope = w[-1] * history[-1]
     for wj, ej in zip(w[:-1], history[:-1]):
-        inc = inc + wj * ej
-    return inc
+        slope = slope + wj * ej
+    return slope
 
 
 @solver(
@@ -66,5 +67,5 @@ def plms(model, x, ts, rng, record, order=4):
         d = model.denoise(x, ts[i])
         history = (history + [(x - g.alpha[i] * d) / g.sigma[i]])[-order:]
         # Adams-Bashforth step in y = x / alpha (lower order while the history is short).
-        y = x / g.alpha[i] + adams_increment(s, i, history)
+        y = x / g.alpha[i] + (s[i + 1] - s[i]) * adams_slope(s, i, history)
         x = record(i, g.alpha[i + 1] * y, d)
