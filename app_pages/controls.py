@@ -91,3 +91,41 @@ def solver_options(solver: str) -> dict:
             default = int(spec["default"]) if spec["type"] == "int" else float(spec["default"])
             values[opt] = number(label, key, default, help, low, high)
     return values
+
+
+def solver_options_for(solver: str, prefix: str) -> dict:
+    """solver_options under keys `prefix.solver.option`, for a page that shows one solver twice."""
+    values = {}
+    for opt, spec in ex.solvers.info(solver)["options"].items():
+        key, label, help = f"{prefix}.{solver}.{opt}", opt.replace("_", " "), spec["help"]
+        if spec["type"] == "bool":
+            values[opt] = st.checkbox(label, bool(spec["default"]), key=key, help=help, bind=URL)
+        elif spec["type"] == "choice":
+            choices = spec["choices"]
+            values[opt] = st.selectbox(label, choices, choices.index(spec["default"]), key=key, help=help, bind=URL)
+        else:
+            low, high = spec.get("range", (None, None))
+            default = int(spec["default"]) if spec["type"] == "int" else float(spec["default"])
+            values[opt] = number(label, key, default, help, low, high)
+    return values
+
+
+def int_list(label: str, key: str, default: str, low: int = 1, high: int = 10_000, help: str | None = None) -> tuple:
+    """A comma-separated list of integers (e.g. NFE values) bound to the URL: sorted, unique,
+    each in [low, high]; ValueError naming the bad entry."""
+    text = st.text_input(label, default, key=key, bind=URL, help=help)
+    values = set()
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{label}: {part!r} is not a number") from None
+        if not value.is_integer() or not low <= value <= high:
+            raise ValueError(f"{label}: {part!r} must be an integer in [{low}, {high}]")
+        values.add(int(value))
+    if not values:
+        raise ValueError(f"{label}: give at least one value")
+    return tuple(sorted(values))

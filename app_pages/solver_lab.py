@@ -1,0 +1,247 @@
+"""Solver lab: solvers against each other at equal cost, on exact models (with guidance)."""
+
+from __future__ import annotations
+
+import inspect
+from urllib.parse import quote_plus
+
+import numpy as np
+import streamlit as st
+
+import explorer as ex
+from app_pages import controls
+from explorer import experiments, figures
+from explorer import guidance as G
+
+URL = controls.URL
+DEFAULT_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc", "deis", "dpm-solver-3")
+CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+
+# `setup` = (target key, guidance, schedule, spacing, particles, seed), guidance = (label, w,
+# thresholding) or None: everything but the solvers, hashable for the caches.
+
+
+def _problem(setup: tuple):
+    """The model (guided and/or thresholded as asked), the start x_T and the target to measure against."""
+    target_key, guide, schedule, spacing, n, seed = setup
+    gm = controls.load_target(target_key)
+    s = ex.schedules.get(schedule)
+    base = ex.AnalyticModel(gm, s)
+    x_T = base.prior_sample(n, np.random.default_rng(seed))
+    if guide is None:
+        return base, x_T, gm
+    label, w, thresholding = guide
+    labelled = G.with_labels(gm, G.class_labels(target_key[0], gm))
+    model = G.guided_model(labelled, s, label, w, thresholding=thresholding)
+    return model, x_T, model.target
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def reference_final(setup: tuple):
+    model, x_T, _ = _problem(setup)
+    ref = ex.reference(model, x_T, ex.timesteps(model.schedule, 1, setup[3]))
+    return None if ref.diverged else np.asarray(ref.sample)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def floor(setup: tuple) -> float:
+    x = reference_final(setup)
+    if x is None:
+        return float("nan")
+    _, x_T, target = _problem(setup)
+    draws = target.sample(int(np.clip(4 * len(x_T), 5000, 20000)), np.random.default_rng(setup[5]))
+    return experiments.SlicedW2(draws)(x)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sweep_one(setup: tuple, solver: str, nfes: tuple) -> list:
+    """The work-precision records of one solver (cached per solver, so adding one is cheap)."""
+    model, x_T, target = _problem(setup)
+    return experiments.work_precision(
+        model, x_T, {solver: solver}, nfes, setup[3], target=target, seed=setup[5],
+        reference_sample=reference_final(setup),
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def compare(setup: tuple, a: tuple, b: tuple, nfe: int) -> dict:
+    model, x_T, _ = _problem(setup)
+    return experiments.compare_two(model, x_T, (a[0], dict(a[1])), (b[0], dict(b[1])), nfe, setup[3], seed=setup[5])
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def guidance_failure(target_key: tuple, schedule: str, spacing: str, label: int, solvers: tuple, nfe: int,
+                     thresholding: bool, seed: int) -> list:
+    gm = controls.load_target(target_key)
+    labelled = G.with_labels(gm, G.class_labels(target_key[0], gm))
+    return G.guidance_sweep(labelled, ex.schedules.get(schedule), label, solvers=solvers, nfe=nfe, n=300,
+                            seed=seed, spacing=spacing, thresholding=thresholding)
+
+
+def _paper_link(title: str) -> str:
+    return f"[{title}](https://scholar.google.com/scholar?q={quote_plus(chr(34) + title + chr(34))})"
+
+
+st.title("Solver lab")
+st.caption(
+    "Solvers against each other at equal cost (model evaluations, NFE) on an exact Gaussian-mixture model: "
+    "error against the exact ODE solution, distance to the target, two solvers step by step, and what "
+    "classifier-free guidance does to them. Every control is in the URL."
+)
+
+runnable = [s for s in ex.solvers.names() if s != "rk45"]
+with st.sidebar:
+    st.header("Target")
+    target_key = controls.target("gmm-2d-ring8")
+
+    st.header("Sweep")
+    schedules = ex.schedules.names()
+    schedule = st.selectbox("Schedule", schedules, schedules.index("vp-linear"), key="schedule", bind=URL)
+    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL, help=inspect.cleandoc(ex.timesteps.__doc__))
+    chosen = st.multiselect(
+        "Solvers", runnable, [s for s in DEFAULT_SOLVERS if s in runnable], key="solvers", bind=URL,
+        help="Each with its default options. A solver spending k evaluations per step gets NFE / k steps.",
+    )
+    bad_input = None
+    try:
+        nfes = controls.int_list("NFE values", "nfes", "4, 6, 8, 12, 16, 24, 32, 48", 1, 1000,
+                                 help="Model evaluations per run, comma-separated.")
+    except ValueError as err:
+        nfes, bad_input = (), err
+    n = st.number_input("Particles", 10, 20000, 1000, 100, key="n", bind=URL)
+    seed = st.number_input("Seed", 0, 2**31 - 1, 0, 1, key="seed", bind=URL)
+
+    st.header("Guidance")
+    guided = st.toggle(
+        "Classifier-free guidance", key="guided", bind=URL,
+        help="Label the target's modes (ring: 4 arcs; grid: its rows; otherwise one class per mode) and sample "
+             "D = (1 + w) D(x | c) − w D(x), with the exact conditional and unconditional denoisers.",
+    )
+    guide = None
+    if guided:
+        try:
+            gm = controls.load_target(target_key)
+            labels = G.classes(G.with_labels(gm, G.class_labels(target_key[0], gm)))
+        except ValueError:
+            labels = [0]
+        label = st.selectbox("Class c", labels, key="label", bind=URL)
+        w = controls.number("Guidance scale w", "w", 3.0, "0: the conditional model; larger: sharper, harder to solve", 0.0, 30.0)
+    thresholding = st.toggle(
+        "Dynamic thresholding", key="threshold", bind=URL, disabled=not guided,
+        help=inspect.cleandoc(G.DynamicThresholding.__doc__).split("\n\n")[0],
+    )
+    if guided:
+        guide = (int(label), float(w), bool(thresholding))
+
+if bad_input is not None:
+    st.error(f"**Can't run this sweep.** {bad_input}")
+    st.stop()
+if not chosen:
+    st.info("Choose at least one solver in the sidebar.")
+    st.stop()
+
+setup = (target_key, guide, schedule, spacing, int(n), int(seed))
+try:
+    model, x_T, target = _problem(setup)
+    with st.spinner("Integrating the rk45 reference…"):
+        ref_final = reference_final(setup)
+except ValueError as err:
+    st.error(f"**Can't run this set-up.** {err}")
+    st.stop()
+except Exception as err:  # a bug in the core: say so, without a traceback
+    st.error(f"**The core failed** on this set-up ({type(err).__name__}): {err}")
+    st.stop()
+if ref_final is None:
+    st.warning("**The rk45 reference diverged** on this set-up: errors against it are not shown.")
+
+# Work-precision.
+st.subheader("Work-precision")
+records, failed = [], []
+bar = st.progress(0.0, text="Sweeping…")
+for k, solver in enumerate(chosen):
+    bar.progress(k / len(chosen), text=f"Sweeping {solver} ({k + 1}/{len(chosen)})…")
+    try:
+        records += sweep_one(setup, solver, nfes)
+    except Exception as err:  # one solver's failure leaves the others standing
+        failed.append(f"{solver}: {type(err).__name__}: {err}")
+bar.empty()
+for message in failed:
+    st.error(f"**A solver failed.** {message}")
+skipped = [s for s in chosen if not any(r["solver"] == s for r in records) and not any(f.startswith(s + ":") for f in failed)]
+if skipped:
+    st.info(f"No NFE value fits a whole number of steps of: {', '.join(skipped)}.")
+diverged = [r for r in records if r["diverged_at"] is not None]
+if diverged:
+    lines = "\n".join(f"- **{r['label']}** at NFE {r['nfe']}: step {r['diverged_at']} of {r['n_steps']} — {r['reason']}" for r in diverged)
+    st.warning(f"**{len(diverged)} run(s) diverged** (red crosses on the plots):\n{lines}")
+if records:
+    left, right = st.columns(2)
+    left.plotly_chart(figures.work_precision(records), theme=None, config=CONFIG)
+    left.caption("Fitted order: slope of log error against log NFE over the three largest NFEs (the asymptotic part). "
+                 "Stochastic solvers (dotted) are not meant to follow the ODE path: compare their distance instead.")
+    right.plotly_chart(figures.distance_vs_nfe(records, floor(setup)), theme=None, config=CONFIG)
+    right.caption("Sliced W2 between the final samples and fresh target draws"
+                  + (" (the class's own modes, p(x | c))" if guide else "") + "; the dashed line is the exact ODE "
+                  "from the same start, the floor set by the finite sample.")
+
+# Side by side.
+st.subheader("Two solvers from the same noise")
+cols = st.columns([2, 2, 2, 2])
+a = cols[0].selectbox("Solver A", runnable, runnable.index("ddim") if "ddim" in runnable else 0, key="a", bind=URL)
+with cols[1]:
+    opts_a = controls.solver_options_for(a, "a")
+b = cols[2].selectbox("Solver B", runnable, runnable.index("dpmpp-2m") if "dpmpp-2m" in runnable else 0, key="b", bind=URL)
+with cols[3]:
+    opts_b = controls.solver_options_for(b, "b")
+nfe = cols[0].slider("NFE", 1, 60, 10, key="nfe", bind=URL, help="Both solvers spend this many model evaluations.")
+show_x0 = cols[2].toggle("x0-predictions", True, key="x0", bind=URL)
+try:
+    with st.spinner(f"Running {a} and {b}, and the exact flow over every step…"):
+        result = compare(setup, (a, tuple(opts_a.items())), (b, tuple(opts_b.items())), int(nfe))
+except ValueError as err:
+    st.error(f"**Can't compare at this NFE.** {err}")
+else:
+    for side in result.values():
+        if side["traj"].diverged:
+            st.warning(f"**{side['label']} diverged** at step {side['traj'].diverged_at}: {side['traj'].diverged_reason}")
+    st.plotly_chart(figures.side_by_side(model, result, show_x0=bool(show_x0)), theme=None, config=CONFIG)
+    st.plotly_chart(figures.step_errors(model, result), theme=None, config=CONFIG)
+    st.caption("Local error: what each step adds, against the exact flow from the solver's own state (first 400 "
+               "particles). Global error: distance to the exact path from the same start. x0-prediction error: the "
+               "solver's x0-prediction against the model's on the exact path.")
+
+# Guidance.
+st.subheader("High guidance breaks high-order solvers")
+if guide is None:
+    st.info("Turn on **Classifier-free guidance** in the sidebar to sweep the guidance scale: DPM-Solver++ showed that "
+            "at large w high-order solvers lose their advantage or blow up, while a first-order one degrades gracefully.")
+else:
+    failure_solvers = st.multiselect(
+        "Solvers", runnable, [s for s in G.FAILURE_SOLVERS if s in runnable], key="gsolvers", bind=URL,
+    )
+    g_nfe = st.slider("NFE", 2, 48, 12, key="gnfe", bind=URL,
+                      help="Each solver gets NFE // (its evaluations per step) steps: 12 suits 1, 2 and 3 per step.")
+    if failure_solvers:
+        with st.spinner(f"Sweeping the guidance scale w = {', '.join(f'{w:g}' for w in G.FAILURE_SCALES)}…"):
+            g_records = guidance_failure(target_key, schedule, spacing, guide[0], tuple(failure_solvers), int(g_nfe),
+                                         guide[2], int(seed))
+        bad = [r for r in g_records if r["diverged_at"] is not None or r["max_norm"] > 10]
+        if bad:
+            st.warning("**Blow-ups:** " + "; ".join(f"{r['solver']} at w = {r['w']:g}" for r in bad))
+        left, right = st.columns(2)
+        left.plotly_chart(figures.guidance_failure(g_records), theme=None, config=CONFIG)
+        right.plotly_chart(figures.guidance_failure(g_records, "distance", title="Guidance scale against distance to p(x | c)"),
+                           theme=None, config=CONFIG)
+        st.caption("300 particles, the same noise for every run. Error: against rk45 on the same guided ODE. "
+                   "Turn on dynamic thresholding to clip the guided x0-prediction back into the data's range.")
+
+# The table.
+st.subheader("Solvers")
+rows = figures.solver_rows()
+table = ["| solver | order | stochastic | multistep | NFE/step | options | paper |", "|---|---|---|---|---|---|---|"]
+for r in rows:
+    table.append(
+        f"| **{r['solver']}** | {r['order']} | {'yes' if r['stochastic'] else 'no'} | {'yes' if r['multistep'] else 'no'} "
+        f"| {r['nfe_per_step']} | {r['options'].replace('|', '/')} | {_paper_link(r['paper'])} |"
+    )
+st.markdown("\n".join(table))
