@@ -125,8 +125,8 @@ def sample(
     if spec.draws_noise(opts) or corrector_steps:
         if rng is None:
             raise ValueError(f"solver {solver!r} draws noise: pass rng (a seed or numpy Generator)")
-        if isinstance(x_T, np.ndarray):
-            rng = as_generator(rng)
+        if not type(rng).__module__.startswith("torch"):  # a torch.Generator is used as it is
+            rng = as_generator(rng)  # a seed becomes one Generator for the whole run
 
     counted = _CountedModel(model, float(ts[-1]), float(ts[0]))
     n = len(ts) - 1

@@ -208,3 +208,24 @@ def test_corrector_needs_rng_and_valid_settings():
             ex.sample(model, x, ts, "heun", rng=0, **kwargs)
     with pytest.raises(ValueError, match="rk45"):
         ex.sample(model, x, ts, "rk45", rng=0, corrector_steps=1)
+
+
+def test_torch_states_get_fresh_noise_every_step_from_a_seed():
+    torch = pytest.importorskip("torch")
+
+    class TorchModel:
+        def __init__(self, model):
+            self.model, self.schedule = model, model.schedule
+
+        def denoise(self, x, t):
+            return torch.as_tensor(self.model.denoise(x.numpy(), t))
+
+    model = ex.AnalyticModel(smooth_mixture(), ex.schedules.get("edm"))
+    x = torch.zeros((3, 2), dtype=torch.float64)
+    ts = ex.timesteps(model.schedule, 4)
+    traj = ex.sample(TorchModel(model), x, ts, "ddpm", rng=3)
+    again = ex.sample(TorchModel(model), x, ts, "ddpm", rng=np.random.default_rng(3))
+    assert torch.equal(traj.x, again.x)
+    # the noise added at successive steps differs (a seed re-used per call would repeat it)
+    noise = [traj.x[i + 1] - ex.sample(TorchModel(model), traj.x[i], ts[i : i + 2], "ddim").x[-1] for i in range(2)]
+    assert not torch.allclose(noise[0] / noise[0].norm(), noise[1] / noise[1].norm())
