@@ -231,7 +231,8 @@ def test_time_shift_on_a_mixture_is_not_worse_than_its_base_beyond_sampling_nois
     # Measured sliced W2 to the target (4000 particles, floor 0.024), ddim base vs time-shift
     # (window 0.2, cutoff 0.5, data_var = the target's per-feature variance 2.09):
     #   vp-linear 10 steps 0.155 -> 0.168; edm 10 steps 0.172 -> 0.120; vp-cosine 10 steps 0.159 -> 0.188;
-    #   rectified-flow 10 steps 0.230 -> 0.185; with data_var = 0 (the paper's rule) vp-linear 0.155 -> 0.158.
+    #   rectified-flow 10 steps 0.230 -> 0.185. With data_var = 0 (the paper's rule, the default):
+    #   vp-linear 0.155 -> 0.169, edm 0.172 -> 0.232 (the noise-only fit ignores the data's variance).
     gm = ex.targets.get("gmm-2d-ring8", radius=2.0, std=0.3)
     target = gm.sample(20000, 6)
     floor = ex.metrics.sliced_wasserstein(gm.sample(4000, 7), target)
