@@ -4,7 +4,7 @@ The probability-flow ODE is semilinear: with rho = sigma / alpha,
 x_{i+1} = (alpha_{i+1} / alpha_i) x_i + alpha_{i+1} int_{t_i}^{t_{i+1}} rho'(tau) eps_hat(tau) dtau.
 tAB-DEIS of order k replaces eps_hat by the Lagrange polynomial in t through the last k
 evaluations, x_{i+1} = (alpha_{i+1} / alpha_i) x_i + sum_j C_ij eps_{i-j}, with the weights
-C_ij = alpha_{i+1} int rho'(tau) l_j(tau) dtau computed once per grid by quadrature.
+C_ij = alpha_{i+1} int rho'(tau) l_j(tau) dtau computed at each step by quadrature.
 
 Quadrature: Gauss-Legendre in lambda, where rho' dtau = -e^{-lambda} dlambda and the
 integrand -e^{-lambda} l_j(t(lambda)) is analytic in a strip around the real axis (|Im| < pi/2
@@ -26,10 +26,10 @@ GAUSS_NODES = 32
 
 
 def tab_weights(schedule, t_poly, lam_from: float, lam_to: float, n_nodes: int = GAUSS_NODES) -> np.ndarray:
-    """C_j = alpha_to int_{t(lam_from)}^{t(lam_to)} rho'(tau) l_j(tau) dtau / alpha_to, j over t_poly.
+    """int_{t(lam_from)}^{t(lam_to)} rho'(tau) l_j(tau) dtau for each j: the DEIS weights C_ij / alpha_{i+1}.
 
-    l_j is the Lagrange basis polynomial in t through the times t_poly; returned without the
-    factor alpha_{i+1}. The weights sum to e^{-lam_to} - e^{-lam_from} (rho's increment).
+    l_j is the Lagrange basis polynomial in t through the times t_poly (newest first). The
+    weights sum to e^{-lam_to} - e^{-lam_from}, the increment of rho = sigma / alpha.
     """
     x, w = np.polynomial.legendre.leggauss(n_nodes)
     mid, half = 0.5 * (lam_from + lam_to), 0.5 * (lam_to - lam_from)
