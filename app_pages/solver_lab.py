@@ -180,9 +180,10 @@ if records:
     left.caption("Fitted order: slope of log error against log NFE over the three largest NFEs (the asymptotic part). "
                  "Stochastic solvers (dotted) are not meant to follow the ODE path: compare their distance instead.")
     right.plotly_chart(figures.distance_vs_nfe(records, floor(setup)), theme=None, config=CONFIG)
-    right.caption("Sliced W2 between the final samples and fresh target draws"
-                  + (" (the class's own modes, p(x | c))" if guide else "") + "; the dashed line is the exact ODE "
-                  "from the same start, the floor set by the finite sample.")
+    right.caption("Sliced W2 between the final samples and fresh target draws; the dashed line is the exact ODE "
+                  "from the same start, the floor set by the finite sample."
+                  + (" With guidance the target is the class's own modes p(x | c), which guided samples are not meant "
+                     "to match exactly (they are sharper): the floor rises with w." if guide else ""))
 
 # Side by side.
 st.subheader("Two solvers from the same noise")

@@ -101,7 +101,7 @@ def test_figures_of_the_lab():
     fig = figures.work_precision(recs)
     names = [t.name for t in fig.data]
     assert names[0].startswith("euler (order ≈") and names[1] == "ddpm (stochastic)"
-    assert "exact ODE" in figures.distance_vs_nfe(recs, floor=0.05).to_json()
+    assert "exact ODE (rk45), same start" in [t.name for t in figures.distance_vs_nfe(recs, floor=0.05).data]
     cmp = E.compare_two(model, x, "euler", "dpmpp-2m", nfe=6, local_particles=20)
     side = figures.side_by_side(model, cmp)
     assert {t.name for t in side.data} >= {"exact path (rk45)", "solver path", "x0-prediction"}

@@ -19,7 +19,7 @@ from .time_axis import time_axis as _time_axis
 from .trajectories import _f32, _np, _spread_indices, _target_contour
 
 DIVERGED_COLOR = "#c0392b"
-COLORS = [style.SAMPLE_COLOR, *qualitative.D3[1:], *qualitative.Dark2]
+COLORS = [style.SAMPLE_COLOR, *(c for c in qualitative.D3[1:] if c != "#D62728"), *qualitative.Dark2]  # red: divergence
 PAIR = [style.SAMPLE_COLOR, "#7b3fa0"]  # solvers A and B side by side: neither is the x0-predictions' orange
 
 
@@ -40,6 +40,22 @@ def _log_range(values, pad: float = 0.15):
     return [lo - pad * span, hi + 2.5 * pad * span]  # room at the top for the divergence crosses
 
 
+def _cross_height(values) -> float:
+    """Where the divergence crosses sit: near the top of _log_range(values), fully inside it."""
+    lo, hi = _log_range(values)
+    return 10 ** (hi - 0.06 * (hi - lo))
+
+
+def _log_ticks(values) -> dict:
+    """Powers of ten when the values span a few decades, else ticks at 1, 2 and 5 times them."""
+    lo, hi = _log_range(values)
+    if hi - lo > 2.5:
+        return dict(dtick=1, tickformat=".0e")
+    ticks = [m * 10.0**k for k in range(int(np.floor(lo)), int(np.ceil(hi)) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if lo <= np.log10(t) <= hi]
+    return dict(tickvals=ticks, ticktext=[f"{t:.3g}" for t in ticks])
+
+
 def _diverged_trace(xs, y_top, texts, name="diverged") -> go.Scatter:
     return go.Scatter(
         x=xs, y=[y_top] * len(xs), mode="markers", name=name, text=texts,
@@ -54,7 +70,7 @@ def work_precision(records, tail: int = 3, title: str | None = None, height: int
     Diverged runs: red crosses along the top, hover naming the step and the reason."""
     fitted = _orders(records, tail)
     fig = go.Figure()
-    top = 10 ** _log_range([r["error"] for r in records])[1]
+    top = _cross_height([r["error"] for r in records])
     crosses = ([], [])
     for k, label in enumerate(_labels(records)):
         rows = [r for r in records if r["label"] == label]
@@ -81,7 +97,7 @@ def work_precision(records, tail: int = 3, title: str | None = None, height: int
     fig.update_layout(**layout)
     _nfe_axis(fig, records)
     fig.update_yaxes(type="log", title_text="RMS ‖x − x_rk45‖ at t_min", range=_log_range([r["error"] for r in records]),
-                     tickformat=".0e", dtick=1)
+                     **_log_ticks([r["error"] for r in records]))
     return fig
 
 
@@ -90,7 +106,7 @@ def distance_vs_nfe(records, floor: float | None = None, title: str | None = Non
     line is the exact ODE's own distance from the same start (the finite-sample floor)."""
     fig = go.Figure()
     values = [r["distance"] for r in records] + ([floor] if floor else [])
-    top = 10 ** _log_range(values)[1]
+    top = _cross_height(values)
     crosses = ([], [])
     for k, label in enumerate(_labels(records)):
         rows = [r for r in records if r["label"] == label]
@@ -108,15 +124,18 @@ def distance_vs_nfe(records, floor: float | None = None, title: str | None = Non
     if crosses[0]:
         fig.add_trace(_diverged_trace(crosses[0], top, crosses[1]))
     if floor is not None and np.isfinite(floor):
-        fig.add_hline(y=floor, line=dict(color=style.REFERENCE_COLOR, dash="dash", width=1.5),
-                      annotation_text="exact ODE (rk45), same start", annotation_position="top left",
-                      annotation_font=dict(size=11, color=style.REFERENCE_COLOR))
+        spent = [r["nfe_spent"] for r in records] or [1]
+        fig.add_trace(go.Scatter(
+            x=[min(spent), max(spent)], y=[floor, floor], mode="lines", name="exact ODE (rk45), same start",
+            line=dict(color=style.REFERENCE_COLOR, dash="dash", width=1.5),
+            hovertemplate="exact ODE from the same start: %{y:.3g}<extra></extra>",
+        ))
     layout = style.base_layout(title or "Distance to the target", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=11))
     layout["margin"].update(r=10)
     fig.update_layout(**layout)
     _nfe_axis(fig, records)
-    fig.update_yaxes(type="log", title_text="sliced W2 to the target", range=_log_range(values), dtick="D2", tickformat=".2g")
+    fig.update_yaxes(type="log", title_text="sliced W2 to the target", range=_log_range(values), **_log_ticks(values))
     return fig
 
 
@@ -222,7 +241,7 @@ def step_errors(model, result: dict, time_axis: str = "log-snr", title: str | No
     layout["margin"].update(r=10)
     fig.update_layout(**layout)
     fig.update_xaxes(**xaxis)
-    fig.update_yaxes(type="log", title_text="RMS error", tickformat=".0e", range=_log_range(values), dtick=1)
+    fig.update_yaxes(type="log", title_text="RMS error", range=_log_range(values), **_log_ticks(values))
     return fig
 
 
@@ -234,7 +253,7 @@ def guidance_failure(records, what: str = "error", title: str | None = None, hei
         raise ValueError(f"what must be 'error' or 'distance', got {what!r}")
     fig = go.Figure()
     values = [r[what] for r in records]
-    top = 10 ** _log_range(values)[1]
+    top = _cross_height(values)
     crosses = ([], [])
     solver_names = list(dict.fromkeys(r["solver"] for r in records))
     for k, name in enumerate(solver_names):
@@ -251,7 +270,7 @@ def guidance_failure(records, what: str = "error", title: str | None = None, hei
                     f"blew up: final |x| reaches {r['max_norm']:.3g}x the data's range"
                 crosses[1].append(f"{name}, w = {r['w']:g}: {why}")
     if crosses[0]:
-        fig.add_trace(_diverged_trace(crosses[0], top, crosses[1]))
+        fig.add_trace(_diverged_trace(crosses[0], top, crosses[1], name="diverged or blew up"))
     nfe = records[0]["nfe"] if records else 0
     label = "RMS ‖x − x_rk45‖ (guided ODE)" if what == "error" else "sliced W2 to p(x | c)"
     layout = style.base_layout(title or f"Guidance scale against accuracy, {nfe} NFE", height)
@@ -259,7 +278,7 @@ def guidance_failure(records, what: str = "error", title: str | None = None, hei
     layout["margin"].update(r=10)
     fig.update_layout(**layout)
     fig.update_xaxes(title_text="guidance scale w   (D = (1 + w) D(x | c) − w D(x))")
-    fig.update_yaxes(type="log", title_text=label, range=_log_range(values), dtick="D2")
+    fig.update_yaxes(type="log", title_text=label, range=_log_range(values), **_log_ticks(values))
     return fig
 
 
