@@ -229,3 +229,24 @@ def test_torch_states_get_fresh_noise_every_step_from_a_seed():
     # the noise added at successive steps differs (a seed re-used per call would repeat it)
     noise = [traj.x[i + 1] - ex.sample(TorchModel(model), traj.x[i], ts[i : i + 2], "ddim").x[-1] for i in range(2)]
     assert not torch.allclose(noise[0] / noise[0].norm(), noise[1] / noise[1].norm())
+
+
+def test_order_follows_the_options():
+    assert ex.solvers.order("plms", order=2) == 2 and ex.solvers.info("plms")["order"] == 4
+    assert ex.solvers.order("unipc", order=2, corrector=False) == 2
+    assert ex.solvers.order("unipc", order=2) == 3
+    assert ex.solvers.order("time-shift", window=0.0, base="heun") == 2
+    assert ex.solvers.order("time-shift") == 0  # shifting leaves the ODE path by O(h) per step
+    with pytest.raises(ValueError, match="order"):
+        ex.solvers.order("deis", order=5)
+
+
+def test_every_api_solver_is_declared_with_a_paper():
+    api = ("euler heun ddim ddpm euler-maruyama dpm-solver-2 dpm-solver-3 dpmpp-2s dpmpp-2m dpmpp-3m dpmpp-2m-sde "
+           "unipc deis plms sa-solver heavy-ball ghvb bdia time-shift rk45").split()
+    assert set(api) == set(ex.solvers.names())
+    for name in api:
+        info = ex.solvers.info(name)
+        assert len(info["reference"]) > 20 and info["summary"]
+        for option in info["options"].values():
+            assert option["help"] and "default" in option

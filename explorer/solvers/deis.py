@@ -48,7 +48,7 @@ def tab_weights(schedule, t_poly, lam_from: float, lam_to: float, n_nodes: int =
 
 
 @solver(
-    "deis", order=3, multistep=True, reference=DEIS,
+    "deis", order=lambda o: o["order"], multistep=True, reference=DEIS,
     summary="tAB-DEIS: exponential integrator with eps_hat extrapolated by a polynomial in t through the "
     "last `order` evaluations (warm-up with lower orders); order 1 is DDIM.",
     options=[Option("order", "int", 3, "degree + 1 of the polynomial in t that extrapolates eps_hat", 1, 3)],

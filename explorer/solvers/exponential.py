@@ -97,7 +97,7 @@ def dpmpp_multistep_update(g, i, x, d, history, form="taylor"):
 
 
 @solver(
-    "dpmpp-3m", order=3, multistep=True, reference=DPMPP,
+    "dpmpp-3m", order=lambda o: 3 if o["form"] == "taylor" else 2, multistep=True, reference=DPMPP,
     summary="DPM-Solver++(3M): third-order multistep, x0_hat extrapolated in lambda from the last three "
     "steps (warm-up: DDIM, then 2M).",
     options=[
@@ -120,7 +120,7 @@ def dpmpp_3m(model, x, ts, rng, record, form="taylor"):
 
 
 @solver(
-    "dpmpp-2m-sde", order=1, multistep=True, reference=DPMPP, stochastic=lambda o: o["eta"] > 0,
+    "dpmpp-2m-sde", order=lambda o: 2 if o["eta"] == 0 else 1, multistep=True, reference=DPMPP, stochastic=lambda o: o["eta"] > 0,
     summary="DPM-Solver++(2M) SDE: the 2M update on the reverse SDE with fresh noise each step "
     "(eta = 1 the paper's SDE solver, eta = 0 the ODE solver dpmpp-2m).",
     options=[

@@ -86,7 +86,7 @@ def ghvb_weights(s, i: int, k: int, beta: float) -> list[float]:
 
 
 @solver(
-    "ghvb", order=4, multistep=True, reference=MOMENTUM,
+    "ghvb", order=lambda o: o["order"], multistep=True, reference=MOMENTUM,
     summary="Generalized Heavy Ball: momentum on eps_hat, then an Adams-Bashforth-like extrapolation of the "
     "velocities that keeps the order (1-4); beta = 1 is PLMS of that order.",
     options=[Option("order", "int", 4, "order of the extrapolation (number of past velocities)", 1, 4), BETA],

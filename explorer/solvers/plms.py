@@ -54,7 +54,7 @@ def adams_slope(s, i: int, history: list) -> object:
 
 
 @solver(
-    "plms", order=4, multistep=True, reference=PNDM,
+    "plms", order=lambda o: o["order"], multistep=True, reference=PNDM,
     summary="PLMS: Adams-Bashforth (orders 1-4, variable-step) on eps in the DDIM variable sigma/alpha; "
     "warms up with lower orders (PNDM warms up with Runge-Kutta steps instead). Order 1 is DDIM.",
     options=[Option("order", "int", 4, "Adams-Bashforth order: number of past eps values extrapolated", 1, 4)],

@@ -57,13 +57,17 @@ class Option:
 class SolverSpec:
     name: str
     fn: Callable
-    order: int
+    order: int | Callable  # or a function of the resolved options (plms: its order option)
     stochastic: bool | Callable  # or a function of the resolved options (ddim: eta > 0)
     multistep: bool
     nfe_per_step: int | None
     reference: str
     summary: str
     options: tuple = field(default_factory=tuple)
+
+    def order_for(self, options: dict) -> int:
+        """The global order of accuracy with these (resolved) options."""
+        return int(self.order(options) if callable(self.order) else self.order)
 
     def draws_noise(self, options: dict) -> bool:
         """Whether a run with these (resolved) options draws random numbers."""
@@ -110,12 +114,18 @@ def spec(name: str) -> SolverSpec:
         raise ValueError(f"unknown solver {name!r}; choose from {names()}") from None
 
 
+def order(name: str, **options) -> int:
+    """The solver's global order of accuracy with these options (defaults for the rest)."""
+    s = spec(name)
+    return s.order_for(s.resolve(options))
+
+
 def info(name: str) -> dict:
     """order, stochastic, multistep, nfe_per_step, reference (paper title), summary and options."""
     s = spec(name)
     return {
         "name": s.name,
-        "order": s.order,
+        "order": s.order_for(s.resolve({})),  # with the default options; see order(name, **options)
         "stochastic": s.draws_noise(s.resolve({})),  # with the default options
         "multistep": s.multistep,
         "nfe_per_step": s.nfe_per_step,

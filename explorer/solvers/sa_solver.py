@@ -46,7 +46,7 @@ def _combine(coefficients, arrays):
 
 
 @solver(
-    "sa-solver", order=4, multistep=True, reference=SA_SOLVER, stochastic=lambda o: o["tau"] > 0,
+    "sa-solver", order=lambda o: min(o["predictor_order"] + 1, o["corrector_order"]) if o["corrector_order"] else o["predictor_order"], multistep=True, reference=SA_SOLVER, stochastic=lambda o: o["tau"] > 0,
     summary=(
         "SA-Solver: stochastic Adams-Bashforth predictor and Adams-Moulton corrector (free: it reuses "
         "the next evaluation) on an SDE whose noise tau sets; tau = 0 is the ODE, where the order is "

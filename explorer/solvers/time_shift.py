@@ -56,7 +56,7 @@ def shifted_time(schedule, variance: float, t: float, lo: float, hi: float, data
 
 
 @solver(
-    "time-shift", order=0, nfe_per_step=None, reference=TIME_SHIFT,
+    "time-shift", order=lambda o: {"heun": 2}.get(o["base"], 1) if o["window"] == 0 or o["cutoff"] == 1 else 0, nfe_per_step=None, reference=TIME_SHIFT,
     summary="Time-Shift Sampler: above the cutoff, each step starts from the nearby time whose noise level "
     "best fits the state's variance, then takes a DDIM, Euler or Heun step to the next grid time. "
     "Order 0: a shift of up to window x step per step moves the state off the ODE path by O(1) in total "

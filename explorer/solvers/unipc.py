@@ -55,7 +55,7 @@ def _combine(coefficients, arrays):
 
 
 @solver(
-    "unipc", order=4, multistep=True, reference=UNIPC,
+    "unipc", order=lambda o: o["order"] + int(o["corrector"]), multistep=True, reference=UNIPC,
     summary=(
         "UniPC-p: the multistep predictor UniP of order p in lambda (data prediction), each step "
         "but the last corrected by UniC with the next step's own evaluation, which raises the "
