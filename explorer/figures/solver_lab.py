@@ -91,7 +91,7 @@ def work_precision(records, tail: int = 3, title: str | None = None, height: int
                 crosses[1].append(f"{label}, NFE {r['nfe']}: diverged at step {r['diverged_at']} — {r['reason']}")
     if crosses[0]:
         fig.add_trace(_diverged_trace(crosses[0], top, crosses[1]))
-    layout = style.base_layout(title or "Work-precision: error against the exact ODE solution", height)
+    layout = style.base_layout(title or "Error against the exact ODE solution", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=11))
     layout["margin"].update(r=10)
     fig.update_layout(**layout)
