@@ -37,7 +37,7 @@ def run(setup: tuple, solver: str, options: tuple) -> ex.Trajectory:
 @st.cache_data(max_entries=16, show_spinner=False)
 def reference(setup: tuple) -> ex.Trajectory:
     model, x_T, ts = _problem(setup)
-    return ex.reference(model, x_T, ts)
+    return ex.reference(model, x_T, ts, method="DOP853")  # same tolerance, ~1/3 fewer evaluations than RK45
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
