@@ -5,15 +5,10 @@ import numpy as np
 import pytest
 
 import explorer as ex
+from fakes import BlowsUp, Spy, TorchModel, smooth_mixture
 
 DETERMINISTIC = {"euler": 1, "ddim": 1, "heun": 2, "dpmpp-2m": 2}
 STOCHASTIC = [("ddpm", {}), ("ddpm", {"variance": "beta"}), ("euler-maruyama", {}), ("ddim", {"eta": 1.0})]
-
-
-def smooth_mixture():
-    return ex.GaussianMixture(
-        [[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]], [[0.3, 0.2], [0.2, 0.4], [0.25, 0.25]], [0.3, 0.4, 0.3]
-    )
 
 
 def measured_order(model, x, solver, ref_final, ns=(16, 32, 64, 128), spacing="uniform-lambda"):
@@ -70,17 +65,6 @@ def test_ddim_equals_euler_when_alpha_is_one():
     np.testing.assert_allclose(ex.sample(model, x, ts, "ddim").x, ex.sample(model, x, ts, "euler").x, rtol=1e-12)
 
 
-class Spy:
-    """A model that records every time it is evaluated at."""
-
-    def __init__(self, model):
-        self.model, self.schedule, self.times = model, model.schedule, []
-
-    def denoise(self, x, t):
-        self.times.append(float(t))
-        return self.model.denoise(x, t)
-
-
 @pytest.mark.parametrize("solver", ex.solvers.names())
 def test_solvers_stay_on_the_grid_and_count_evaluations(solver):
     s = ex.schedules.get("vp-linear")
@@ -124,20 +108,6 @@ def test_stochastic_solvers_are_seeded(solver, options):
     assert not np.allclose(a.x[-1], c.x[-1])
     with pytest.raises(ValueError, match="rng"):
         ex.sample(model, x, ts, solver, **options)
-
-
-class BlowsUp:
-    """Exact until the k-th evaluation, then returns inf for the first particle."""
-
-    def __init__(self, model, k):
-        self.model, self.schedule, self.k, self.calls = model, model.schedule, k, 0
-
-    def denoise(self, x, t):
-        self.calls += 1
-        out = self.model.denoise(x, t)
-        if self.calls >= self.k:
-            out[0] = np.inf
-        return out
 
 
 @pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp-2m", "ddim"])
@@ -212,13 +182,6 @@ def test_corrector_needs_rng_and_valid_settings():
 
 def test_torch_states_get_fresh_noise_every_step_from_a_seed():
     torch = pytest.importorskip("torch")
-
-    class TorchModel:
-        def __init__(self, model):
-            self.model, self.schedule = model, model.schedule
-
-        def denoise(self, x, t):
-            return torch.as_tensor(self.model.denoise(x.numpy(), t))
 
     model = ex.AnalyticModel(smooth_mixture(), ex.schedules.get("edm"))
     x = torch.zeros((3, 2), dtype=torch.float64)

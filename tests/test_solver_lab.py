@@ -12,7 +12,7 @@ import explorer as ex
 from explorer import experiments as E
 from explorer import figures
 
-from test_core_solvers import BlowsUp, smooth_mixture
+from fakes import BlowsUp, smooth_mixture
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "app_pages/solver_lab.py"

@@ -31,7 +31,7 @@ import explorer as ex
 from explorer.solvers.deis import tab_weights
 from explorer.solvers.exponential import dpmpp_multistep_update
 from peers import k_diffusion_sampling
-from test_core_solvers import smooth_mixture
+from fakes import BlowsUp, TorchModel, smooth_mixture
 from test_kdiffusion import KDiffusionDenoiser, relative_deviation, run_k_diffusion
 
 K = k_diffusion_sampling()
@@ -356,17 +356,6 @@ ALL = [
 ]
 
 
-class TorchModel:
-    """The analytic denoiser behind a torch interface (float64 tensors in and out)."""
-
-    def __init__(self, model):
-        self.model, self.schedule = model, model.schedule
-
-    def denoise(self, x, t):
-        assert isinstance(x, torch.Tensor)
-        return torch.from_numpy(self.model.denoise(x.numpy(), t))
-
-
 @pytest.mark.parametrize("solver, options", ALL)
 def test_the_same_code_runs_on_torch_tensors(vp_case, solver, options):
     model, x = vp_case
@@ -375,20 +364,6 @@ def test_the_same_code_runs_on_torch_tensors(vp_case, solver, options):
     got = ex.sample(TorchModel(model), torch.from_numpy(x.copy()), ts, solver, rng=np.random.default_rng(3), **options)
     assert isinstance(got.x, torch.Tensor)
     np.testing.assert_allclose(got.x.numpy(), want.x, rtol=1e-12, atol=1e-12)
-
-
-class BlowsUp:
-    """Exact until the k-th evaluation, then inf for the first particle."""
-
-    def __init__(self, model, k):
-        self.model, self.schedule, self.k, self.calls = model, model.schedule, k, 0
-
-    def denoise(self, x, t):
-        self.calls += 1
-        out = self.model.denoise(x, t)
-        if self.calls >= self.k:
-            out[0] = np.inf
-        return out
 
 
 @pytest.mark.parametrize("solver, options", ALL)

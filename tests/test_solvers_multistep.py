@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 
 import explorer as ex
+from fakes import BlowsUp, Spy, TorchModel, smooth_mixture
 from explorer.solvers.bdia import invert
 from explorer.solvers.momentum import ghvb_weights
 from explorer.solvers.plms import adams_weights
-
-
-def smooth_mixture():
-    return ex.GaussianMixture(
-        [[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]], [[0.3, 0.2], [0.2, 0.4], [0.25, 0.25]], [0.3, 0.4, 0.3]
-    )
 
 
 def setup(schedule="vp-linear", n=50, seed=1):
@@ -188,15 +183,6 @@ def test_bdia_inversion_refuses_what_it_cannot_invert():
         invert(model, traj.x[-1], traj.x[-2], ts[-2:], 1.0)
 
 
-class Spy:
-    def __init__(self, model):
-        self.model, self.schedule, self.times = model, model.schedule, []
-
-    def denoise(self, x, t):
-        self.times.append(float(t))
-        return self.model.denoise(x, t)
-
-
 @pytest.mark.parametrize("base", ["ddim", "euler", "heun"])
 def test_time_shift_without_shifting_is_its_base_exactly(base):
     s, model, x = setup("vp-cosine")
@@ -270,19 +256,6 @@ def test_registry_declares_each_solver():
         ex.sample(ex.AnalyticModel(smooth_mixture(), ex.schedules.get("edm")), np.zeros((3, 2)), [80.0, 1.0], "plms", order=5)
 
 
-class TorchModel:
-    """The analytic denoiser behind a torch interface (float64 tensors in and out)."""
-
-    def __init__(self, model):
-        self.model, self.schedule = model, model.schedule
-
-    def denoise(self, x, t):
-        import torch
-
-        assert isinstance(x, torch.Tensor)
-        return torch.from_numpy(self.model.denoise(x.numpy(), t))
-
-
 @pytest.mark.parametrize(
     "solver, options",
     [("plms", {}), ("heavy-ball", {}), ("heavy-ball", {"base": "dpmpp-2m"}), ("ghvb", {}), ("bdia", {}),
@@ -299,20 +272,6 @@ def test_the_same_code_runs_on_torch_tensors(solver, options):
     if solver == "bdia":
         states = invert(TorchModel(model), got.x[-1], got.x[-2], ts, 0.5)
         np.testing.assert_allclose(states.numpy(), want.x, rtol=1e-9, atol=1e-9)
-
-
-class BlowsUp:
-    """Exact until the k-th evaluation, then inf for the first particle."""
-
-    def __init__(self, model, k):
-        self.model, self.schedule, self.k, self.calls = model, model.schedule, k, 0
-
-    def denoise(self, x, t):
-        self.calls += 1
-        out = self.model.denoise(x, t)
-        if self.calls >= self.k:
-            out[0] = np.inf
-        return out
 
 
 @pytest.mark.parametrize("solver", ["plms", "heavy-ball", "ghvb", "bdia", "time-shift"])

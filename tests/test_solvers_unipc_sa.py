@@ -36,7 +36,7 @@ import pytest
 import torch
 
 import explorer as ex
-from test_core_solvers import smooth_mixture
+from fakes import BlowsUp, TorchModel, smooth_mixture
 from test_kdiffusion import relative_deviation
 
 RTOL = 1e-10
@@ -241,17 +241,6 @@ def test_the_corrector_reuses_the_next_evaluation_unless_the_state_was_moved(sol
     np.testing.assert_allclose(moved.denoised, at_states, rtol=0, atol=1e-13)
 
 
-class TorchModel:
-    """The analytic model behind a torch-tensor interface (as a learned model presents itself)."""
-
-    def __init__(self, model):
-        self.model, self.schedule = model, model.schedule
-
-    def denoise(self, x, t):
-        assert isinstance(x, torch.Tensor)
-        return torch.from_numpy(self.model.denoise(x.numpy(), t))
-
-
 @pytest.mark.parametrize("solver, options", [("unipc", {"variant": "bh2"}), ("sa-solver", {"tau": 0.8})])
 def test_torch_states_give_the_numpy_answer(solver, options):
     s = ex.schedules.get("edm")
@@ -263,20 +252,6 @@ def test_torch_states_give_the_numpy_answer(solver, options):
     ours = ex.sample(model, x, ts, solver, rng=np.random.default_rng(3), **options)
     theirs = ex.sample(TorchModel(model), torch.from_numpy(x), ts, solver, rng=np.random.default_rng(3), **options)
     np.testing.assert_allclose(np.asarray(theirs.x), ours.x, rtol=1e-12, atol=1e-12)
-
-
-class BlowsUp:
-    """Exact until the k-th evaluation, then inf for the first particle."""
-
-    def __init__(self, model, k):
-        self.model, self.schedule, self.k, self.calls = model, model.schedule, k, 0
-
-    def denoise(self, x, t):
-        self.calls += 1
-        out = self.model.denoise(x, t)
-        if self.calls >= self.k:
-            out[0] = np.inf
-        return out
 
 
 @pytest.mark.parametrize("solver, options", [("unipc", {}), ("sa-solver", {"tau": 0.0})])
