@@ -78,26 +78,16 @@ def load_target(key: tuple) -> ex.GaussianMixture:
 
 def solver_options(solver: str) -> dict:
     """One widget per option the solver declares (type, default, range, choices, help)."""
-    values = {}
-    for opt, spec in ex.solvers.info(solver)["options"].items():
-        key, label, help = f"{solver}.{opt}", opt.replace("_", " "), spec["help"]
-        if spec["type"] == "bool":
-            values[opt] = st.checkbox(label, bool(spec["default"]), key=key, help=help, bind=URL)
-        elif spec["type"] == "choice":
-            choices = spec["choices"]
-            values[opt] = st.selectbox(label, choices, choices.index(spec["default"]), key=key, help=help, bind=URL)
-        else:
-            low, high = spec.get("range", (None, None))
-            default = int(spec["default"]) if spec["type"] == "int" else float(spec["default"])
-            values[opt] = number(label, key, default, help, low, high)
-    return values
+    return solver_options_for(solver, "")
 
 
 def solver_options_for(solver: str, prefix: str) -> dict:
-    """solver_options under keys `prefix.solver.option`, for a page that shows one solver twice."""
+    """solver_options under keys `prefix.solver.option` (plain `solver.option` without a
+    prefix), for a page that shows one solver twice."""
     values = {}
     for opt, spec in ex.solvers.info(solver)["options"].items():
-        key, label, help = f"{prefix}.{solver}.{opt}", opt.replace("_", " "), spec["help"]
+        key = ".".join(part for part in (prefix, solver, opt) if part)
+        label, help = opt.replace("_", " "), spec["help"]
         if spec["type"] == "bool":
             values[opt] = st.checkbox(label, bool(spec["default"]), key=key, help=help, bind=URL)
         elif spec["type"] == "choice":

@@ -23,3 +23,11 @@ def pf_drift(schedule, x, denoised, t: float):
     a, sg = float(schedule.alpha(t)), float(schedule.sigma(t))
     da, ds = float(schedule.d_alpha(t)), float(schedule.d_sigma(t))
     return da * denoised + ds * (x - a * denoised) / sg
+
+
+def combine(coefficients, arrays):
+    """sum_j c_j a_j for Python-float coefficients (numpy arrays or torch tensors alike)."""
+    out = coefficients[0] * arrays[0]
+    for c, a in zip(coefficients[1:], arrays[1:]):
+        out = out + c * a
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from ..random import standard_normal_like
-from .common import grid
+from .common import combine, grid
 from .registry import Option, solver
 from .unipc import moment_weights, phi
 
@@ -36,13 +36,6 @@ def adams_weights(lams, lam_start: float, h: float, c: float) -> list[float]:
     if len(lams) == 2:
         moments[1] = 0.5 * h
     return moment_weights(s, moments)
-
-
-def _combine(coefficients, arrays):
-    out = coefficients[0] * arrays[0]
-    for w, a in zip(coefficients[1:], arrays[1:]):
-        out = out + w * a
-    return out
 
 
 @solver(
@@ -86,7 +79,7 @@ def sa_solver(model, x, ts, rng, record, tau=1.0, predictor_order=3, corrector_o
         # SA-Predictor: Lagrange interpolation of the last p points (fewer during warm-up).
         p = min(predictor_order, len(d_hist))
         w = adams_weights(lams[:p], g.lam[i], h, c)
-        x_pred = decay * x + gain * _combine(w, d_hist[:p]) + noise
+        x_pred = decay * x + gain * combine(w, d_hist[:p]) + noise
 
         if corrector_order == 0 or i == n - 1:  # the last step is not corrected: it would cost an evaluation
             x = record(i, x_pred, d)
@@ -97,7 +90,7 @@ def sa_solver(model, x, ts, rng, record, tau=1.0, predictor_order=3, corrector_o
         d_next = model.denoise(x_pred, ts[i + 1])
         q = min(corrector_order, len(d_hist) + 1)
         w = adams_weights([g.lam[i + 1]] + lams[: q - 1], g.lam[i], h, c)
-        x_corr = decay * x + gain * _combine(w, [d_next] + d_hist[: q - 1]) + noise
+        x_corr = decay * x + gain * combine(w, [d_next] + d_hist[: q - 1]) + noise
         x = record(i, x_corr, d)
         # The next predictor reuses that evaluation, unless a corrector moved the state.
         d = d_next if x is x_corr else None

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .common import grid
+from .common import combine, grid
 from .registry import Option, solver
 
 UNIPC = "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion Models"
@@ -45,13 +45,6 @@ def moment_weights(nodes, targets) -> list[float]:
     nodes = np.asarray(nodes, dtype=np.float64)
     powers = nodes[None, :] ** np.arange(len(nodes))[:, None]
     return np.linalg.solve(powers, np.asarray(targets, dtype=np.float64)).tolist()
-
-
-def _combine(coefficients, arrays):
-    out = coefficients[0] * arrays[0]
-    for c, a in zip(coefficients[1:], arrays[1:]):
-        out = out + c * a
-    return out
 
 
 @solver(
@@ -98,7 +91,7 @@ def unipc(model, x, ts, rng, record, order=3, variant="bh1", corrector=True):
         x_pred = x_ddim
         if p >= 2:
             rho = [0.5] if p == 2 else moment_weights(r, b[: p - 1])
-            x_pred = x_ddim - g.alpha[i + 1] * B * _combine(rho, D)
+            x_pred = x_ddim - g.alpha[i + 1] * B * combine(rho, D)
 
         if not corrector or i == n - 1:  # the last step is not corrected: it would cost an evaluation
             x = record(i, x_pred, d)
@@ -108,7 +101,7 @@ def unipc(model, x, ts, rng, record, order=3, variant="bh1", corrector=True):
         # UniC-p corrector: the evaluation at the predicted point joins as the node r = 1.
         d_next = model.denoise(x_pred, ts[i + 1])
         rho_c = [0.5] if p == 1 else moment_weights(r + [1.0], b)
-        x_corr = x_ddim - g.alpha[i + 1] * B * _combine(rho_c, D + [d_next - d])
+        x_corr = x_ddim - g.alpha[i + 1] * B * combine(rho_c, D + [d_next - d])
         x = record(i, x_corr, d)
         # The next predictor reuses the evaluation at the predicted point (UniPC's free
         # correction), unless a corrector moved the state: then it evaluates afresh.
