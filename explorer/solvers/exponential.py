@@ -16,6 +16,15 @@ from .registry import Option, solver
 DPMPP = "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models"
 
 
+def dpmpp_2m_combination(d, old_d, h: float, h_last):
+    """DPM-Solver++(2M)'s x0 estimate over a step h in lambda: d itself on the first step, then
+    (1 + 1/(2r)) d - 1/(2r) d_old with r = h_last / h."""
+    if old_d is None:
+        return d  # warm-up: first-order (DDIM) step
+    r = h_last / h
+    return (1.0 + 0.5 / r) * d - (0.5 / r) * old_d
+
+
 @solver(
     "dpmpp-2m", order=2, multistep=True, reference=DPMPP,
     summary="DPM-Solver++(2M): second-order multistep, x0_hat extrapolated from the last two steps.",
@@ -26,11 +35,7 @@ def dpmpp_2m(model, x, ts, rng, record):
     for i in range(len(ts) - 1):
         d = model.denoise(x, ts[i])
         h = g.lam[i + 1] - g.lam[i]
-        if old_d is None:
-            D = d  # warm-up: first-order (DDIM) step
-        else:
-            r = h_last / h
-            D = (1.0 + 0.5 / r) * d - (0.5 / r) * old_d
+        D = dpmpp_2m_combination(d, old_d, h, h_last)
         x = (g.sigma[i + 1] / g.sigma[i]) * x - g.alpha[i + 1] * math.expm1(-h) * D
         x = record(i, x, d)
         old_d, h_last = d, h

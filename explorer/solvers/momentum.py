@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from .common import grid
+from .exponential import dpmpp_2m_combination
 from .plms import adams_slope, adams_weights, ddim_variable
 from .registry import Option, solver
 
@@ -56,11 +57,7 @@ def heavy_ball(model, x, ts, rng, record, base="plms", base_order=4, beta=0.8):
     for i in range(len(ts) - 1):
         d = model.denoise(x, ts[i])
         h = g.lam[i + 1] - g.lam[i]
-        if old_d is None:
-            D = d  # warm-up: first-order (DDIM) step
-        else:
-            r = h_last / h
-            D = (1.0 + 0.5 / r) * d - (0.5 / r) * old_d
+        D = dpmpp_2m_combination(d, old_d, h, h_last)
         # Heavy Ball on DPM-Solver++(2M)'s x0 combination (the first step starts the velocity).
         v = D if v is None else (1.0 - beta) * v + beta * D
         x = (g.sigma[i + 1] / g.sigma[i]) * x - g.alpha[i + 1] * math.expm1(-h) * v
