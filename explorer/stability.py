@@ -311,3 +311,103 @@ class _SystemModel:
     def denoise(self, x, t):
         Ax = x @ self.A.T
         return x + Ax if self.var == "lambda" else x + t * Ax
+
+
+def denoise_jacobian(model, x, t: float) -> np.ndarray:
+    """(N, D, D) exact Jacobian of the analytic denoiser: grad_x E[x0 | x_t = x] = (alpha / sigma^2) Cov[x0 | x_t = x].
+
+    For a mixture, Cov[x0 | x] = sum_k r_k (C_k + m_k m_k^T) - m m^T, with r_k the posterior
+    component probabilities, m_k, C_k the posterior mean and covariance given component k,
+    m = sum_k r_k m_k. Classifier-free guidance combines its two models' Jacobians linearly."""
+    from .guidance import CFGModel
+    from .mixture import GaussianMixture
+
+    if isinstance(model, CFGModel):
+        J = denoise_jacobian(model.cond, x, t)
+        return J if model.w == 0.0 else (1.0 + model.w) * J - model.w * denoise_jacobian(model.uncond, x, t)
+    gm = getattr(model, "target", None)
+    if not isinstance(gm, GaussianMixture) or type(model).denoise is not _analytic_denoise():
+        raise ValueError(f"the exact Jacobian needs an AnalyticModel (or a CFGModel of two), got {type(model).__name__}")
+    x = np.asarray(x, dtype=np.float64)
+    a, sg = float(model.schedule.alpha(t)), float(model.schedule.sigma(t))
+    r = gm.noised(x, a, sg, need=("resp",))["resp"]  # (N, K)
+    lam = gm._evals  # (K, D) covariance eigenvalues
+    U = gm._evecs if gm._evecs is not None else np.broadcast_to(np.eye(gm.dim), (gm.n_components, gm.dim, gm.dim))
+    v = a * a * lam + sg * sg
+    y = np.einsum("kde,nkd->nke", U, x[:, None, :] - a * gm.means[None])  # eigenbasis coordinates
+    m_k = gm.means[None] + np.einsum("kde,nke->nkd", U, (a * lam / v) * y)  # (N, K, D)
+    C_k = np.einsum("kde,ke,kfe->kdf", U, lam * sg * sg / v, U)  # (K, D, D)
+    m = np.einsum("nk,nkd->nd", r, m_k)
+    cov = np.einsum("nk,kde->nde", r, C_k) + np.einsum("nk,nkd,nke->nde", r, m_k, m_k) - m[:, :, None] * m[:, None, :]
+    return (a / (sg * sg)) * cov
+
+
+def _analytic_denoise():
+    from .models import AnalyticModel
+
+    return AnalyticModel.denoise
+
+
+_FAMILY = {  # the variable of solvers outside SUPPORTED, for step_eigenvalues
+    "ddpm": "sigma/alpha", "euler-maruyama": "t", "rk45": "t", "time-shift": "sigma/alpha",
+    "dpm-solver-2": "lambda", "dpm-solver-3": "lambda", "dpmpp-2s": "lambda", "dpmpp-2m-sde": "lambda",
+    "sa-solver": "lambda",
+}
+
+
+def drift_jacobian(model, x, t: float, var: str) -> np.ndarray:
+    """(N, D, D) Jacobian of the probability-flow drift in the variable var at (x, t):
+    "t": d/dx of dx/dt = alpha' x0_hat + sigma' (x - alpha x0_hat) / sigma;
+    "sigma/alpha": d/dy of dy/ds = eps_hat (y = x / alpha, s = sigma / alpha) = (alpha / sigma)(I - alpha J);
+    "lambda": d/dy of dy/dlambda = -y + x0_hat (y = x / alpha) = -I + alpha J, J the denoiser's Jacobian."""
+    s = model.schedule
+    a, sg = float(s.alpha(t)), float(s.sigma(t))
+    J = denoise_jacobian(model, x, t)
+    eye = np.eye(J.shape[-1])
+    if var == "t":
+        da, ds = float(s.d_alpha(t)), float(s.d_sigma(t))
+        return (da - ds * a / sg) * J + (ds / sg) * eye
+    if var == "sigma/alpha":
+        return (a / sg) * (eye - a * J)
+    if var == "lambda":
+        return -eye + a * J
+    raise ValueError(f"variable must be 't', 'sigma/alpha' or 'lambda', got {var!r}")
+
+
+def step_sizes(schedule, ts, var: str) -> np.ndarray:
+    """(n_steps,) the steps h_i of the grid ts in the variable var (negative in t and sigma/alpha)."""
+    ts = np.asarray(ts, dtype=np.float64)
+    if var == "t":
+        u = ts
+    elif var == "sigma/alpha":
+        u = np.asarray(schedule.sigma(ts)) / np.asarray(schedule.alpha(ts))
+    elif var == "lambda":
+        u = np.asarray(schedule.lambda_(ts))
+    else:
+        raise ValueError(f"variable must be 't', 'sigma/alpha' or 'lambda', got {var!r}")
+    return np.diff(u)
+
+
+def step_eigenvalues(model, traj, particles=None, variable_=None) -> np.ndarray:
+    """(n_steps, n_particles, D) complex: h_i times the eigenvalues of the drift's Jacobian in the
+    solver's variable (see drift_jacobian) at the particles x_i each step starts from.
+
+    These are the z the method sees at step i; a multistep method is stable there (with equal
+    steps) when they lie in region(solver, z). Exact for AnalyticModel mixtures and CFG on them.
+    Steps after a divergence are NaN. particles: an index array, slice or mask (default all)."""
+    opts = {k: v for k, v in getattr(traj, "options", {}).items() if not k.startswith("corrector_")}
+    var = variable_ or (variable(traj.solver, **opts) if traj.solver in _VARIABLES else _FAMILY.get(traj.solver))
+    if var is None:
+        raise ValueError(f"no integration variable known for solver {traj.solver!r}; pass variable_")
+    xs = np.asarray(traj.x)
+    sel = slice(None) if particles is None else particles
+    h = step_sizes(model.schedule, traj.t, var)
+    out = []
+    for i in range(traj.n_steps):
+        x = xs[i][sel].reshape(-1, xs.shape[-1]) if xs.ndim == 3 else xs[i][sel]
+        if not np.all(np.isfinite(x)):
+            out.append(np.full(x.shape, np.nan + 0j))
+            continue
+        M = drift_jacobian(model, x, float(traj.t[i]), var)
+        out.append(h[i] * np.sort_complex(np.linalg.eigvals(M)))
+    return np.stack(out)
