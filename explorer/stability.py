@@ -204,9 +204,17 @@ def characteristic(solver: str, z, **options) -> np.ndarray:
 
 
 def roots(solver: str, z, **options) -> np.ndarray:
-    """The p roots zeta (..., p) of the characteristic polynomial at each z (companion eigenvalues)."""
+    """The p roots zeta (..., p) of the characteristic polynomial at each z."""
     c = characteristic(solver, z, **options)
     p = c.shape[-1] - 1
+    if p == 1:
+        return -c[..., 1:]
+    if p == 2:  # zeta^2 + b zeta + c: the quadratic formula, much faster than eigenvalues
+        b, c0 = c[..., 1], c[..., 2]
+        root = np.sqrt(b * b - 4.0 * c0)
+        big = np.where(np.abs(-b + root) >= np.abs(-b - root), -b + root, -b - root) / 2.0
+        small = np.divide(c0, big, out=np.zeros_like(big), where=big != 0)  # product of roots = c
+        return np.stack([big, small], axis=-1)
     flat = c.reshape(-1, p + 1)
     companion = np.zeros((flat.shape[0], p, p), dtype=complex)
     companion[:, 0, :] = -flat[:, 1:]
@@ -238,7 +246,7 @@ def real_interval(solver: str, **options) -> float:
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if stable([mid])[0] else (lo, mid)
-    return -lo
+    return -lo if lo > 0 else 0.0
 
 
 def boundary(solver: str, n: int = 721, full_locus: bool = False, **options) -> np.ndarray:
@@ -388,17 +396,18 @@ def step_sizes(schedule, ts, var: str) -> np.ndarray:
     return np.diff(u)
 
 
-def step_eigenvalues(model, traj, particles=None, variable_=None) -> np.ndarray:
+def step_eigenvalues(model, traj, particles=None, var=None) -> np.ndarray:
     """(n_steps, n_particles, D) complex: h_i times the eigenvalues of the drift's Jacobian in the
     solver's variable (see drift_jacobian) at the particles x_i each step starts from.
 
     These are the z the method sees at step i; a multistep method is stable there (with equal
     steps) when they lie in region(solver, z). Exact for AnalyticModel mixtures and CFG on them.
-    Steps after a divergence are NaN. particles: an index array, slice or mask (default all)."""
+    Steps after a divergence are NaN. particles: an index array, slice or mask (default all);
+    var: the variable, by default the solver's own (see variable)."""
     opts = {k: v for k, v in getattr(traj, "options", {}).items() if not k.startswith("corrector_")}
-    var = variable_ or (variable(traj.solver, **opts) if traj.solver in _VARIABLES else _FAMILY.get(traj.solver))
+    var = var or (variable(traj.solver, **opts) if traj.solver in _VARIABLES else _FAMILY.get(traj.solver))
     if var is None:
-        raise ValueError(f"no integration variable known for solver {traj.solver!r}; pass variable_")
+        raise ValueError(f"no integration variable known for solver {traj.solver!r}; pass var")
     xs = np.asarray(traj.x)
     sel = slice(None) if particles is None else particles
     h = step_sizes(model.schedule, traj.t, var)

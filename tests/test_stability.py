@@ -140,20 +140,47 @@ def test_momentum_widens_the_real_interval_as_beta_falls():
             assert all(a > b for a, b in zip(ends, ends[1:])), (name, k, ends)
 
 
-@pytest.mark.parametrize("solver", st.SUPPORTED)
-def test_fitted_recurrence_predicts_fresh_runs_off_the_circle(solver):
+OPTION_GRID = (
+    [("euler", {}), ("heun", {}), ("ddim", {}), ("ddim", {"variable": "lambda", "h": 1.5})]
+    + [("plms", {"order": k}) for k in (1, 2, 3, 4)]
+    + [("heavy-ball", {"base_order": k, "beta": b}) for k in (1, 2, 3, 4) for b in (0.3, 1.0)]
+    + [("heavy-ball", {"base": "dpmpp-2m", "beta": b, "h": 0.8}) for b in (0.5, 1.0)]
+    + [("ghvb", {"order": k, "beta": b}) for k in (1, 2, 3, 4) for b in (0.4, 1.0)]
+    + [("dpmpp-2m", {"h": 0.3}), ("dpmpp-3m", {}), ("dpmpp-3m", {"form": "dpm-solver-code", "h": 1.2})]
+    + [("unipc", {"order": k, "variant": v, "corrector": c}) for k in (1, 2, 3) for v in ("bh1", "bh2") for c in (True, False)]
+    + [("deis", {"order": k}) for k in (1, 2, 3)]
+    + [("bdia", {"gamma": g}) for g in (0.0, 0.5, 1.0)]
+)
+
+
+@pytest.mark.parametrize("solver, options", OPTION_GRID)
+def test_fitted_recurrence_predicts_fresh_runs_off_the_circle(solver, options):
     # The a_j(z) are recovered from runs at 16 points on |z| = 1; a new run of the solver at other
     # z (with another random history) must obey the same recurrence to round-off.
-    options = {"variable": "lambda"} if solver == "ddim" else {}
     C = st.recurrence(solver, **options)
+    assert np.isrealobj(C)  # real methods: regions symmetric about the real axis
     resolved, var, h = st._split(solver, options)
-    z = np.array([-2.5 + 0.3j, -0.4 + 1.7j, 0.5 - 0.2j, -1.1 - 0.9j])
+    z = np.array([-2.5 + 0.3j, -0.4 + 1.7j, 0.5 - 0.2j, -1.1 - 0.9j, -6.0 + 0.0j])
     x = st._run(solver, resolved, var, h, z, replicas=3, seed=7)[st._WARM : -1]
     a = (z[:, None] ** np.arange(C.shape[0])) @ C  # (len(z), p)
     p = a.shape[1]
     for n in range(p, len(x)):
         predicted = sum(a[:, j, None] * x[n - 1 - j] for j in range(p))
-        assert np.allclose(predicted, x[n], rtol=1e-8, atol=1e-12 * np.abs(x[n]).max()), (solver, n)
+        scale = np.abs(np.stack([x[n - 1 - j] for j in range(p)] + [x[n]])).max(axis=0)
+        assert np.all(np.abs(predicted - x[n]) <= 1e-9 * scale), (solver, options, n)
+
+
+@pytest.mark.parametrize("solver", st.SUPPORTED)
+def test_every_covered_solver_has_a_region_edge_and_interval(solver):
+    options = {"variable": "lambda"} if solver == "ddim" else {}
+    edge = st.boundary(solver, n=121, **options)
+    points = edge[np.isfinite(edge)]
+    assert len(points) > 20
+    assert np.allclose(st.spectral_radius(solver, points, **options), 1.0, atol=1e-7)
+    left = st.real_interval(solver, **options)
+    assert -10 < left < 0
+    assert st.region(solver, [0.999 * left, 0.5 * left], **options).all()
+    assert not st.region(solver, [1.001 * left], **options)[0]
 
 
 def test_variables_and_refusals():
@@ -269,7 +296,7 @@ def test_step_eigenvalues_are_what_each_step_multiplies_by(solver, options):
     ts = ex.timesteps(s, 8)
     traj = ex.sample(model, np.array([[1.0], [-2.0]]), ts, solver)
     var = st.variable(solver, **options)
-    z = st.step_eigenvalues(model, traj, variable_=var)
+    z = st.step_eigenvalues(model, traj, var=var)
     assert z.shape == (8, 2, 1) and np.allclose(z.imag, 0)
     h = st.step_sizes(s, ts, var)
     R = 1 + z[:, :, 0] * (1.0 if var != "lambda" else -np.expm1(-h)[:, None] / h[:, None])
@@ -279,3 +306,19 @@ def test_step_eigenvalues_are_what_each_step_multiplies_by(solver, options):
     else:
         ratio = traj.x[1:, :, 0] / traj.x[:-1, :, 0]
     assert np.allclose(ratio, R.real, rtol=1e-10)
+
+
+def test_step_eigenvalues_select_particles_and_stop_at_a_divergence():
+    s = ex.schedules.get("edm")
+    model = ex.guidance.guided_model(_mixture(), s, label=0, w=3.0)
+    x = np.random.default_rng(4).normal(size=(6, 2)) * 80.0
+    traj = ex.sample(model, x, ex.timesteps(s, 7, "karras"), "ghvb", order=3, beta=0.6)
+    z = st.step_eigenvalues(model, traj)
+    assert z.shape == (7, 6, 2) and np.all(np.isfinite(z))
+    assert np.array_equal(st.step_eigenvalues(model, traj, [1, 4]), z[:, [1, 4]])
+    # GHVB steps in sigma/alpha (= t for EDM), where h < 0: contracting directions have Re z < 0.
+    assert np.all(st.step_sizes(s, traj.t, "sigma/alpha") < 0) and np.all(np.abs(z.imag) < 1e-12)
+    traj.x[4:] = np.nan
+    traj.diverged_at = 3
+    z_cut = st.step_eigenvalues(model, traj)
+    assert np.all(np.isnan(z_cut[4:])) and np.array_equal(z_cut[:4], z[:4])
