@@ -7,7 +7,8 @@ Test problems (z = h * eigenvalue, h the step in the method's own integration va
   s = sigma / alpha = e^{-lambda} the ODE is dy/ds = eps_hat, DDIM is Euler's method and
   PLMS / Heavy Ball / GHVB are (momentum) Adams methods in (s, y), as in the momentum paper;
   test equation dy/ds = lambda y.
-- "lambda" (dpmpp-2m, dpmpp-3m, unipc, deis, heavy-ball on dpmpp-2m, and ddim seen this way):
+- "lambda" (dpmpp-2m, dpmpp-3m, unipc, deis, dpm-solver-2/3, dpmpp-2s, heavy-ball on dpmpp-2m,
+  sa-solver with tau = 0, dpmpp-2m-sde with eta = 0, and ddim seen this way):
   exponential integrators solve the linear part exactly, so y' = lambda y alone is no test.
   With y = x / alpha and lambda the half log-SNR the ODE is exactly
       dy/dlambda = -y + x0_hat,
@@ -20,8 +21,9 @@ Test problems (z = h * eigenvalue, h the step in the method's own integration va
   is 1 + z (1 - e^{-h}) / h.
 
 How a region is derived: a fake model whose denoiser makes the drift exactly lambda x (or
-x0_hat = mu y) is run through the registered solver function itself (ex.solvers.spec(name).fn),
-with complex states, one particle per z. During the first steps the model adds random
+x0_hat = mu y) is run through the registered solver function itself (ex.solvers.spec(name).fn)
+on a grid with equal steps in its variable (schedule alpha = 1, sigma = t, so t = sigma/alpha),
+with complex states, a few particles per z. During the first steps the model adds random
 perturbations to its output, so that the method's history (past x, eps, velocities) is
 generic; afterwards the recorded states obey a constant-coefficient linear recurrence
 x_{n+1} = a_1 x_n + ... + a_p x_{n-p+1}, whose order p (the smallest that fits every run to
@@ -58,8 +60,14 @@ _VARIABLES = {
     "dpmpp-3m": "lambda",
     "unipc": "lambda",
     "deis": "lambda",
+    "dpm-solver-2": "lambda",
+    "dpm-solver-3": "lambda",
+    "dpmpp-2s": "lambda",
+    "sa-solver": "lambda",  # with tau = 0 (no noise)
+    "dpmpp-2m-sde": "lambda",  # with eta = 0 (no noise: dpmpp-2m)
 }
-SUPPORTED = list(_VARIABLES)
+# Covered with their default options (sa-solver and dpmpp-2m-sde need their noise turned off).
+SUPPORTED = [name for name in _VARIABLES if name not in ("sa-solver", "dpmpp-2m-sde")]
 
 _WARM = 8  # perturbed steps: enough for every warm-up and to fill every history
 _WINDOW = 12  # unperturbed steps fitted (the last step is left out: some solvers treat it apart)
@@ -290,7 +298,8 @@ def linear_system(solver: str, A, x0, t_end: float, n_steps: int, **options) -> 
 
     The solver runs through ex.sample (same warm-up) on a model whose drift in the solver's
     variable is A x: t (or sigma/alpha) runs backwards as 1 + t_end - t; for the exponential
-    integrators lambda = t and the model's x0_hat = (I + A) x, so that dx/dlambda = -x + x0_hat = A x."""
+    integrators lambda = t and the model's x0_hat = (I + A) x, so that dx/dlambda = -x + x0_hat = A x.
+    States after a step that overflows are NaN (as in ex.sample)."""
     from .sampling import sample
 
     options = dict(options)
@@ -328,38 +337,29 @@ def denoise_jacobian(model, x, t: float) -> np.ndarray:
     component probabilities, m_k, C_k the posterior mean and covariance given component k,
     m = sum_k r_k m_k. Classifier-free guidance combines its two models' Jacobians linearly."""
     from .guidance import CFGModel
-    from .mixture import GaussianMixture
+    from .models import AnalyticModel
 
     if isinstance(model, CFGModel):
         J = denoise_jacobian(model.cond, x, t)
         return J if model.w == 0.0 else (1.0 + model.w) * J - model.w * denoise_jacobian(model.uncond, x, t)
-    gm = getattr(model, "target", None)
-    if not isinstance(gm, GaussianMixture) or type(model).denoise is not _analytic_denoise():
+    if not (isinstance(model, AnalyticModel) and type(model).denoise is AnalyticModel.denoise):
         raise ValueError(f"the exact Jacobian needs an AnalyticModel (or a CFGModel of two), got {type(model).__name__}")
+    gm = model.target
     x = np.asarray(x, dtype=np.float64)
     a, sg = float(model.schedule.alpha(t)), float(model.schedule.sigma(t))
     r = gm.noised(x, a, sg, need=("resp",))["resp"]  # (N, K)
-    lam = gm._evals  # (K, D) covariance eigenvalues
-    U = gm._evecs if gm._evecs is not None else np.broadcast_to(np.eye(gm.dim), (gm.n_components, gm.dim, gm.dim))
-    v = a * a * lam + sg * sg
-    y = np.einsum("kde,nkd->nke", U, x[:, None, :] - a * gm.means[None])  # eigenbasis coordinates
-    m_k = gm.means[None] + np.einsum("kde,nke->nkd", U, (a * lam / v) * y)  # (N, K, D)
-    C_k = np.einsum("kde,ke,kfe->kdf", U, lam * sg * sg / v, U)  # (K, D, D)
+    lam, U = np.linalg.eigh(gm.covs)  # S_k = U diag(lam) U^T
+    v = a * a * lam + sg * sg  # eigenvalues of alpha^2 S_k + sigma^2 I
+    y = np.einsum("kde,nkd->nke", U, x[:, None, :] - a * gm.means[None])
+    m_k = gm.means[None] + np.einsum("kde,nke->nkd", U, (a * lam / v) * y)  # E[x0 | x, k], (N, K, D)
+    C_k = np.einsum("kde,ke,kfe->kdf", U, lam * sg * sg / v, U)  # Cov[x0 | x, k], (K, D, D)
     m = np.einsum("nk,nkd->nd", r, m_k)
     cov = np.einsum("nk,kde->nde", r, C_k) + np.einsum("nk,nkd,nke->nde", r, m_k, m_k) - m[:, :, None] * m[:, None, :]
     return (a / (sg * sg)) * cov
 
 
-def _analytic_denoise():
-    from .models import AnalyticModel
-
-    return AnalyticModel.denoise
-
-
 _FAMILY = {  # the variable of solvers outside SUPPORTED, for step_eigenvalues
     "ddpm": "sigma/alpha", "euler-maruyama": "t", "rk45": "t", "time-shift": "sigma/alpha",
-    "dpm-solver-2": "lambda", "dpm-solver-3": "lambda", "dpmpp-2s": "lambda", "dpmpp-2m-sde": "lambda",
-    "sa-solver": "lambda",
 }
 
 

@@ -150,6 +150,9 @@ OPTION_GRID = (
     + [("unipc", {"order": k, "variant": v, "corrector": c}) for k in (1, 2, 3) for v in ("bh1", "bh2") for c in (True, False)]
     + [("deis", {"order": k}) for k in (1, 2, 3)]
     + [("bdia", {"gamma": g}) for g in (0.0, 0.5, 1.0)]
+    + [("dpm-solver-2", {}), ("dpm-solver-3", {"h": 1.0}), ("dpmpp-2s", {})]
+    + [("sa-solver", {"tau": 0.0}), ("sa-solver", {"tau": 0.0, "predictor_order": 2, "corrector_order": 0})]
+    + [("dpmpp-2m-sde", {"eta": 0.0})]
 )
 
 
@@ -183,6 +186,13 @@ def test_every_covered_solver_has_a_region_edge_and_interval(solver):
     assert not st.region(solver, [1.001 * left], **options)[0]
 
 
+def test_same_method_same_region():
+    # DPM-Solver++(2M) SDE without noise is DPM-Solver++(2M); DDIM in sigma/alpha is Euler there.
+    assert np.allclose(st.recurrence("dpmpp-2m-sde", eta=0.0, h=0.9), st.recurrence("dpmpp-2m", h=0.9), atol=1e-12)
+    assert np.allclose(st.recurrence("ddim"), st.recurrence("euler"), atol=1e-12)
+    assert np.allclose(st.recurrence("bdia", gamma=0.0), st.recurrence("plms", order=1), atol=1e-12)
+
+
 def test_variables_and_refusals():
     assert st.variable("euler") == st.variable("heun") == "t"
     assert st.variable("plms") == st.variable("ghvb") == st.variable("ddim") == "sigma/alpha"
@@ -190,6 +200,8 @@ def test_variables_and_refusals():
     assert st.variable("dpmpp-2m") == st.variable("unipc") == st.variable("ddim", variable="lambda") == "lambda"
     with pytest.raises(ValueError, match="draws noise"):
         st.region("ddim", np.zeros(3), eta=0.5)
+    with pytest.raises(ValueError, match="draws noise"):
+        st.region("sa-solver", np.zeros(3))
     with pytest.raises(ValueError, match="not covered"):
         st.region("ddpm", np.zeros(3))
     with pytest.raises(ValueError, match="no option"):
