@@ -8,6 +8,7 @@ st.set_page_config(layout="wide", page_title="diffusion-explorer")
 PAGES = [
     st.Page("app_pages/trajectories.py", title="Trajectories", icon=":material/timeline:", default=True),
     st.Page("app_pages/solver_lab.py", title="Solver lab", icon=":material/science:", url_path="solver-lab"),
+    st.Page("app_pages/stability.py", title="Stability", icon=":material/blur_circular:", url_path="stability"),
 ]
 
 st.navigation(PAGES).run()
