@@ -287,7 +287,8 @@ def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | N
     return fig
 
 
-def step_report(runs, data_range: float | None = None, title: str | None = None, height: int = 440) -> go.Figure:
+def step_report(runs, data_range: float | None = None, title: str | None = None, height: int = 440,
+                range_name: str = "target's range") -> go.Figure:
     """Per step, for one or more runs (run_data dicts): top, the largest root modulus of the method at
     the step's h*lambda (over values where the flow contracts; above 1 the method amplifies them, the
     hover gives the share of particles outside the region); bottom, the largest |x| after the step
@@ -317,7 +318,7 @@ def step_report(runs, data_range: float | None = None, title: str | None = None,
     fig.add_hline(y=1.0, line=dict(color=OUTSIDE_COLOR, dash="dash", width=1), row=1, col=1)
     if data_range is not None:
         fig.add_hline(y=data_range, line=dict(color="#888", dash="dash", width=1), row=2, col=1,
-                      annotation_text="target's range", annotation_position="bottom right", annotation_font_size=11)
+                      annotation_text=range_name, annotation_position="bottom right", annotation_font_size=11)
     layout = _legend_below(style.base_layout(title or "What each step does: amplification, and the particles' size", height),
                            y=-0.2)
     layout["margin"].update(t=70)
@@ -376,7 +377,7 @@ def toy_error(results: dict, exact: np.ndarray, t: np.ndarray, title: str | None
 # Guidance.
 
 
-def guidance_stability(records, title: str | None = None, height: int = 420) -> go.Figure:
+def guidance_stability(records, title: str | None = None, height: int = 420, range_name: str = "class's range") -> go.Figure:
     """Guidance scale w against the largest |x| of the final samples in units of the target's range
     (log; far above 1: the run blew up), one line per method; a cross where the run diverged.
     records: dicts with w, label, max_norm (inf when diverged), worst_fraction (share outside at the worst step)."""
@@ -397,12 +398,12 @@ def guidance_stability(records, title: str | None = None, height: int = 420) -> 
             fig.add_trace(go.Scatter(x=bad, y=[top] * len(bad), mode="markers", showlegend=False,
                                      marker=dict(symbol="x", size=13, color=OUTSIDE_COLOR),
                                      hovertemplate=name + " diverged at w = %{x:g}<extra></extra>"))
-    fig.add_hline(y=1.0, line=dict(color="#888", dash="dash", width=1), annotation_text="target's range",
+    fig.add_hline(y=1.0, line=dict(color="#888", dash="dash", width=1), annotation_text=range_name,
                   annotation_position="bottom right", annotation_font_size=11)
-    layout = _legend_below(style.base_layout(title or "Guidance scale against the size of the samples", height))
+    layout = _legend_below(style.base_layout(title or "Guidance scale w against the samples' size", height))
     fig.update_layout(**layout)
     fig.update_xaxes(title_text="guidance scale w")
-    fig.update_yaxes(type="log", title_text="max |x| / target's range")
+    fig.update_yaxes(type="log", title_text=f"max |x| / {range_name}")
     return fig
 
 
