@@ -209,7 +209,9 @@ def run_section():
             "▶ plays the run; the slider picks a step (it opens on the step the method amplifies most). Red: values outside "
             "the region where the exact flow contracts — the method amplifies them — and the particles that carry them. "
             "Hollow grey: Re h·λ > 0, directions the flow itself pulls apart (a particle choosing its mode); every explicit "
-            "method is 'unstable' there and rightly so."
+            "method is 'unstable' there and rightly so. Leaving the region is not a blow-up by itself: each such step "
+            "multiplies the part of the error in the amplified mode by its |root| (top of the chart below); a few steps "
+            "at 1.5 leave the particles in place, a run of steps at 10 (guidance, below) does not."
             + (f" Region for the median step h = {h_first:.3g} in λ; each step is checked with its own h." if h_first else "")
         )
         st.plotly_chart(FS.step_report([data], data_range=G.data_range(model.target),

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from .. import stability as _stability
 from . import style
-from .trajectories import _f32, _mode_marker, _np, _target_contour
+from .trajectories import _f32, _np, _target_contour
 
 OUTSIDE_COLOR = "#d62728"  # h*lambda outside the region / a particle whose values are outside
 INSIDE_COLOR = "#2b2b2b"
@@ -206,22 +206,30 @@ def _point_traces(z, outside, growing=None, full: bool = True) -> list:
 
 
 def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | None = None, animate: bool = True,
-                     title: str | None = None, height: int = 560) -> go.Figure:
+                     title: str | None = None, height: int = 560, widen: float = 10.0) -> go.Figure:
     """Left: the run's h*lambda at one step over the regions (red: outside the run's own region).
     Right: the particles at that step, those with a value outside in red, over the target's density.
     With animate, one frame per step and a slider (played in the browser); otherwise `frame` alone
-    (default: the first step with a value outside, else the last step)."""
+    (default: the step with the largest root modulus, if above 1, else the last step). The particle
+    view holds the second half of the run, up to `widen` times the target's box (the caption gives
+    the largest |x| at each step)."""
     z, outside, growing, po = data["z"], data["outside"], data["growing"], data["particle_outside"]
     n_steps = len(z)
     x = _np(traj.x)[:, data["particles"]]
     target = getattr(model, "target", None)
-    xbox = style.view_box(target, x[np.isfinite(x).all(axis=2).all(axis=1)] if np.isfinite(x).any() else x,
-                          widen=1.4, square=True)
+    # The box holds every particle of the second half of the run (where a blow-up shows), up to widen x the target's.
+    late = x[len(x) // 2 :].reshape(-1, x.shape[2])
+    late = late[np.isfinite(late).all(axis=1)]
+    xbox = style.view_box(target, late[:0] if len(late) else x[0], square=True)
+    if len(late):
+        centre, half = xbox.mean(axis=1), 0.5 * (xbox[:, 1] - xbox[:, 0])
+        reach = 1.05 * np.abs(late - centre).max()
+        half = np.full_like(half, min(max(half.max(), reach), widen * half.max()))
+        xbox = np.stack([centre - half, centre + half], axis=1)
     if frame is None:  # the step where the method amplifies most
         r = np.nan_to_num(np.asarray(data["radius"], dtype=np.float64), nan=-1.0)
         frame = int(np.argmax(r)) if r.max() > 1.0 + 1e-9 else n_steps - 1
     frame = int(np.clip(frame if frame >= 0 else n_steps + frame, 0, n_steps - 1))
-    color = _mode_marker(target, x[-1]) if target is not None and np.isfinite(x[-1]).all() else dict(color=style.SAMPLE_COLOR)
 
     def state(i, full=True):
         xi, bad = x[i], po[i]
@@ -244,13 +252,12 @@ def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | N
     n_static = len(fig.data)
     fig.add_traces(state(frame))
     moving = list(range(n_static, len(fig.data)))
-    del color  # particles are coloured by stability here, not by mode
 
     def caption(i):
         t = data["t"]
         k = int(po[i].sum())
         return (f"step {i + 1}/{n_steps} · t {t[i]:.3g} → {t[i + 1]:.3g} · "
-                f"{k} of {po.shape[1]} particles outside")
+                f"{k} of {po.shape[1]} particles outside · max |x| {data['norm'][i]:.3g}")
 
     layout = style.base_layout(title or f"{data['label']}: h·λ per step (h in {data['variable']})", height)
     layout["legend"].update(x=0.0, xanchor="left", y=1.08, yanchor="bottom")
