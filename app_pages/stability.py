@@ -152,7 +152,7 @@ def regions_section():
             "where a root has |ζ| = 1. Tick on the real axis: the left end of the real interval. The regions are fitted "
             "from runs of each solver's own step code on the test problem, so they cannot drift from the methods."
         )
-        with right.expander("The test problems (h in t, in σ/α, in λ)", expanded=False):
+        with right.expander("The test problems (h in t, in σ/α, in λ)", expanded=any(r["variable"] == "lambda" for r in regions)):
             st.markdown(inspect.cleandoc(S.__doc__).split("\n\nHow a region is derived")[0].split("\n\n", 1)[-1])
 
 
