@@ -1,0 +1,147 @@
+"""Mode interpolation (Aithal et al.): exact values of the support test, rates and landing pairs on
+hand-made samples; the trajectory-variance score; the trade-off curve's endpoints and monotonicity;
+recursive training's bookkeeping; the shipped 1D model's hallucinations and filter at a reduced
+size; the page (AppTest) and its render in a browser."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import explorer as ex
+from explorer import hallucination as H
+
+ROOT = Path(__file__).resolve().parent.parent
+G1 = ex.targets.get("gmm-1d-3modes")  # modes 1, 2, 3; std 0.05
+
+
+def test_in_support_rates_and_landing_on_hand_made_samples():
+    x = np.array([[1.0], [1.1], [1.16], [1.5], [2.5], [0.5], [3.9], [2.0], [0.851], [0.849]])
+    # |x - mode| / 0.05: 0, 2, 3.2, 10, 10, 10, 18, 0, 2.98, 3.02
+    expected = np.array([True, True, False, False, False, False, False, True, True, False])
+    np.testing.assert_array_equal(H.in_support(x, G1), expected)
+    assert H.hallucination_rate(x, G1) == pytest.approx(6 / 10)
+    assert H.in_support(x, G1, k=3.3).sum() == 6  # 1.16 and 0.849 join
+    np.testing.assert_allclose(H.mode_distances(x[:2], G1), [[0, 20, 40], [2, 18, 38]], atol=1e-12)
+    np.testing.assert_array_equal(
+        H.landing(x, G1), [[0, 1], [0, 1], [0, 1], [0, 1], [1, 2], [-1, 0], [2, -1], [1, 2], [-1, 0], [-1, 0]]
+    )
+    assert H.landing_counts(x, G1) == {(-1, 0): 2, (0, 1): 2, (1, 2): 1, (2, -1): 1}
+    np.testing.assert_allclose(H.mode_mass(x, G1), [3 / 10, 1 / 10, 0.0])
+    assert H.modes_covered(x, G1) == 2
+
+
+def test_landing_in_2d_is_the_two_nearest_modes_and_support_is_mahalanobis():
+    g = ex.GaussianMixture([[0, 0], [2, 0], [0, 2]], [[0.01, 0.04], [0.01, 0.01], [0.01, 0.01]])  # diagonal
+    x = np.array([[1.0, 0.1], [0.2, 1.2], [0.0, 0.55], [0.35, 0.0], [1.9, 1.9]])
+    np.testing.assert_array_equal(H.landing(x, g), [[0, 1], [0, 2], [0, 2], [0, 1], [1, 2]])
+    # (0, 0.55): Mahalanobis 0.55 / 0.2 = 2.75 from mode 0 (y std 0.2); (0.35, 0): 3.5 (x std 0.1)
+    np.testing.assert_array_equal(H.in_support(x, g), [False, False, True, False, False])
+    assert H.landing_counts(x, g) == {(0, 1): 2, (0, 2): 1, (1, 2): 1}
+
+
+def test_trajectory_variance_is_the_population_variance_of_the_last_window():
+    d = np.zeros((6, 2, 2))
+    d[:, 0, 0] = [9, 9, 1, 2, 3, 4]  # last 4: var 1.25
+    d[:, 0, 1] = [0, 0, 0, 0, 0, 2]  # last 4: var 0.75
+    d[:, 1, :] = 5.0
+    np.testing.assert_allclose(H.trajectory_variance(d, window=4), [(1.25 + 0.75) / 2, 0.0])
+    np.testing.assert_allclose(H.trajectory_variance(d, window=2)[0], (0.25 + 1.0) / 2)
+    with pytest.raises(ValueError, match="window"):
+        H.trajectory_variance(d, window=7)
+
+
+def test_tradeoff_curve_endpoints_monotone_and_filter_counts():
+    rng = np.random.default_rng(0)
+    bad = rng.random(500) < 0.1
+    scores = np.where(bad, rng.lognormal(0, 1, 500), rng.lognormal(-3, 1, 500))
+    c = H.tradeoff(scores, bad)
+    assert c["removed"][0] == 1 and c["kept"][0] == 0  # threshold -inf: everything dropped
+    assert c["removed"][-1] == 0 and c["kept"][-1] == 1  # the largest score: everything kept
+    assert np.all(np.diff(c["removed"]) <= 0) and np.all(np.diff(c["kept"]) >= 0)
+    assert np.all(np.diff(c["threshold"]) > 0)
+    th = H.choose_threshold(scores, bad)
+    f = H.filter_counts(scores, bad, th)
+    assert f["removed_hallucinations"] == int((bad & (scores > th)).sum())
+    assert f["kept_in_support"] == int((~bad & (scores <= th)).sum())
+    assert f["removed_fraction"] + f["kept_fraction"] == pytest.approx(
+        max(r + k for r, k in zip(c["removed"], c["kept"]))
+    )
+    assert f["rate_after"] < f["rate_before"]
+    th90 = H.choose_threshold(scores, bad, min_kept=0.9)
+    assert H.filter_counts(scores, bad, th90)["kept_fraction"] >= 0.9
+    # a perfect separation: the chosen threshold removes all and keeps all
+    perfect = H.filter_counts(np.where(bad, 1.0, 1e-3), bad, H.choose_threshold(np.where(bad, 1.0, 1e-3), bad))
+    assert perfect["removed_fraction"] == 1 and perfect["kept_fraction"] == 1
+
+
+def _exact_trainer(data, seed=0, progress=False, **kwargs):
+    """A stand-in trainer for the bookkeeping: the exact model of the data's mixture."""
+    return ex.AnalyticModel(data, ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000)))
+
+
+def test_recursive_training_bookkeeping_and_filters():
+    calls = []
+    out = {}
+    for f in (None, "variance", "random"):
+        out[f] = H.recursive_training(
+            G1, generations=2, n_samples=150, filter=f, sample_kwargs={"n_steps": 40}, seed=3, drop=0.25,
+            trainer=_exact_trainer, progress=lambda frac, msg: calls.append(frac),
+        )
+    for f, recs in out.items():
+        assert [r["generation"] for r in recs] == [0, 1]
+        assert len(recs[0]["training_set"]) == 150
+        assert len(recs[0]["samples"]) == (150 if f is None else 200)
+        assert recs[0]["mode_mass"].shape == (3,) and recs[0]["mode_mass"].sum() <= 1
+    # the variance filter hands on the lowest-variance samples: never more hallucinations than drawn
+    v = out["variance"][0]
+    assert v["handed_on_rate"] <= v["hallucination_rate"]
+    assert calls[-1] == 1.0 and calls == sorted(calls[: len(calls) // 3]) + calls[len(calls) // 3:]
+    with pytest.raises(ValueError, match="filter"):
+        H.recursive_training(G1, filter="bogus", trainer=_exact_trainer)
+
+
+def test_exact_denoiser_hallucinates_no_more_than_the_tails():
+    exact = ex.AnalyticModel(G1, ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000)))
+    run = H.sample_run(exact, 3000, seed=1, n_steps=250)
+    tails = 0.0027  # P(|z| > 3)
+    n_bad = int(H.hallucinated(run.samples, G1).sum())
+    assert n_bad <= 3000 * tails + 4 * np.sqrt(3000 * tails)  # binomial tail, 4 sd
+    assert H.hallucination_rate(run.samples, G1, k=5) == 0  # deep in a gap: P(|z| > 5) = 6e-7
+
+
+# ---------------------------------------------------------------- the shipped learned model
+
+PRETRAINED = ROOT / "data" / "gmm-1d-3modes.pt"
+needs_model = pytest.mark.skipif(not PRETRAINED.exists(), reason="data/gmm-1d-3modes.pt not shipped yet")
+
+
+@pytest.fixture(scope="module")
+def learned_runs():
+    model = ex.models.load_pretrained("gmm-1d-3modes")
+    start = time.perf_counter()
+    runs = [H.sample_run(model, 2000, seed=s, n_steps=1000) for s in (0, 1)]
+    return model, runs, time.perf_counter() - start
+
+
+@needs_model
+def test_learned_model_hallucinates_between_modes(learned_runs):
+    model, runs, _ = learned_runs
+    for run in runs:
+        rate = H.hallucination_rate(run.samples, G1)
+        deep = H.hallucinated(run.samples, G1, k=5)  # the exact denoiser: none (P(|z| > 5) = 6e-7)
+        between = H.landing(run.samples[deep], G1)
+        assert rate > 0.005 and (between >= 0).all(axis=1).sum() >= 5, (rate, deep.sum())
+
+
+@needs_model
+def test_variance_filter_chosen_on_one_seed_holds_on_another(learned_runs):
+    _, runs, _ = learned_runs
+    scores = [H.trajectory_variance(r.denoised, H.WINDOW) for r in runs]
+    bad = [H.hallucinated(r.samples, G1) for r in runs]
+    th = H.choose_threshold(scores[0], bad[0])
+    held_out = H.filter_counts(scores[1], bad[1], th)
+    assert held_out["removed_fraction"] >= 0.9 and held_out["kept_fraction"] >= 0.9, held_out
