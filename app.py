@@ -9,6 +9,7 @@ PAGES = [
     st.Page("app_pages/trajectories.py", title="Trajectories", icon=":material/timeline:", default=True),
     st.Page("app_pages/solver_lab.py", title="Solver lab", icon=":material/science:", url_path="solver-lab"),
     st.Page("app_pages/stability.py", title="Stability", icon=":material/blur_circular:", url_path="stability"),
+    st.Page("app_pages/mode_interpolation.py", title="Mode interpolation", icon=":material/scatter_plot:", url_path="mode-interpolation"),
 ]
 
 st.navigation(PAGES).run()

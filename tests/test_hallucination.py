@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+
+from selenium.webdriver.common.by import By
+from test_browser import CHROMIUM, _no_exception, _open, _shot, browser, server  # noqa: F401  (fixtures)
 
 import explorer as ex
 from explorer import hallucination as H
@@ -145,3 +149,53 @@ def test_variance_filter_chosen_on_one_seed_holds_on_another(learned_runs):
     th = H.choose_threshold(scores[0], bad[0])
     held_out = H.filter_counts(scores[1], bad[1], th)
     assert held_out["removed_fraction"] >= 0.9 and held_out["kept_fraction"] >= 0.9, held_out
+
+
+# ---------------------------------------------------------------- the page
+
+APP = str(ROOT / "app.py")
+PAGE = "app_pages/mode_interpolation.py"
+QUERY = {"samples": "300", "sample_steps": "100", "window": "5"}
+
+
+def _page(**query):
+    st_testing = pytest.importorskip("streamlit.testing.v1")
+    at = st_testing.AppTest.from_file(APP, default_timeout=240)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(PAGE)
+    return at.run()
+
+
+@needs_model
+def test_page_renders_and_the_threshold_answers_fast():
+    at = _page(**QUERY)
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Mode interpolation"
+    assert at.number_input(key="samples").value == 300 and at.slider(key="window").value == 5
+    labels = [m.label for m in at.metric]
+    assert "Hallucinated (learned)" in labels and "Hallucinations removed" in labels
+    assert len(at.get("plotly_chart")) == 6  # denoiser, two histograms, trajectories, scores, trade-off
+    removed = next(m.value for m in at.metric if m.label == "Hallucinations removed")
+    slider = at.slider(key="threshold")
+    start = time.perf_counter()
+    at = slider.set_value(slider.min).run()  # the lowest threshold removes every hallucination
+    assert time.perf_counter() - start < 5  # cached sampling: only the counts are redone
+    after = next(m.value for m in at.metric if m.label == "Hallucinations removed")
+    n_bad = int(after.split("/")[1])
+    assert after == f"{n_bad} / {n_bad}" and removed.endswith(f"/ {n_bad}")
+
+
+@needs_model
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_page_in_a_browser(server, browser):  # noqa: F811
+    _open(browser, f"{server}/mode-interpolation?{urlencode(QUERY)}", charts=6, timeout=240)
+    _no_exception(browser)
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Mode interpolation")
+    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    assert "Trade-off over all thresholds" in titles and "Denoiser at t" in titles
+    legend = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .legendtext"))
+    assert "paper (Aithal et al.)" in legend
+    _shot(browser, "browser-mode-interpolation")

@@ -1,0 +1,179 @@
+"""Mode interpolation: a learned denoiser smooths the true one's jumps between modes, so samples
+land between modes (hallucinations); the variance of the x0-prediction over the last steps flags
+them; filtering on it removes most of them (Aithal et al.)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import streamlit as st
+
+import explorer as ex
+from app_pages import controls
+from explorer import hallucination as H
+from explorer.figures import hallucination as FH
+
+URL = controls.URL
+PAPER = "Understanding Hallucinations in Diffusion Models through Mode Interpolation"
+MODELS = ("gmm-1d-3modes", "gmm-2d-grid25")
+CONFIG = {"displaylogo": False}
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def load(name: str):
+    return ex.models.load_pretrained(name)
+
+
+def _exact(name: str):
+    model = load(name)
+    return ex.AnalyticModel(model.target, model.schedule)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def run(name: str, exact: bool, solver: str, n_steps: int, n: int, seed: int) -> H.Run:
+    model = _exact(name) if exact else load(name)
+    return H.sample_run(model, n, seed=seed, solver=solver, n_steps=n_steps)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def analysis(name: str, solver: str, n_steps: int, n: int, seed: int, window: int, k: float) -> dict:
+    """Per-sample flags and scores, the trade-off curve, a default threshold (cheap once sampled)."""
+    r = run(name, False, solver, n_steps, n, seed)
+    target = load(name).target
+    bad = H.hallucinated(r.samples, target, k)
+    scores = H.trajectory_variance(r.denoised, window)
+    return {"bad": bad, "scores": scores, "curve": H.tradeoff(scores, bad),
+            "threshold": H.choose_threshold(scores, bad) if bad.any() and (~bad).any() else float(np.median(scores))}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def generations(name: str, filters: tuple, n_gen: int, n_samples: int, train_steps: int, sample_steps: int,
+                seed: int, _progress=None) -> dict:
+    target = load(name).target
+    out = {}
+    for j, f in enumerate(filters):
+        def report(frac, msg, j=j, f=f):
+            if _progress:
+                _progress((j + frac) / len(filters), f"{f}: {msg}")
+        out[f] = H.recursive_training(
+            target, n_gen, n_samples, filter=None if f == "none" else f, train_kwargs={"steps": train_steps, "batch_size": 512},
+            sample_kwargs={"n_steps": sample_steps}, seed=seed, progress=report,
+        )
+    return out
+
+
+st.title("Mode interpolation")
+st.caption(
+    f"After *{PAPER}* (Aithal et al.). A network trained on a mixture smooths the exact denoiser's jumps "
+    "between modes, so some samples land where the data has none. Every control is in the URL."
+)
+
+with st.sidebar:
+    st.header("Model")
+    name = st.selectbox("Pretrained model", MODELS, key="model", bind=URL,
+                        help="A small eps-prediction MLP trained with DDPM's loss on the mixture (data/).")
+    solver = st.radio("Sampler", ("ddpm", "ddim"), key="sampler", bind=URL, horizontal=True,
+                      help="DDPM (the paper's; fixed-large variance) or deterministic DDIM on the same model.")
+    n_steps = controls.number("Steps", "sample_steps", 1000, "Grid of integer timesteps from 999 to 0 (1000: every one).",
+                              10, 1000)
+    n = controls.number("Samples", "samples", 1000, None, 100, 20000)
+    seed = controls.number("Seed", "sample_seed", 0, None, 0, 2**31 - 1)
+    st.header("Detection")
+    window = st.slider("Window (last x0-predictions)", 2, 100, H.WINDOW, key="window", bind=URL,
+                       help="The score is the variance of the x0-prediction over this many last steps "
+                            "(the paper: 10 of 1000).")
+    k = st.slider("Support: k standard deviations", 1.0, 6.0, H.K_STD, 0.5, key="k", bind=URL,
+                  help="A sample is in support if within k std (Mahalanobis) of some mode.")
+
+try:
+    model = load(name)
+except Exception as err:  # no such file shipped, torch missing...
+    st.error(f"**Can't load the pretrained model {name!r}** ({type(err).__name__}): {err}")
+    st.stop()
+target = model.target
+one_d = target.dim == 1
+
+with st.spinner(f"Sampling {n} points with {n_steps}-step {solver}, learned and exact…"):
+    learned = run(name, False, solver, int(n_steps), int(n), int(seed))
+    exact = run(name, True, solver, int(n_steps), int(n), int(seed))
+    a = analysis(name, solver, int(n_steps), int(n), int(seed), int(window), float(k))
+
+rate_l, rate_e = H.hallucination_rate(learned.samples, target, k), H.hallucination_rate(exact.samples, target, k)
+tails = 1 - math.erf(k / math.sqrt(2)) if one_d else math.exp(-k * k / 2)  # P(Mahalanobis > k), 1D and 2D
+cols = st.columns(4)
+cols[0].metric("Hallucinated (learned)", f"{rate_l:.2%}", help="Samples beyond k std of every mode.")
+cols[1].metric("Hallucinated (exact denoiser)", f"{rate_e:.2%}", delta=f"target's own tails: {tails:.2%}",
+               delta_color="off", delta_arrow="off")
+landing = H.landing_counts(learned.samples, target, k)
+top = ", ".join(f"{'|'.join('·' if i < 0 else str(i) for i in p)}: {c}" for p, c in list(landing.items())[:3])
+cols[2].metric("Where they land (modes)", top or "—", help="Between which modes (1D: neighbours, · = beyond the "
+               "last mode; 2D: the two nearest), most first. Modes indexed as in the target.")
+cols[3].metric("Sampling time", f"{learned.wall_time:.1f} s", help=f"{n_steps} model evaluations.")
+
+if one_d:
+    st.subheader("The cause: the learned denoiser is a ramp where the exact one jumps")
+    t = st.slider("t (timestep) for the denoiser", 0, 999, 50, key="denoiser_t", bind=URL)
+    st.plotly_chart(FH.denoiser_1d(model, _exact(name), float(t)), config=CONFIG)
+    left, right = st.columns(2)
+    left.plotly_chart(FH.sample_histogram(learned.samples, target, k, f"Learned model: {rate_l:.2%} hallucinated"),
+                      config=CONFIG)
+    right.plotly_chart(FH.sample_histogram(exact.samples, target, k, f"Exact denoiser: {rate_e:.2%} hallucinated"),
+                       config=CONFIG)
+    st.plotly_chart(FH.x0_trajectories(learned, target, k, window=int(window)), config=CONFIG)
+else:
+    left, right = st.columns(2)
+    left.plotly_chart(FH.samples_2d(learned.samples, target, k, f"Learned model: {rate_l:.2%} hallucinated"),
+                      config=CONFIG)
+    right.plotly_chart(FH.samples_2d(exact.samples, target, k, f"Exact denoiser: {rate_e:.2%} hallucinated"),
+                       config=CONFIG)
+
+
+@st.fragment
+def detection():
+    st.subheader("Detection: the variance of the x0-prediction over the last steps")
+    scores, bad = a["scores"], a["bad"]
+    lo = float(np.floor(np.log10(max(scores.min(), 1e-30)) * 10) / 10)
+    hi = float(np.ceil(np.log10(max(scores.max(), 1e-30)) * 10) / 10)
+    default = float(np.clip(round(np.log10(a["threshold"]), 2), lo, hi))
+    log_th = st.slider("log10 threshold (keep samples at or below)", lo, max(hi, lo + 0.1), default, 0.01,
+                       key="threshold", bind=URL,
+                       help=f"Default: the threshold maximising removed + kept on this run ({a['threshold']:.3g}).")
+    c = H.filter_counts(scores, bad, 10.0 ** log_th)
+    m = st.columns(4)
+    m[0].metric("Hallucinations removed", f"{c['removed_hallucinations']} / {c['hallucinations']}",
+                delta=f"{c['removed_fraction']:.1%} (paper: >95%)", delta_color="off", delta_arrow="off")
+    m[1].metric("In-support kept", f"{c['kept_in_support']} / {c['in_support']}",
+                delta=f"{c['kept_fraction']:.1%} (paper: 96%)", delta_color="off", delta_arrow="off")
+    m[2].metric("Rate before → after", f"{c['rate_before']:.2%} → {c['rate_after']:.2%}")
+    m[3].metric("Samples kept", f"{c['kept']} / {c['n']}")
+    left, right = st.columns(2)
+    left.plotly_chart(FH.score_histogram(scores, bad, 10.0 ** log_th), config=CONFIG)
+    right.plotly_chart(FH.tradeoff_curve(a["curve"], c), config=CONFIG)
+
+
+detection()
+
+st.subheader("Recursive training: each generation trained on the last one's samples")
+st.caption("Generation g+1 trains on samples of generation g: all of them (none), the lowest-variance "
+           "80% of a larger draw (variance), or a random 80% of it (random: the same number dropped). "
+           "Small defaults so it finishes quickly; raise them for the paper's regime.")
+with st.form("gens"):
+    g_cols = st.columns(5)
+    n_gen = g_cols[0].number_input("Generations", 1, 10, 2, key="gens", bind=URL)
+    g_n = g_cols[1].number_input("Samples per generation", 100, 20000, 500, 100, key="g_n", bind=URL)
+    g_train = g_cols[2].number_input("Training steps", 50, 20000, 300, 50, key="g_train", bind=URL)
+    g_steps = g_cols[3].number_input("Sampling steps", 10, 1000, 100, 10, key="g_steps", bind=URL)
+    g_filters = g_cols[4].multiselect("Filters", ("none", "variance", "random"), ("variance", "random"),
+                                      key="g_filters", bind=URL)
+    start = st.form_submit_button("Run generations")
+if start or st.session_state.get("gens_done"):
+    if not g_filters:
+        st.warning("Choose at least one filter.")
+    else:
+        bar = st.progress(0.0, "starting…")
+        results = generations(name, tuple(g_filters), int(n_gen), int(g_n), int(g_train), int(g_steps), int(seed),
+                              _progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), msg))
+        bar.empty()
+        st.session_state["gens_done"] = True
+        st.plotly_chart(FH.generations(results), config=CONFIG)
