@@ -101,31 +101,38 @@ with st.spinner(f"Sampling {n} points with {n_steps}-step {solver}, learned and 
 
 rate_l, rate_e = H.hallucination_rate(learned.samples, target, k), H.hallucination_rate(exact.samples, target, k)
 tails = 1 - math.erf(k / math.sqrt(2)) if one_d else math.exp(-k * k / 2)  # P(Mahalanobis > k), 1D and 2D
-cols = st.columns(4)
+cols = st.columns(3)
 cols[0].metric("Hallucinated (learned)", f"{rate_l:.2%}", help="Samples beyond k std of every mode.")
 cols[1].metric("Hallucinated (exact denoiser)", f"{rate_e:.2%}", delta=f"target's own tails: {tails:.2%}",
                delta_color="off", delta_arrow="off")
+cols[2].metric("Sampling time", f"{learned.wall_time:.1f} s", help=f"{n_steps} model evaluations per sample.")
+
+
+def _mode(i: int) -> str:
+    return "beyond" if i < 0 else f"{target.means[i, 0]:g}" if one_d else f"({target.means[i, 0]:g}, {target.means[i, 1]:g})"
+
+
 landing = H.landing_counts(learned.samples, target, k)
-top = ", ".join(f"{'|'.join('·' if i < 0 else str(i) for i in p)}: {c}" for p, c in list(landing.items())[:3])
-cols[2].metric("Where they land (modes)", top or "—", help="Between which modes (1D: neighbours, · = beyond the "
-               "last mode; 2D: the two nearest), most first. Modes indexed as in the target.")
-cols[3].metric("Sampling time", f"{learned.wall_time:.1f} s", help=f"{n_steps} model evaluations.")
+if landing:
+    where = "; ".join(f"{_mode(i)} – {_mode(j)}: {c}" for (i, j), c in list(landing.items())[:6])
+    st.caption(f"**Where the learned model's hallucinations land** (between modes; {'neighbours' if one_d else 'the two nearest'}): "
+               f"{where}.")
 
 if one_d:
     st.subheader("The cause: the learned denoiser is a ramp where the exact one jumps")
-    t = st.slider("t (timestep) for the denoiser", 0, 999, 50, key="denoiser_t", bind=URL)
+    t = st.slider("t (timestep) for the denoiser", 0, 999, 15, key="denoiser_t", bind=URL)
     st.plotly_chart(FH.denoiser_1d(model, _exact(name), float(t)), config=CONFIG)
     left, right = st.columns(2)
-    left.plotly_chart(FH.sample_histogram(learned.samples, target, k, f"Learned model: {rate_l:.2%} hallucinated"),
+    left.plotly_chart(FH.sample_histogram(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"),
                       config=CONFIG)
-    right.plotly_chart(FH.sample_histogram(exact.samples, target, k, f"Exact denoiser: {rate_e:.2%} hallucinated"),
+    right.plotly_chart(FH.sample_histogram(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"),
                        config=CONFIG)
     st.plotly_chart(FH.x0_trajectories(learned, target, k, window=int(window)), config=CONFIG)
 else:
     left, right = st.columns(2)
-    left.plotly_chart(FH.samples_2d(learned.samples, target, k, f"Learned model: {rate_l:.2%} hallucinated"),
+    left.plotly_chart(FH.samples_2d(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"),
                       config=CONFIG)
-    right.plotly_chart(FH.samples_2d(exact.samples, target, k, f"Exact denoiser: {rate_e:.2%} hallucinated"),
+    right.plotly_chart(FH.samples_2d(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"),
                        config=CONFIG)
 
 

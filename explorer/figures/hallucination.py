@@ -13,6 +13,7 @@ GOOD_COLOR = style.SAMPLE_COLOR  # in-support samples
 BAD_COLOR = "#d62728"  # hallucinations
 EXACT_COLOR = "#2ca02c"  # the exact denoiser and its samples
 PAPER_COLOR = "#ff9f1c"
+_INSIDE = dict(orientation="v", yanchor="top", y=0.99, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.8)")
 
 
 def denoiser_1d(model, exact_model, t: float, x_range=None, n: int = 600, height: int = 380) -> go.Figure:
@@ -58,13 +59,16 @@ def sample_histogram(samples, target, k: float = H.K_STD, title: str | None = No
         ))
     grid = np.linspace(x_range[0], x_range[1], 800)
     expected = len(x) * size * np.exp(target.log_prob(grid[:, None]))
-    fig.add_trace(go.Scatter(x=grid, y=np.maximum(expected, 0.1 if log_y else 0.0), mode="lines",
-                             name="target (expected count)", line=dict(color="#444444", width=1.2)))
+    fig.add_trace(go.Scatter(x=grid, y=np.where(expected >= 0.3, expected, None) if log_y else expected, mode="lines",
+                             name="target (expected)", line=dict(color="#444444", width=1.2)))
     rate = bad.mean() if len(x) else 0.0
     fig.update_layout(**style.base_layout(title or f"Samples: {rate:.2%} hallucinated", height),
                       barmode="stack", bargap=0)
+    fig.update_layout(legend=_INSIDE)
     fig.update_xaxes(title_text="x", range=list(x_range))
     fig.update_yaxes(title_text="count" + (" (log)" if log_y else ""), type="log" if log_y else "linear")
+    if log_y:
+        fig.update_yaxes(range=[-0.4, np.log10(max(len(x), 10)) + 0.1])
     return fig
 
 
@@ -80,6 +84,7 @@ def samples_2d(samples, target, k: float = H.K_STD, title: str | None = None, n_
     fig.add_trace(go.Scatter(x=target.means[:, 0], y=target.means[:, 1], mode="markers", name="modes",
                              marker=dict(color="black", symbol="x", size=7)))
     fig.update_layout(**style.base_layout(title or f"Samples: {bad.mean():.2%} hallucinated", height))
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
 
@@ -122,9 +127,12 @@ def score_histogram(scores, is_hallucinated, threshold: float, bins: int = 60, h
         fig.add_trace(go.Histogram(x=s[mask], name=name, xbins=dict(start=lo, end=hi + size, size=size),
                                    marker=dict(color=color, line=dict(width=0)), opacity=0.7))
     fig.add_vline(x=float(np.log10(max(threshold, 1e-30))), line=dict(color="black", width=2, dash="dash"))
-    title = (f"Filter: {c['removed_hallucinations']}/{c['hallucinations']} hallucinations removed, "
-             f"{c['kept_in_support']}/{c['in_support']} in-support kept")
-    fig.update_layout(**style.base_layout(title, height), barmode="overlay", bargap=0)
+    fig.update_layout(**style.base_layout("Trajectory variance (dashed: threshold)", height), barmode="overlay", bargap=0)
+    fig.update_layout(legend=_INSIDE)
+    fig.add_annotation(text=f"removed {c['removed_hallucinations']}/{c['hallucinations']} hallucinations<br>"
+                            f"kept {c['kept_in_support']}/{c['in_support']} in-support",
+                       xref="paper", yref="paper", x=0.01, y=0.99, xanchor="left", yanchor="top", showarrow=False,
+                       align="left", font=dict(size=12), bgcolor="rgba(255,255,255,0.8)")
     fig.update_xaxes(title_text="log10 trajectory variance")
     fig.update_yaxes(title_text="count", type="log")
     return fig
@@ -146,6 +154,7 @@ def tradeoff_curve(curve: dict, counts: dict | None = None, paper: dict = H.PAPE
                                  name="this threshold", marker=dict(color="black", size=10, symbol="circle-open",
                                                                     line=dict(width=2))))
     fig.update_layout(**style.base_layout("Trade-off over all thresholds", height))
+    fig.update_layout(legend=dict(_INSIDE, yanchor="bottom", y=0.02, xanchor="left", x=0.02))
     fig.update_xaxes(title_text="in-support samples kept", range=[0, 1.02], tickformat=".0%")
     fig.update_yaxes(title_text="hallucinations removed", range=[0, 1.02], tickformat=".0%")
     return fig
