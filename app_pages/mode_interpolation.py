@@ -82,7 +82,7 @@ with st.sidebar:
     st.header("Detection")
     window = st.slider("Window (last x0-predictions)", 2, 100, H.WINDOW, key="window", bind=URL,
                        help="The score is the variance of the x0-prediction over this many last steps "
-                            "(the paper: 10 of 1000).")
+                            "(the paper: 10 of 1000, with betas 10x ours: the same noise range is our last ~40 of 1000).")
     k = st.slider("Support: k standard deviations", 1.0, 6.0, H.K_STD, 0.5, key="k", bind=URL,
                   help="A sample is in support if within k std (Mahalanobis) of some mode.")
 

@@ -58,6 +58,16 @@ def test_trajectory_variance_is_the_population_variance_of_the_last_window():
         H.trajectory_variance(d, window=7)
 
 
+def test_the_papers_window_in_our_schedule():
+    ours = ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000))
+    theirs = ex.schedules.Discrete.from_betas(np.linspace(1e-3, 0.2, 1000))  # the official script's defaults
+    sigma = float(theirs.sigma(9.0))  # their window: the last 10 steps, t = 9 .. 0
+    w = H.window_for_sigma(ours, sigma)
+    assert float(ours.sigma(float(w - 1))) <= sigma < float(ours.sigma(float(w)))
+    assert w == 39 and H.window_for_sigma(ours, sigma, n_steps=250) == 10
+    np.testing.assert_array_equal(H.ddpm_grid(ours, 1000), np.arange(999, -1, -1.0))
+
+
 def test_tradeoff_curve_endpoints_monotone_and_filter_counts():
     rng = np.random.default_rng(0)
     bad = rng.random(500) < 0.1
