@@ -152,7 +152,8 @@ def detection():
                 delta=f"{c['removed_fraction']:.1%} (paper: >95%)", delta_color="off", delta_arrow="off")
     m[1].metric("In-support kept", f"{c['kept_in_support']} / {c['in_support']}",
                 delta=f"{c['kept_fraction']:.1%} (paper: 96%)", delta_color="off", delta_arrow="off")
-    m[2].metric("Rate before → after", f"{c['rate_before']:.2%} → {c['rate_after']:.2%}")
+    m[2].metric("Hallucination rate after", f"{c['rate_after']:.2%}", delta=f"before: {c['rate_before']:.2%}",
+                delta_color="off", delta_arrow="off")
     m[3].metric("Samples kept", f"{c['kept']} / {c['n']}")
     left, right = st.columns(2)
     left.plotly_chart(FH.score_histogram(scores, bad, 10.0 ** log_th), config=CONFIG)
