@@ -90,3 +90,29 @@ class AnalyticModel(DenoiserModel):
             x0 = self.target.sample(n, rng)
             return a * x0 + sg * rng.standard_normal(x0.shape)
         return sg * rng.standard_normal((int(n), self.dim))
+
+
+# Learned models (torch, imported only when one of these is called).
+
+
+def train(target, name=None, **options):
+    """Train a small eps-prediction MLP on draws from a GaussianMixture with DDPM's loss
+    (see explorer.learned.train for the options: steps, batch_size, lr, seed, n_train, progress)."""
+    from . import learned
+
+    return learned.train(target, name=name, **options)
+
+
+def save(model, path, **options):
+    """Write a learned model to path (state_dict + plain config; loads with weights_only=True;
+    weights stored as float16 unless dtype=torch.float32 is passed)."""
+    from . import learned
+
+    return learned.save(model, path, **options)
+
+
+def load_pretrained(name):
+    """A shipped learned model by name ("gmm-1d-3modes", "gmm-2d-grid25") or a .pt path."""
+    from . import learned
+
+    return learned.load(name)

@@ -1,0 +1,265 @@
+"""Learned denoisers: a small time-conditioned MLP trained with DDPM's eps-loss on draws
+from a Gaussian mixture (the toy set-up of "Understanding Hallucinations in Diffusion
+Models through Mode Interpolation"), so the learned and the exact denoiser can be compared.
+
+Torch is imported here, so `explorer` imports this module lazily (models.train/save/load).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .mixture import GaussianMixture
+from .models import DenoiserModel
+from .schedules import Discrete
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# DDPM's linear betas (Ho et al.): beta_1 = 1e-4 ... beta_T = 0.02, T = 1000.
+DDPM_BETAS = {"beta_start": 1e-4, "beta_end": 0.02, "T": 1000}
+
+
+def ddpm_schedule(beta_start=1e-4, beta_end=0.02, T=1000) -> Discrete:
+    """The Discrete schedule of betas = linspace(beta_start, beta_end, T): t = timestep index."""
+    return Discrete.from_betas(np.linspace(beta_start, beta_end, int(T)))
+
+
+def timestep_embedding(t, dim: int):
+    """DDPM's sinusoidal embedding of (continuous) t: [sin(t w_k), cos(t w_k)], w_k = 10000^(-k/(dim/2-1))."""
+    half = dim // 2
+    w = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / (half - 1))
+    arg = t.to(torch.float32)[:, None] * w[None, :]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm residual MLP block with the time embedding added after the first layer."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm1, self.fc1 = nn.LayerNorm(width), nn.Linear(width, width, bias=False)
+        self.norm2, self.fc2 = nn.LayerNorm(width), nn.Linear(width, width, bias=False)
+        self.time = nn.Linear(width, width)
+        self.act = nn.LeakyReLU(0.02)
+
+    def forward(self, h, temb):
+        out = self.fc1(self.act(self.norm1(h))) + self.time(temb)
+        return h + self.fc2(self.act(self.norm2(out)))
+
+
+class EpsMLP(nn.Module):
+    """eps_theta(x, t): input layer, n_blocks residual blocks of `width`, output layer (the paper's toy MLP)."""
+
+    def __init__(self, dim: int, width: int = 128, n_blocks: int = 3):
+        super().__init__()
+        self.width = width
+        self.inp = nn.Linear(dim, width, bias=False)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.LeakyReLU(0.02))
+        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(n_blocks))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))
+
+    def forward(self, x, t):
+        temb = self.time(timestep_embedding(t, self.width))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(h)
+
+
+class LearnedModel(DenoiserModel):
+    """A trained eps-network seen through the four model methods. NumPy float64 in gives float64
+    out; torch in gives torch out (same dtype and device). The network runs in float32 and takes
+    continuous t in [0, T-1]; x0_hat = (x - sigma eps_hat) / alpha is formed in the input's precision."""
+
+    def __init__(self, net: EpsMLP, schedule: Discrete, target: GaussianMixture, name: str = "learned",
+                 history=None, config=None):
+        self.net = net.eval()
+        self.schedule = schedule
+        self.target = target
+        self.name = name
+        self.history = list(history or [])
+        self.config = dict(config or {})
+
+    @property
+    def dim(self) -> int:
+        return self.target.dim
+
+    def __repr__(self) -> str:
+        return f"LearnedModel(name={self.name!r}, dim={self.dim}, steps={len(self.history)})"
+
+    def _coef(self, t, x):
+        """alpha(t), sigma(t) as Python floats (scalar t) or column arrays/tensors shaped like x."""
+        s = self.schedule
+        if np.ndim(t) == 0:
+            return float(s.alpha(t)), float(s.sigma(t))
+        a, sg = np.reshape(s.alpha(t), (-1, 1)), np.reshape(s.sigma(t), (-1, 1))
+        if isinstance(x, torch.Tensor):
+            a, sg = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (a, sg))
+        return a, sg
+
+    def _net_eps(self, x, t):
+        """Run the network on x (numpy or torch) at t (scalar or per particle)."""
+        if isinstance(x, np.ndarray):
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            tt = torch.as_tensor(np.broadcast_to(np.asarray(t, dtype=np.float32), (len(x),)).copy())
+            with torch.no_grad():
+                return self.net(xt, tt).numpy().astype(np.float64)
+        tt = torch.as_tensor(np.broadcast_to(np.asarray(t, dtype=np.float32), (x.shape[0],)).copy())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            out = self.net(x.detach().to("cpu", torch.float32) if not x.requires_grad else x.to("cpu", torch.float32), tt)
+        return out.to(device=x.device, dtype=x.dtype)
+
+    def eps(self, x, t):
+        """eps_theta(x_t, t), the network's output."""
+        return self._net_eps(x, t)
+
+    def denoise(self, x, t):
+        """x0_hat = (x - sigma eps_theta) / alpha."""
+        a, sg = self._coef(t, x)
+        return (x - sg * self._net_eps(x, t)) / a
+
+    def score(self, x, t):
+        """grad log p_t(x) ~ -eps_theta / sigma."""
+        _, sg = self._coef(t, x)
+        return -self._net_eps(x, t) / sg
+
+    def velocity(self, x, t):
+        """Probability-flow drift alpha'(t) x0_hat + sigma'(t) eps_hat."""
+        s = self.schedule
+        a, sg = self._coef(t, x)
+        if np.ndim(t) == 0:
+            da, ds = float(s.d_alpha(t)), float(s.d_sigma(t))
+        else:
+            da, ds = np.reshape(s.d_alpha(t), (-1, 1)), np.reshape(s.d_sigma(t), (-1, 1))
+            if isinstance(x, torch.Tensor):
+                da, ds = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (da, ds))
+        e = self._net_eps(x, t)
+        return da * (x - sg * e) / a + ds * e
+
+    def prior_sample(self, n: int, rng, t=None):
+        """Starting points sigma(t) N(0, I) at t (default t_max)."""
+        from .random import as_generator
+
+        t = self.schedule.t_max if t is None else float(t)
+        return float(self.schedule.sigma(t)) * as_generator(rng).standard_normal((int(n), self.dim))
+
+
+def _target_config(target: GaussianMixture) -> dict:
+    return {"means": target.means.tolist(), "covs": target.covs.tolist(), "weights": target.weights.tolist()}
+
+
+def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr: float = 1e-3, seed: int = 0,
+          n_train: int | None = 20_000, width: int = 128, n_blocks: int = 3, progress=True, name: str | None = None,
+          beta_start: float = 1e-4, beta_end: float = 0.02, T: int = 1000) -> LearnedModel:
+    """DDPM training (Ho et al., Algorithm 1): x0 from the data, t ~ U{0..T-1}, eps ~ N(0, I),
+    minimise || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2 with Adam.
+
+    n_train: size of a fixed training set drawn once from the target (the paper trains on a fixed
+    set: 20,000 points for the 1D mixture, 100,000 for the 2D grid); None draws a fresh batch
+    from the target every step. progress: True for a tqdm bar, False for none, or a callable
+    progress(step, loss). Same seed, same thread count: bit-identical weights."""
+    if not isinstance(target, GaussianMixture):
+        raise ValueError(f"target must be a GaussianMixture, got {type(target).__name__}")
+    steps, batch_size = int(steps), int(batch_size)
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching global torch state
+        torch.manual_seed(int(seed))
+        net = EpsMLP(target.dim, width, n_blocks)
+    schedule = ddpm_schedule(beta_start, beta_end, T)
+    abar = torch.as_tensor(schedule.alphas_cumprod, dtype=torch.float32)
+    data = None if n_train is None else torch.as_tensor(target.sample(int(n_train), rng), dtype=torch.float32)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    history = []
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"training {name or 'model'}", unit="step")
+    started = time.perf_counter()
+    net.train()
+    for step in range(steps):
+        # Algorithm 1: draw x0, t and eps.
+        if data is None:
+            x0 = torch.as_tensor(target.sample(batch_size, rng), dtype=torch.float32)
+        else:
+            x0 = data[torch.randint(len(data), (batch_size,), generator=gen)]
+        t = torch.randint(int(T), (batch_size,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = abar[t].sqrt()[:, None]
+        x_t = a * x0 + (1 - abar[t]).sqrt()[:, None] * eps
+        # Gradient step on || eps - eps_theta(x_t, t) ||^2.
+        loss = ((net(x_t, t.to(torch.float32)) - eps) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0 or step == steps - 1:
+                bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
+        elif callable(progress):
+            progress(step, history[-1])
+    if bar is not None:
+        bar.close()
+    net.eval()
+    seconds = time.perf_counter() - started
+    final = float(np.mean(history[-min(100, len(history)):]))
+    config = {
+        "name": name or "learned",
+        "architecture": {"kind": "EpsMLP", "dim": target.dim, "width": width, "n_blocks": n_blocks},
+        "target": _target_config(target),
+        "schedule": {"beta_start": beta_start, "beta_end": beta_end, "T": int(T)},
+        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": int(seed), "n_train": n_train,
+                     "threads": torch.get_num_threads(), "seconds": round(seconds, 1)},
+        "final_loss": final,
+    }
+    return LearnedModel(net, schedule, target, config["name"], history, config)
+
+
+def save(model: LearnedModel, path, dtype=torch.float16) -> Path:
+    """Write {"state_dict", "config", "history"} (tensors and plain Python only: loads with
+    weights_only=True). Weights are stored in `dtype` (float16 halves the file; the network
+    still runs in float32 after loading, on the rounded weights)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.net.state_dict().items()}
+    config = {**model.config, "stored_dtype": str(dtype).replace("torch.", "")}
+    torch.save({"state_dict": state, "config": config,
+                "history": torch.tensor(model.history, dtype=torch.float32)}, path)
+    return path
+
+
+def available() -> list[str]:
+    """Names of the pretrained models shipped in data/."""
+    return sorted(p.stem for p in DATA_DIR.glob("*.pt"))
+
+
+def load(name_or_path) -> LearnedModel:
+    """A pretrained model by name (data/<name>.pt) or from a path written by save()."""
+    path = Path(str(name_or_path))
+    if not (path.suffix == ".pt" and path.exists()):
+        names = available()
+        if str(name_or_path) not in names:
+            raise ValueError(f"no pretrained model {name_or_path!r}; available: {names}")
+        path = DATA_DIR / f"{name_or_path}.pt"
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = blob["config"]
+    arch = cfg["architecture"]
+    net = EpsMLP(arch["dim"], arch["width"], arch["n_blocks"])
+    net.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
+                         for k, v in blob["state_dict"].items()})
+    tc = cfg["target"]
+    target = GaussianMixture(tc["means"], tc["covs"], tc["weights"])
+    sc = cfg["schedule"]
+    history = blob.get("history")
+    history = [] if history is None else history.tolist()
+    return LearnedModel(net, ddpm_schedule(sc["beta_start"], sc["beta_end"], sc["T"]), target, cfg["name"],
+                        history, cfg)

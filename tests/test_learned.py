@@ -1,0 +1,144 @@
+"""Learned models (explorer/learned.py): the shipped checkpoints, the model contract on numpy and
+torch inputs, reproducible training, every deterministic solver on a learned model, and the
+mode-interpolation picture: the learned 1D denoiser matches the exact one near the modes and is
+much smoother than it between them."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import explorer as ex  # noqa: E402
+from explorer import learned  # noqa: E402
+
+SHIPPED = ["gmm-1d-3modes", "gmm-2d-grid25"]
+# Measured on the shipped 1D model at t = 20 (alpha 0.997, sigma 0.079, just above the modes' std 0.05):
+# within 2 std of a mode |learned - exact| <= 0.069 (median 0.019); between modes the learned
+# slope d x0_hat / dx peaks at 5.1 against the exact one's 18.7 (ratio 0.27).
+T_MID, NEAR_TOL, NEAR_MEDIAN_TOL, SMOOTH_RATIO = 20.0, 0.1, 0.04, 0.5
+
+
+@pytest.fixture(scope="module")
+def m1d():
+    return ex.models.load_pretrained("gmm-1d-3modes")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return ex.models.train(ex.targets.get("gmm-1d-3modes"), steps=20, batch_size=32, seed=3, progress=False)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_load_with_weights_only(name):
+    path = learned.DATA_DIR / f"{name}.pt"
+    assert path.stat().st_size < 400_000
+    blob = torch.load(path, weights_only=True)
+    assert set(blob) >= {"state_dict", "config"}
+    model = ex.models.load_pretrained(name)
+    assert model.name == name
+    for method in ("denoise", "eps", "score", "velocity"):
+        assert callable(getattr(model, method))
+    np.testing.assert_allclose(model.target.means, ex.targets.get(name).means)
+    np.testing.assert_allclose(model.target.covs, ex.targets.get(name).covs)
+    assert model.schedule == learned.ddpm_schedule()
+    np.testing.assert_allclose(model.schedule.alphas_cumprod, np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)))
+    assert model.dim == model.target.dim and len(model.history) == model.config["training"]["steps"]
+    # a path works as well as a name
+    assert ex.models.load_pretrained(str(path)).name == name
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(ValueError, match="gmm-1d-3modes"):
+        ex.models.load_pretrained("no-such-model")
+
+
+@pytest.mark.parametrize("t", [0.0, 3.5, 250.0, 999.0])
+def test_methods_consistent_on_numpy_and_torch(tiny, t):
+    x = np.linspace(-1.0, 5.0, 13)[:, None]
+    a, s = float(tiny.schedule.alpha(t)), float(tiny.schedule.sigma(t))
+    d, e = tiny.denoise(x, t), tiny.eps(x, t)
+    assert d.dtype == np.float64 and d.shape == x.shape
+    # x = alpha x0_hat + sigma eps_hat, to float64 round-off
+    np.testing.assert_allclose(a * d + s * e, x, rtol=0, atol=1e-12 * max(1.0, 1 / a))
+    np.testing.assert_allclose(tiny.score(x, t), (a * d - x) / s**2, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(tiny.velocity(x, t), ex.DenoiserModel.velocity(tiny, x, t), rtol=1e-9, atol=1e-9)
+    xt = torch.tensor(x)
+    for method in ("denoise", "eps", "score", "velocity"):
+        out = getattr(tiny, method)(xt, t)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+        np.testing.assert_allclose(out.numpy(), getattr(tiny, method)(x, t), rtol=1e-12, atol=1e-12)
+    out32 = tiny.denoise(xt.float(), t)
+    assert out32.dtype == torch.float32
+    # one time per particle gives the same as scalar times
+    tt = np.full(len(x), t)
+    np.testing.assert_allclose(tiny.denoise(x, tt), d, rtol=1e-12, atol=1e-12)
+
+
+def test_network_takes_continuous_t(tiny):
+    x = np.array([[1.5]])
+    vals = [tiny.eps(x, t)[0, 0] for t in (100.0, 100.25, 100.5, 101.0)]
+    assert len(set(vals)) == 4  # not rounded to integers
+
+
+def test_training_is_bit_reproducible_and_learns():
+    target = ex.targets.get("gmm-1d-3modes")
+    seen = []
+    runs = [ex.models.train(target, steps=200, batch_size=64, seed=7, progress=lambda i, loss: seen.append(i))
+            for _ in range(2)]
+    assert seen == list(range(200)) * 2
+    a, b = (r.net.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[0].history == runs[1].history
+    other = ex.models.train(target, steps=200, batch_size=64, seed=8, progress=False)
+    assert other.history != runs[0].history
+    h = np.array(runs[0].history)
+    assert h[-50:].mean() < 0.7 * h[:20].mean()  # the eps-loss falls from ~1 as the net learns
+    # fresh draws every step (n_train=None) is reproducible too
+    f = [ex.models.train(target, steps=30, batch_size=32, seed=1, n_train=None, progress=False).history
+         for _ in range(2)]
+    assert f[0] == f[1]
+
+
+def test_save_load_roundtrip(tiny, tmp_path):
+    x = np.linspace(0, 4, 9)[:, None]
+    exact = ex.models.load_pretrained(ex.models.save(tiny, tmp_path / "tiny32.pt", dtype=torch.float32))
+    np.testing.assert_array_equal(exact.denoise(x, 123.0), tiny.denoise(x, 123.0))
+    half = ex.models.load_pretrained(ex.models.save(tiny, tmp_path / "tiny.pt"))  # float16 weights, as shipped
+    np.testing.assert_allclose(half.denoise(x, 123.0), tiny.denoise(x, 123.0), rtol=0, atol=1e-3)
+    assert half.config == {**tiny.config, "stored_dtype": "float16"}
+    assert half.history == pytest.approx(tiny.history, rel=1e-6)
+
+
+def test_every_deterministic_solver_runs_on_a_learned_model(tiny):
+    ts = np.linspace(999.0, 0.0, 9)
+    x_T = tiny.prior_sample(8, 0)
+    for name in ex.solvers.names():
+        if ex.solvers.info(name)["stochastic"]:
+            continue
+        # rk45's default 1e-10 tolerance is below the float32 network's noise (29,000 NFE on the 1D model)
+        opts = {"rtol": 1e-4, "atol": 1e-4} if name == "rk45" else {}
+        traj = ex.sample(tiny, x_T, ts, name, **opts)
+        assert traj.diverged_at is None and np.isfinite(traj.x[-1]).all(), name
+        traj_t = ex.sample(tiny, torch.tensor(x_T), ts, name, **opts)
+        np.testing.assert_allclose(traj_t.x[-1].numpy(), traj.x[-1], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_learned_denoiser_is_a_smooth_ramp_between_modes(m1d):
+    """At t = 20 the exact E[x0|x_t] is a near-step between modes and near-flat on them; the learned
+    one matches it on the modes but ramps far more gently between them (the paper's cause)."""
+    exact = ex.AnalyticModel(m1d.target, m1d.schedule)
+    t = T_MID
+    a = float(m1d.schedule.alpha(t))
+    x = a * np.linspace(0.8, 3.2, 241)[:, None]
+    ex_d, le_d = exact.denoise(x, t)[:, 0], m1d.denoise(x, t)[:, 0]
+    u = x[:, 0] / a  # position in data units
+    near_modes = np.min(np.abs(u[:, None] - np.array([1.0, 2.0, 3.0])), axis=1) < 0.1
+    err = np.abs(le_d - ex_d)[near_modes]
+    assert np.max(err) < NEAR_TOL and np.median(err) < NEAR_MEDIAN_TOL
+    slope_ex, slope_le = np.gradient(ex_d, x[:, 0]), np.gradient(le_d, x[:, 0])
+    between = np.min(np.abs(u[:, None] - np.array([1.5, 2.5])), axis=1) < 0.1
+    assert np.max(slope_ex[between]) > 10.0  # the exact denoiser is a near-step there
+    assert np.max(slope_le[between]) < SMOOTH_RATIO * np.max(slope_ex[between])
+    # the ramp: halfway between modes 1 and 2 (u = 1.6) the exact x0_hat has nearly jumped to 2, the learned not
+    i = np.argmin(np.abs(u - 1.6))
+    assert ex_d[i] > 1.85 and le_d[i] < 1.8
