@@ -29,8 +29,10 @@ def timesteps(
     if not t0 > t1:
         raise ValueError(f"t_start must be greater than t_end (time runs toward the data), got {t0} <= {t1}")
     lo, hi = getattr(s, "t_lo", -np.inf), getattr(s, "t_hi", np.inf)
-    if t1 <= lo or t0 > hi:
-        raise ValueError(f"[t_end, t_start] = [{t1}, {t0}] leaves the schedule's range ({lo}, {hi}]")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        finite = np.isfinite(s.lambda_(t1)) and np.isfinite(s.lambda_(t0))
+    if t1 < lo or t0 > hi or not finite:
+        raise ValueError(f"[t_end, t_start] = [{t1}, {t0}] leaves the schedule's range [{lo}, {hi}] (lambda must be finite)")
 
     u = np.arange(n + 1) / n
     if spacing == "uniform-t":

@@ -153,3 +153,11 @@ def test_discrete_schedule_rejects_bad_tables():
     for table in ([0.5], [0.5, 0.7], [1.0, 0.5], np.ones((2, 2)) * 0.5):
         with pytest.raises(ValueError, match="alphas_cumprod"):
             ex.schedules.Discrete(table)
+
+
+def test_discrete_grids_reach_the_first_timestep():
+    s = ddpm_table()
+    ts = ex.timesteps(s, 999, "uniform-t")
+    np.testing.assert_allclose(ts, np.arange(999, -1, -1.0), atol=1e-9)
+    with pytest.raises(ValueError, match="range"):
+        ex.timesteps(ex.schedules.get("edm"), 5, t_end=0.0)  # sigma = 0: lambda is infinite
