@@ -10,7 +10,6 @@ import streamlit as st
 
 import explorer as ex
 from app_pages import controls
-from explorer import figures
 from explorer import guidance as G
 from explorer import stability as S
 from explorer.figures import stability as FS

@@ -4,29 +4,24 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from apptest import assert_clean, open_app  # noqa: E402
+
 import explorer as ex  # noqa: E402
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 METRICS = {"NFE", "Distance to target", "Error vs reference", "Mode mass error", "Wall time"}
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    return at.run()
+    return open_app(timeout=60, **query)
 
 
-def _clean(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_clean = assert_clean
 
 
 def _metrics(at: AppTest) -> dict:

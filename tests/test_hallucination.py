@@ -178,19 +178,15 @@ def test_variance_filter_chosen_on_one_seed_holds_on_another(learned_runs):
 
 # ---------------------------------------------------------------- the page
 
-APP = str(ROOT / "app.py")
 PAGE = "app_pages/mode_interpolation.py"
 QUERY = {"samples": "300", "sample_steps": "100", "window": "5"}
 
 
 def _page(**query):
-    st_testing = pytest.importorskip("streamlit.testing.v1")
-    at = st_testing.AppTest.from_file(APP, default_timeout=240)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    return at.run()
+    pytest.importorskip("streamlit.testing.v1")
+    from apptest import open_app
+
+    return open_app(PAGE, timeout=240, **query)
 
 
 @needs_model

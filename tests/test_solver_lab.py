@@ -3,7 +3,6 @@ figures, and the Streamlit page run headless by AppTest."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from explorer import figures
 
 from fakes import BlowsUp, smooth_mixture
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "app_pages/solver_lab.py"
 
 
@@ -115,20 +113,14 @@ def test_figures_of_the_lab():
 # The page, headless.
 
 st_testing = pytest.importorskip("streamlit.testing.v1")
+from apptest import assert_clean, open_app  # noqa: E402
 
 
 def _page(**query):
-    at = st_testing.AppTest.from_file(APP, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    return at.run()
+    return open_app(PAGE, timeout=120, **query)
 
 
-def _clean(at):
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_clean = assert_clean
 
 
 def test_page_renders_and_restores_from_the_url():

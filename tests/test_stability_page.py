@@ -5,7 +5,6 @@ page in a real browser (fixtures from test_browser.py; screenshot in artifacts/)
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import numpy as np
@@ -16,7 +15,6 @@ import explorer as ex
 from explorer import stability as S
 from explorer.figures import stability as FS
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "app_pages/stability.py"
 
 
@@ -99,20 +97,14 @@ def test_figures_build():
 # The page, headless.
 
 st_testing = pytest.importorskip("streamlit.testing.v1")
+from apptest import assert_clean, open_app  # noqa: E402
 
 
 def _page(**query):
-    at = st_testing.AppTest.from_file(APP, default_timeout=180)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    return at.run()
+    return open_app(PAGE, timeout=180, **query)
 
 
-def _clean(at):
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_clean = assert_clean
 
 
 def test_page_renders_restores_from_the_url_and_morphs_fast():

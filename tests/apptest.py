@@ -1,0 +1,26 @@
+"""Opening the app under Streamlit's AppTest, shared by the page tests."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def open_app(page: str | None = None, timeout: float = 120, **query) -> AppTest:
+    """The app run once with these query parameters, then switched to `page` (a file under
+    app_pages/) if one is given; the default page otherwise."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    """No exception and no error box on the page."""
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
