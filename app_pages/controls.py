@@ -119,3 +119,12 @@ def int_list(label: str, key: str, default: str, low: int = 1, high: int = 10_00
     if not values:
         raise ValueError(f"{label}: give at least one value")
     return tuple(sorted(values))
+
+
+def report_core_error(err: Exception) -> None:
+    """A failure of the core as a message, never a traceback: bad input (ValueError) says what
+    to change; anything else is a bug in the core and says so."""
+    if isinstance(err, ValueError):
+        st.error(f"**Can't run this set-up.** {err}")
+    else:
+        st.error(f"**The core failed** on this set-up ({type(err).__name__}): {err}")

@@ -145,11 +145,8 @@ try:
     model, x_T, target = _problem(setup)
     with st.spinner("Integrating the rk45 reference…"):
         ref_final = reference_final(setup)
-except ValueError as err:
-    st.error(f"**Can't run this set-up.** {err}")
-    st.stop()
-except Exception as err:  # a bug in the core: say so, without a traceback
-    st.error(f"**The core failed** on this set-up ({type(err).__name__}): {err}")
+except Exception as err:  # bad input or a bug in the core: a message, never a traceback
+    controls.report_core_error(err)
     st.stop()
 if ref_final is None:
     st.warning("**The rk45 reference diverged** on this set-up: errors against it are not shown.")

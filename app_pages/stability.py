@@ -189,10 +189,8 @@ def run_section():
                 opts["h"] = h_first
             rbox = _run_box(data, [S.real_interval(run_solver, **opts)])
             run_region = region(run_solver, tuple(sorted(opts.items())), rbox)
-    except ValueError as err:
-        st.error(f"**Can't run this set-up.** {err}")
-    except Exception as err:  # a bug in the core: say so, without a traceback
-        st.error(f"**The core failed** on this set-up ({type(err).__name__}): {err}")
+    except Exception as err:  # bad input or a bug in the core: a message, never a traceback
+        controls.report_core_error(err)
     else:
         flagged = [i + 1 for i, f in enumerate(data["fraction"]) if f > 0]
         if traj.diverged:

@@ -117,11 +117,8 @@ try:
     model = _problem(setup)[0]
     with st.spinner(f"Sampling with {solver}…"):
         traj = run(setup, solver, options)
-except ValueError as err:
-    st.error(f"**Can't run this set-up.** {err}")
-    st.stop()
-except Exception as err:  # a bug in the core: say so, without a traceback
-    st.error(f"**The core failed** on this set-up ({type(err).__name__}): {err}")
+except Exception as err:  # bad input or a bug in the core: a message, never a traceback
+    controls.report_core_error(err)
     st.stop()
 
 floor = None
