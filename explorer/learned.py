@@ -92,16 +92,6 @@ class LearnedModel(DenoiserModel):
     def __repr__(self) -> str:
         return f"LearnedModel(name={self.name!r}, dim={self.dim}, steps={len(self.history)})"
 
-    def _coef(self, t, x):
-        """alpha(t), sigma(t) as Python floats (scalar t) or column arrays/tensors shaped like x."""
-        s = self.schedule
-        if np.ndim(t) == 0:
-            return float(s.alpha(t)), float(s.sigma(t))
-        a, sg = np.reshape(s.alpha(t), (-1, 1)), np.reshape(s.sigma(t), (-1, 1))
-        if isinstance(x, torch.Tensor):
-            a, sg = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (a, sg))
-        return a, sg
-
     def _net_eps(self, x, t):
         """Run the network on x (numpy or torch) at t (scalar or per particle)."""
         if isinstance(x, np.ndarray):
@@ -120,24 +110,17 @@ class LearnedModel(DenoiserModel):
 
     def denoise(self, x, t):
         """x0_hat = (x - sigma eps_theta) / alpha."""
-        a, sg = self._coef(t, x)
+        a, sg = self._coeffs(t, x)
         return (x - sg * self._net_eps(x, t)) / a
 
     def score(self, x, t):
         """grad log p_t(x) ~ -eps_theta / sigma."""
-        _, sg = self._coef(t, x)
+        _, sg = self._coeffs(t, x)
         return -self._net_eps(x, t) / sg
 
     def velocity(self, x, t):
         """Probability-flow drift alpha'(t) x0_hat + sigma'(t) eps_hat."""
-        s = self.schedule
-        a, sg = self._coef(t, x)
-        if np.ndim(t) == 0:
-            da, ds = float(s.d_alpha(t)), float(s.d_sigma(t))
-        else:
-            da, ds = np.reshape(s.d_alpha(t), (-1, 1)), np.reshape(s.d_sigma(t), (-1, 1))
-            if isinstance(x, torch.Tensor):
-                da, ds = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (da, ds))
+        a, sg, da, ds = self._coeffs(t, x, derivatives=True)
         e = self._net_eps(x, t)
         return da * (x - sg * e) / a + ds * e
 

@@ -21,13 +21,21 @@ class DenoiserModel:
     def denoise(self, x, t):
         raise NotImplementedError
 
-    def _coeffs(self, t, x):
+    def _coeffs(self, t, x, derivatives: bool = False):
+        """alpha(t), sigma(t) (and, with derivatives, alpha'(t), sigma'(t)): Python floats for one
+        time; for one time per particle, columns that broadcast over x's trailing dimensions
+        (torch tensors of x's dtype and device when x is a tensor)."""
         s = self.schedule
-        a, sg = s.alpha(t), s.sigma(t)
-        if np.ndim(t):  # one time per particle: broadcast over the trailing dimensions
-            shape = (-1,) + (1,) * (np.ndim(x) - 1)
-            a, sg = np.reshape(a, shape), np.reshape(sg, shape)
-        return a, sg
+        fns = (s.alpha, s.sigma) + ((s.d_alpha, s.d_sigma) if derivatives else ())
+        if np.ndim(t) == 0:
+            return tuple(float(f(t)) for f in fns)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        out = tuple(np.reshape(f(t), shape) for f in fns)
+        if not isinstance(x, np.ndarray):
+            import torch
+
+            out = tuple(torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in out)
+        return out
 
     def eps(self, x, t):
         """Predicted noise (x - alpha x0_hat) / sigma."""
@@ -41,11 +49,7 @@ class DenoiserModel:
 
     def velocity(self, x, t):
         """Probability-flow drift dx/dt = alpha'(t) x0_hat + sigma'(t) eps_hat."""
-        s = self.schedule
-        a, sg = self._coeffs(t, x)
-        da, ds = s.d_alpha(t), s.d_sigma(t)
-        if np.ndim(t):
-            da, ds = np.reshape(da, np.shape(a)), np.reshape(ds, np.shape(a))
+        a, sg, da, ds = self._coeffs(t, x, derivatives=True)
         x0 = self.denoise(x, t)
         return da * x0 + ds * (x - a * x0) / sg
 
