@@ -64,6 +64,14 @@ def _diverged_trace(xs, y_top, texts, name="diverged") -> go.Scatter:
     )
 
 
+def _note_divergences(label: str, rows, crosses) -> None:
+    """Add the sweep rows that diverged to crosses (NFE positions, hover texts naming step and reason)."""
+    for r in rows:
+        if r["diverged_at"] is not None:
+            crosses[0].append(r["nfe_spent"])
+            crosses[1].append(f"{label}, NFE {r['nfe']}: diverged at step {r['diverged_at']} — {r['reason']}")
+
+
 def work_precision(records, tail: int = 3, title: str | None = None, height: int = 440) -> go.Figure:
     """Error against the rk45 solution from the same start at the final time, against NFE, log-log:
     one line per solver, its fitted order (slope over the `tail` largest NFEs) in the legend.
@@ -85,10 +93,7 @@ def work_precision(records, tail: int = 3, title: str | None = None, height: int
                 hovertemplate="NFE %{x} (%{customdata[0]} steps)<br>error %{y:.3g}<extra>" + label + "</extra>",
             )
         )
-        for r in rows:
-            if r["diverged_at"] is not None:
-                crosses[0].append(r["nfe_spent"])
-                crosses[1].append(f"{label}, NFE {r['nfe']}: diverged at step {r['diverged_at']} — {r['reason']}")
+        _note_divergences(label, rows, crosses)
     if crosses[0]:
         fig.add_trace(_diverged_trace(crosses[0], top, crosses[1]))
     layout = style.base_layout(title or "Error against the exact ODE solution", height)
@@ -117,10 +122,7 @@ def distance_vs_nfe(records, floor: float | None = None, title: str | None = Non
                 hovertemplate="NFE %{x}<br>sliced W2 %{y:.3g}<extra>" + label + "</extra>",
             )
         )
-        for r in rows:
-            if r["diverged_at"] is not None:
-                crosses[0].append(r["nfe_spent"])
-                crosses[1].append(f"{label}, NFE {r['nfe']}: diverged at step {r['diverged_at']} — {r['reason']}")
+        _note_divergences(label, rows, crosses)
     if crosses[0]:
         fig.add_trace(_diverged_trace(crosses[0], top, crosses[1]))
     if floor is not None and np.isfinite(floor):
