@@ -10,7 +10,8 @@ SPACINGS = ("uniform-lambda", "uniform-t", "karras", "quadratic")
 
 
 def timesteps(
-    s: Schedule, n_steps: int, spacing: str = "uniform-lambda", t_start=None, t_end=None, rho: float = 7.0
+    s: Schedule, n_steps=None, spacing: str = "uniform-lambda", t_start=None, t_end=None, rho: float = 7.0,
+    *, times=None, sigmas=None,
 ) -> np.ndarray:
     """A strictly decreasing grid of n_steps + 1 times from t_start to t_end.
 
@@ -18,7 +19,22 @@ def timesteps(
     uniform-t: equal steps in t;
     karras: sigma/alpha = e^{-lambda} spaced as (s_max^{1/rho} + i/n (s_min^{1/rho} - s_max^{1/rho}))^rho;
     quadratic: t_end + (t_start - t_end) (1 - i/n)^2, dense near the data (DDIM).
+
+    A custom grid instead: times=[t_0 > t_1 > ... > t_n] (checked and returned as float64; an
+    array passed as n_steps is taken as times), or sigmas=[...] in k-diffusion's convention
+    sigma/alpha = e^{-lambda}, mapped to t = t_of_lambda(-log sigma) (see grid_from_sigmas).
     """
+    if n_steps is not None and np.ndim(n_steps) > 0 and times is None:
+        times, n_steps = n_steps, None  # an array in n_steps' place is a grid of times
+    if times is not None or sigmas is not None:
+        custom = "times" if times is not None else "sigmas"
+        clash = [k for k, v in (("n_steps", n_steps), ("t_start", t_start), ("t_end", t_end)) if v is not None]
+        clash += ["sigmas"] * (times is not None and sigmas is not None) + ["spacing"] * (spacing != "uniform-lambda")
+        if clash:
+            raise ValueError(f"a custom grid ({custom}) fixes every time itself: it takes no {', '.join(clash)}")
+        return check_grid(s, times) if times is not None else grid_from_sigmas(s, sigmas)
+    if n_steps is None:
+        raise ValueError("n_steps is required (or pass a custom grid as times= or sigmas=)")
     if isinstance(n_steps, bool) or not float(n_steps).is_integer() or int(n_steps) < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
     n = int(n_steps)
@@ -57,3 +73,92 @@ def timesteps(
             f"{n} steps of {spacing!r} spacing on [{t1}, {t0}] are too fine to be distinct in float64"
         )
     return ts
+
+
+def check_grid(s: Schedule, times, name: str = "times") -> np.ndarray:
+    """times as a float64 grid, checked: 1-D, at least 2 entries, finite, strictly decreasing,
+    inside [s.t_lo, s.t_hi] with finite lambda at every time. ValueError naming `name` otherwise."""
+    try:
+        ts = np.array(times, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got {times!r}") from None
+    if ts.ndim != 1 or len(ts) < 2:
+        raise ValueError(f"{name} must be a 1-D grid of at least 2 times, got shape {ts.shape}")
+    if not np.all(np.isfinite(ts)):
+        raise ValueError(f"{name} contains NaN or inf")
+    bad = np.flatnonzero(np.diff(ts) >= 0)
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"{name} must be strictly decreasing (sampling runs from noise toward data): "
+            f"{name}[{i}] = {ts[i]} <= {name}[{i + 1}] = {ts[i + 1]}"
+        )
+    lo, hi = getattr(s, "t_lo", -np.inf), getattr(s, "t_hi", np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.asarray(s.lambda_(ts), dtype=np.float64)
+    outside = (ts < lo) | (ts > hi) | ~np.isfinite(lam)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"{name}[{i}] = {ts[i]} leaves the schedule's range [{lo}, {hi}] where lambda is finite"
+        )
+    return ts
+
+
+def reaches_data(s: Schedule) -> bool:
+    """Whether the schedule's noise vanishes at its data end: sigma(t_lo) = 0 < alpha(t_lo), so a
+    k-diffusion grid for it may end with sigma = 0."""
+    lo = getattr(s, "t_lo", None)
+    if lo is None or not np.isfinite(lo):
+        return False
+    with np.errstate(all="ignore"):
+        return float(s.sigma(lo)) == 0.0 and float(s.alpha(lo)) > 0.0
+
+
+def grid_from_sigmas(s: Schedule, sigmas, trailing_zero: str = "drop") -> np.ndarray:
+    """The times of a k-diffusion sigma grid under schedule s: t_i = t_of_lambda(-log sigma_i), where
+    k-diffusion's sigma is our sigma/alpha = e^{-lambda} (the two coincide when alpha = 1).
+
+    A final sigma = 0 is k-diffusion's last step onto the data (x <- x0_hat(x, sigma_{n-1})); no time
+    of ours has lambda = inf, so it is only accepted where the schedule reaches sigma = 0
+    (reaches_data) and trailing_zero="drop" removes it: the grid ends at the last positive sigma, and
+    the equivalent of that last step is model.denoise(traj.sample, ts[-1]).
+    trailing_zero="error" refuses it.
+    """
+    if trailing_zero not in ("drop", "error"):
+        raise ValueError(f"trailing_zero must be 'drop' or 'error', got {trailing_zero!r}")
+    try:
+        sg = np.array(sigmas, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigmas must be a 1-D sequence of numbers, got {sigmas!r}") from None
+    if sg.ndim != 1:
+        raise ValueError(f"sigmas must be 1-D, got shape {sg.shape}")
+    if len(sg) and sg[-1] == 0.0:
+        if trailing_zero == "error":
+            raise ValueError("sigmas ends with 0 (k-diffusion's final step to the data); trailing_zero='error' refuses it")
+        if not reaches_data(s):
+            raise ValueError(
+                f"sigmas ends with 0, but schedule {getattr(s, 'name', s)!r} never reaches sigma = 0 "
+                f"(sigma(t_lo={s.t_lo}) = {float(s.sigma(s.t_lo)):.4g}): no time has that noise level"
+            )
+        sg = sg[:-1]
+    if not np.all(np.isfinite(sg)) or np.any(sg <= 0):
+        raise ValueError("sigmas must be positive and finite (a 0 is allowed only as the last entry)")
+    if len(sg) < 2:
+        raise ValueError(f"sigmas must hold at least 2 positive values, got {len(sg)}")
+    if np.any(np.diff(sg) >= 0):
+        raise ValueError("sigmas must be strictly decreasing")
+    return check_grid(s, s.t_of_lambda(-np.log(sg)), name="times of sigmas")
+
+
+def sigmas_of(s: Schedule, ts, trailing_zero: bool = False) -> np.ndarray:
+    """k-diffusion's sigma grid for our times: sigma_i = sigma(t_i) / alpha(t_i) = e^{-lambda(t_i)}.
+    trailing_zero=True appends k-diffusion's final 0 (a last step onto the data that our grid
+    does not take), only where the schedule reaches sigma = 0."""
+    ts = check_grid(s, ts, name="ts")
+    out = np.exp(-np.asarray(s.lambda_(ts), dtype=np.float64))
+    if trailing_zero:
+        if not reaches_data(s):
+            raise ValueError(f"trailing_zero: schedule {getattr(s, 'name', s)!r} never reaches sigma = 0")
+        out = np.append(out, 0.0)
+    return out
