@@ -1,7 +1,7 @@
 """diffusion-explorer's core: exact Gaussian-mixture targets, schedules, time grids,
 samplers and metrics. Pure numpy/torch: no UI imports here."""
 
-from . import experiments, guidance, hallucination, metrics, models, sampling, schedules, solvers, stability, targets
+from . import datasets, experiments, guidance, hallucination, image_models, metrics, models, sampling, schedules, solvers, stability, targets
 from .mixture import GaussianMixture
 from .models import AnalyticModel, DenoiserModel
 from .sampling import reference, sample
@@ -10,5 +10,5 @@ from .trajectory import Trajectory
 
 __all__ = [
     "AnalyticModel", "DenoiserModel", "GaussianMixture", "SPACINGS", "Trajectory",
-    "experiments", "guidance", "hallucination", "metrics", "models", "reference", "sample", "schedules", "solvers", "stability", "targets", "timesteps",
+    "datasets", "experiments", "guidance", "hallucination", "image_models", "metrics", "models", "reference", "sample", "schedules", "solvers", "stability", "targets", "timesteps",
 ]
