@@ -74,7 +74,10 @@ class AnalyticModel(DenoiserModel):
 
     def denoise(self, x, t):
         """E[x0 | x_t = x], exact."""
-        return self.target.noised(x, self.schedule.alpha(t), self.schedule.sigma(t), need=("x0",))["x0"]
+        a = self.schedule.alpha(t)
+        if np.ndim(a) == 0 and float(a) == 0.0:  # x_t holds nothing of x0 (e.g. a point-mass base): the prior mean
+            return np.broadcast_to(self.target.mean(), np.shape(x)).copy()
+        return self.target.noised(x, a, self.schedule.sigma(t), need=("x0",))["x0"]
 
     def log_prob(self, x, t):
         """log p_t(x), the exact noised marginal density."""

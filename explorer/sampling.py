@@ -115,6 +115,11 @@ def sample(
     spec = solvers.spec(solver)
     opts = spec.resolve(options)
     x_T, ts = _check_inputs(model, x_T, ts)
+    if solver != "interpolant-sde" and float(model.schedule.sigma(ts[0])) == 0.0:
+        raise ValueError(
+            f"ts[0] = {ts[0]} is where sigma = 0 (a point-mass base): solver {solver!r} cannot start there; "
+            "use solver='interpolant-sde' with a non-zero diffusion, or start at a t where sigma > 0"
+        )
     if isinstance(corrector_steps, bool) or not float(corrector_steps).is_integer() or corrector_steps < 0:
         raise ValueError(f"corrector_steps must be a non-negative integer, got {corrector_steps!r}")
     corrector_steps = int(corrector_steps)

@@ -295,8 +295,14 @@ def from_alphas_cumprod(alphas_cumprod, **kwargs) -> Discrete:
 _SCHEDULES = {cls.name: cls for cls in (VPLinear, VPCosine, VE, EDM, RectifiedFlow)}
 
 
+def _named() -> dict:
+    from .interpolants import NAMED  # trigonometric, point-mass (see explorer/interpolants.py)
+
+    return {**_SCHEDULES, **NAMED}
+
+
 def names() -> list[str]:
-    return list(_SCHEDULES)
+    return list(_named())
 
 
 def get(name: str, **params) -> Schedule:
@@ -304,8 +310,8 @@ def get(name: str, **params) -> Schedule:
     if isinstance(name, Schedule):
         return name
     try:
-        cls = _SCHEDULES[name]
-    except KeyError:
+        cls = _named()[name]
+    except (KeyError, TypeError):
         raise ValueError(f"unknown schedule {name!r}; choose from {names()}") from None
     try:
         return cls(**params)

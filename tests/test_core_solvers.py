@@ -207,8 +207,8 @@ def test_order_follows_the_options():
 def test_every_api_solver_is_declared_with_a_paper():
     api = ("euler heun ddim ddpm euler-maruyama dpm-solver-2 dpm-solver-3 dpmpp-2s dpmpp-2m dpmpp-3m dpmpp-2m-sde "
            "unipc deis plms sa-solver heavy-ball ghvb bdia time-shift rk45").split()
-    assert set(api) == set(ex.solvers.names())
-    for name in api:
+    assert set(api) <= set(ex.solvers.names())  # the API's canonical names, and any added since
+    for name in ex.solvers.names():
         info = ex.solvers.info(name)
         assert len(info["reference"]) > 20 and info["summary"]
         for option in info["options"].values():
