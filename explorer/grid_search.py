@@ -6,9 +6,10 @@ objective is a sample-quality score (FID), ours is exact. On an analytic model t
 ODE's own endpoint from each start x_T is known (rk45 at tight tolerance, or the closed-form flow
 of a single Gaussian), so the objective is the RMS distance of the solver's samples to it.
 
-The grid is parametrised so that every candidate is a valid grid: its n steps in lambda are
+The grid is parametrised so that every candidate is a grid: its n steps in lambda are
 h_i = (lambda_end - lambda_start) softmax(0, z_1, ..., z_{n-1})_i, positive and summing to the
-fixed span, so the times t_i = t_of_lambda(lambda_i) decrease strictly between fixed ends. The
+fixed span, so the times t_i = t_of_lambda(lambda_i) decrease strictly between fixed ends (a
+candidate whose steps fall below float64's resolution scores inf). The
 search (scipy Nelder-Mead, derivative-free, deterministic) starts from the best standard spacing,
 fits on one seed of particles and reports the error on a held-out seed it never saw.
 """
@@ -82,6 +83,9 @@ def particles(model, x_T=1000, seed: int | None = 0, t_start=None, t_end=None, r
         x = np.array(x_T, dtype=np.float64)
         if x.ndim != 2 or not np.all(np.isfinite(x)) or len(x) == 0:
             raise ValueError(f"x_T must be a finite (N, D) array or a particle count, got shape {x.shape}")
+        dim = getattr(model, "dim", None)
+        if dim is not None and x.shape[1] != dim:
+            raise ValueError(f"x_T must have shape (N, {dim}) for this model, got {x.shape}")
     if reference == "auto":
         reference = "exact" if _has_exact_flow(model) else "rk45"
     if reference == "exact":
@@ -249,6 +253,14 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
     if n_steps is None:
         per = _solvers.info(solver)["nfe_per_step"]
         raise ValueError(f"nfe = {nfe}: solver {solver!r} spends {per} evaluations per step, so nfe must be a positive multiple of {per}")
+    if start is not None and start not in SPACINGS:
+        raise ValueError(f"start must be one of {list(SPACINGS)} or None, got {start!r}")
+    n_params = n_steps - 1
+    max_evals = max(200, 150 * n_params) if max_evals is None else int(max_evals)
+    if max_evals < 1:
+        raise ValueError(f"max_evals must be positive, got {max_evals}")
+    if not (progress in (None, True, False) or callable(progress)):
+        raise ValueError(f"progress must be a callable, True or None, got {progress!r}")
     s = model.schedule
     ends = timesteps(s, 1, t_start=t_start, t_end=t_end)
     t0, t1 = float(ends[0]), float(ends[-1])
@@ -257,15 +269,10 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
         if fit.seed is None:
             raise ValueError("holdout is required when fit particles were given as an array (no seed to step from)")
         holdout = (len(fit), fit.seed + 1)
-    holdout = _as_particles(model, holdout, None, t0, t1, reference, "holdout")
-    if fit.seed is not None and fit.seed == holdout.seed:
+    holdout_seed = holdout[1] if isinstance(holdout, tuple) and len(holdout) == 2 else getattr(holdout, "seed", None)
+    if fit.seed is not None and fit.seed == holdout_seed:
         raise ValueError(f"holdout must be drawn from another seed than fit (both {fit.seed})")
-    if start is not None and start not in SPACINGS:
-        raise ValueError(f"start must be one of {list(SPACINGS)} or None, got {start!r}")
-    n_params = n_steps - 1
-    max_evals = max(200, 150 * n_params) if max_evals is None else int(max_evals)
-    if max_evals < 1:
-        raise ValueError(f"max_evals must be positive, got {max_evals}")
+    holdout = _as_particles(model, holdout, None, t0, t1, reference, "holdout")
     total = len(SPACINGS) + max_evals
     report, close = _progress(progress, total)
 
