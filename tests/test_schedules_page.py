@@ -1,0 +1,158 @@
+"""Schedules page: its figures carry the right numbers (the conversion map keeps lambda, the linked
+paths' slider shows the states of the same step, the lazy schedule's drift is zero for a Gaussian,
+the exported grid round-trips), and the Streamlit page runs headless by AppTest, cached controls
+answering well under a second."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import explorer as ex
+from explorer import interpolants as I
+from explorer.figures import schedules as F
+from explorer.timesteps import sigmas_of
+
+from apptest import assert_clean, open_app
+
+PAGE = "app_pages/schedules.py"
+NAMES = ex.schedules.names()
+
+
+def _trace(fig, name=None, col=None):
+    out = [t for t in fig.data if (name is None or t.name == name) and (col is None or t.xaxis == ("x" if col == 1 else f"x{col}"))]
+    assert out, f"no trace {name!r} in column {col}"
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(NAMES), st.sampled_from(NAMES))
+def test_conversion_map_keeps_the_log_snr(name_a, name_b):
+    a, b = ex.schedules.get(name_a), ex.schedules.get(name_b)
+    fig = F.conversion_map(a, b, name_a, name_b, grid=ex.timesteps(a, 8))
+    line = _trace(fig, "t → t′")[0]
+    t, t2 = np.asarray(line.x, dtype=np.float64), np.asarray(line.y, dtype=np.float64)
+    ok = np.isfinite(t2)
+    assert ok.sum() > 0.5 * len(t)  # every pair of named schedules shares most of its log-SNR range
+    assert np.allclose(b.lambda_(t2[ok]), a.lambda_(t[ok]), rtol=1e-9, atol=1e-9)
+    scale = np.asarray(_trace(fig, "α′/α")[0].y, dtype=np.float64)
+    assert np.allclose(scale[ok], b.alpha(t2[ok]) / a.alpha(t[ok]), rtol=1e-12)
+    # x' / alpha' = x / alpha: the scale times x / alpha' is x / alpha
+    assert np.allclose(scale[ok] / b.alpha(t2[ok]), 1 / a.alpha(t[ok]), rtol=1e-12)
+    # where B cannot reach A's log-SNR the map is blank, not extrapolated
+    with np.errstate(divide="ignore"):
+        lam_b_min = float(b.lambda_(b.t_hi)) if np.isfinite(b.t_hi) else -np.inf
+    assert np.all(~ok == (a.lambda_(t) < lam_b_min - 1e-12)) or ok.all()
+
+
+def test_conversion_map_of_ve_to_edm_is_the_identity_in_time():
+    fig = F.conversion_map(ex.schedules.get("ve"), ex.schedules.get("edm"))
+    line = _trace(fig, "t → t′")[0]
+    assert np.allclose(line.y, line.x, rtol=1e-12)
+    assert np.allclose(_trace(fig, "α′/α")[0].y, 1.0)
+
+
+def test_curves_carry_each_schedules_coefficients():
+    a, b = ex.schedules.get("vp-cosine"), ex.schedules.get("rectified-flow")
+    fig = F.curves({"A": a, "B": b})
+    for label, s in (("A", a), ("B", b)):
+        alpha, sigma, lam = _trace(fig, label)
+        t = np.asarray(alpha.x)
+        assert t[0] == s.t_max and t[-1] == s.t_min
+        assert np.allclose(alpha.y, s.alpha(t)) and np.allclose(sigma.y, s.sigma(t)) and np.allclose(lam.y, s.lambda_(t))
+    assert fig.layout.xaxis.type != "log"  # both live on [0, 1]
+    assert F.curves({"vp": a, "edm": ex.schedules.get("edm")}).layout.xaxis.type == "log"
+    with pytest.raises(ValueError, match="schedules"):
+        F.curves({})
+
+
+def _linked(target="gmm-1d-3modes", a="vp-linear", b="edm", steps=6, n=60):
+    gm = ex.targets.get(target)
+    sa, sb = ex.schedules.get(a), ex.schedules.get(b)
+    model = ex.AnalyticModel(gm, sa)
+    ts = ex.timesteps(sa, steps)
+    traj = ex.sample(model, model.prior_sample(n, np.random.default_rng(0), t=ts[0]), ts, "ddim")
+    other = ex.convert_path(traj, sb, from_schedule=sa)
+    return gm, {a: sa, b: sb}, {a: traj, b: other}
+
+
+@pytest.mark.parametrize("target", ["gmm-1d-3modes", "gmm-2d-ring8"])
+def test_linked_paths_highlight_the_same_step_under_both(target):
+    gm, schedules, trajs = _linked(target)
+    (a, b), n_paths = list(trajs), 12
+    fig = F.linked_paths(trajs, schedules, gm, n_paths=n_paths)
+    (slider,) = fig.layout.sliders
+    assert len(slider.steps) == len(trajs[a].t) and slider.active == len(trajs[a].t) - 1
+    k = 3
+    update, indices = slider.steps[k].args
+    assert all(fig.data[i].name == "step" for i in indices)
+    # the highlighted points of step k, by panel (x, x2, x3 are the panels' axes)
+    shown = {fig.data[i].xaxis: (np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+             for i, x, y in zip(indices, update["x"], update["y"])}
+    scale = schedules[b].alpha(trajs[b].t[k]) / schedules[a].alpha(trajs[a].t[k])
+    assert np.isclose(schedules[a].lambda_(trajs[a].t[k]), schedules[b].lambda_(trajs[b].t[k]), atol=1e-9)
+    if gm.dim == 1:
+        # panel A at A's time t_k, panel B at B's time t'_k, states scaled by alpha'/alpha
+        (ta, xa), (tb, xb) = shown["x"], shown["x2"]
+        assert np.allclose(ta, trajs[a].t[k]) and np.allclose(tb, trajs[b].t[k], rtol=1e-6)
+        assert len(xa) == n_paths and np.allclose(xb, scale * xa, rtol=1e-5)  # float32 on the wire
+        lam, z = shown["x3"]
+        assert np.allclose(lam, schedules[a].lambda_(trajs[a].t[k]), rtol=1e-6)
+        assert np.allclose(z, xa / np.hypot(schedules[a].alpha(ta[0]), schedules[a].sigma(ta[0])), rtol=1e-5)
+        # the last panel: both paths, divided by sqrt(alpha^2 + sigma^2), coincide
+        last = [t for t in fig.data if t.xaxis == "x3" and t.mode == "lines"]
+        assert len(last) == 2 and np.allclose(last[0].y, last[1].y, rtol=1e-4, atol=1e-5, equal_nan=True)
+    else:
+        xa, xb = np.stack(shown["x"], axis=1), np.stack(shown["x2"], axis=1)
+        assert len(xa) == n_paths and np.allclose(xb, scale * xa, rtol=1e-5)
+        states = np.asarray(trajs[a].x[k])
+        assert all(np.any(np.all(np.isclose(states, p, rtol=1e-6, atol=1e-6), axis=1)) for p in xa)  # A's own states
+    with pytest.raises(ValueError, match="at least two"):
+        F.linked_paths({a: trajs[a]}, {a: schedules[a]})
+
+
+def test_lazy_schedule_drift_is_zero_for_a_gaussian_and_labelled():
+    gm = ex.GaussianMixture(np.zeros((1, 2)), np.array([2.0]))
+    curves = {}
+    for name, s, diffusion in (("vp-linear", ex.schedules.get("vp-linear"), "zero"),
+                               ("lazy", I.lazy(gm), "zero"), ("lazy point-mass", I.lazy(gm, stochastic=True), "optimal")):
+        model = ex.AnalyticModel(gm, s)
+        ts = ex.timesteps(s, 8)
+        x = model.prior_sample(200, np.random.default_rng(1), t=ts[0], exact=True)
+        drift = np.array([F.mean_norm(I.drift(model, x, float(t), diffusion)) for t in ts])
+        curves[name] = dict(t=ts, lam=s.lambda_(ts), drift=drift)
+    assert curves["vp-linear"]["drift"].max() > 0.5
+    assert curves["lazy"]["drift"].max() < 1e-12 and curves["lazy point-mass"]["drift"].max() < 1e-12
+    fig = F.drift_magnitude(curves)
+    names = [t.name for t in fig.data]
+    assert names == ["vp-linear", "lazy  (zero drift)", "lazy point-mass  (zero drift)"]
+    assert np.array_equal(fig.data[0].customdata, curves["vp-linear"]["drift"])
+    assert fig.layout.yaxis.type == "log" and min(fig.data[1].y) > 0  # zeros drawn at the floor of the log axis
+    with pytest.raises(ValueError, match="axis"):
+        F.drift_magnitude(curves, axis="sigma")
+
+
+def test_error_vs_nfe_lines_and_fewer_steps_arrow():
+    records = [dict(label=label, nfe=n, error=c / n**2) for label, c in (("original", 1.0), ("converted", 0.25)) for n in (4, 8, 16)]
+    fig = F.error_vs_nfe(records, [dict(error=1 / 64, nfe_from=8, nfe_to=4, label_from="original", label_to="converted")])
+    assert [t.name for t in fig.data] == ["original", "converted"]
+    assert np.allclose(fig.data[1].y, [0.25 / 16, 0.25 / 64, 0.25 / 256])
+    arrow = next(a for a in fig.layout.annotations if a.showarrow)
+    assert (arrow.x, arrow.ax) == (np.log10(4), np.log10(8))
+    assert any("8 → 4 NFE" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_grid_text_round_trips_float64():
+    s = ex.schedules.get("vp-linear")
+    ts = ex.timesteps(s, 7, "karras")
+    sigmas = sigmas_of(s, ts)
+    text = F.grid_text(ts, sigmas)
+    first, second = text.splitlines()
+    assert first.startswith("timesteps = [") and second.startswith("sigmas = [")
+    assert np.array_equal(np.array(eval(first.split("=", 1)[1])), ts)  # noqa: S307 (our own text)
+    assert np.array_equal(np.array(eval(second.split("=", 1)[1])), sigmas)  # noqa: S307
+    assert "\n" not in F.grid_text(ts)
