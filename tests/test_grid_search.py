@@ -266,3 +266,84 @@ def test_k_diffusion_runs_an_optimised_vp_grid():
     np.testing.assert_allclose(k_sample(K.sample_dpmpp_2m, model, x_T, r.sigmas), ours, rtol=0,
                                atol=1e-11 * np.abs(ours).max())
     assert r.holdout_error < r.default["holdout_error"]
+
+
+# Error against NFE: original, converted and optimised -----------------------------------------------
+
+from explorer import schedule_experiments as se  # noqa: E402
+
+
+def test_lazy_schedule_makes_euler_exact_for_a_gaussian():
+    """For data N(0, c I) the lazy (trigonometric) schedule's drift vanishes: Euler there is exact
+    at any NFE, and the converted path lands on the exact flow map of the original schedule."""
+    gm = ex.GaussianMixture(np.zeros((1, 2)), np.array([2.5]))
+    model = ex.AnalyticModel(gm, ex.schedules.get("edm"))
+    recs = se.error_vs_nfe(model, "euler", (2, 5), schedules=("lazy", "rectified-flow"), fit=(300, 0), optimise=False)
+    err = {(r["label"], r["nfe"]): r["error"] for r in recs}
+    scale = np.sqrt(2.5 * 2)  # the samples' RMS norm
+    for nfe in (2, 5):
+        assert err[("as lazy, uniform-t", nfe)] < 1e-12 * scale
+        assert err[("edm, uniform-t", nfe)] > 1e-2 * scale  # the original schedule's Euler is not
+        assert err[("as rectified-flow, uniform-t", nfe)] > 1e-3 * scale
+
+
+def test_conversion_leaves_lambda_integrators_unchanged():
+    """DPM-Solver++ on a uniform-lambda grid is one algorithm in (x / alpha, lambda): converted to any
+    schedule and back, it gives the original's error to round-off (checks the ends, scales and path
+    conversion); Euler in t does depend on the schedule."""
+    model = ex.AnalyticModel(ex.targets.get("gmm-2d-ring8"), ex.schedules.get("vp-linear"))
+    kw = dict(nfes=(3, 6), schedules=("edm", "trigonometric"), spacing="uniform-lambda", fit=(200, 0), optimise=False)
+    recs = se.error_vs_nfe(model, "dpmpp-2m", **kw)
+    for nfe in (3, 6):
+        errs = [r["error"] for r in recs if r["nfe"] == nfe]
+        assert len(errs) == 3 and np.ptp(errs) < 1e-9 * max(errs)
+        for r in recs:
+            if r["nfe"] == nfe:
+                np.testing.assert_allclose(r["ts_original"], ex.timesteps(model.schedule, nfe), rtol=1e-9)
+    euler = [r["error"] for r in se.error_vs_nfe(model, "euler", **kw) if r["nfe"] == 3]
+    assert np.ptp(euler) > 0.05 * max(euler)
+
+
+class PlainDenoiser(ex.DenoiserModel):
+    """The analytic denoiser without its class: error_vs_nfe must run it under other schedules
+    through ConvertedModel (no retraining), to the same answers."""
+
+    def __init__(self, model):
+        self.inner, self.schedule, self.target, self.dim = model, model.schedule, model.target, model.dim
+
+    def denoise(self, x, t):
+        return self.inner.denoise(x, t)
+
+    def prior_sample(self, n, rng, t=None):
+        return self.inner.prior_sample(n, rng, t=t)
+
+
+def test_error_vs_nfe_records():
+    model = ex.AnalyticModel(ex.targets.get("gmm-1d-3modes"), ex.schedules.get("edm"))
+    kw = dict(nfes=(3, 4), schedules=("trigonometric", "lazy"), fit=(300, 0), max_evals=80)
+    calls = []
+    recs = se.error_vs_nfe(model, "heun", progress=lambda *a: calls.append(a), **kw)
+    assert [r["nfe"] for r in recs] == [4, 4, 4, 4]  # heun spends 2 per step: NFE 3 is skipped
+    assert [r["kind"] for r in recs] == ["original", "converted", "converted", "optimised"]
+    assert [c[0] for c in calls] == [1, 2, 3, 4] and calls[-1][1] == 4
+    for r in recs:
+        assert np.isfinite(r["error"]) and np.isfinite(r["fit_error"]) and not r["diverged"]
+        assert len(r["ts"]) == len(r["ts_original"]) == r["n_steps"] + 1 == 3
+        assert r["ts_original"][0] == pytest.approx(model.schedule.t_max, rel=1e-9)
+    optimised, original = recs[3], recs[0]
+    assert optimised["error"] < original["error"]
+    # a model known only by its denoiser runs converted (ConvertedModel) to the same errors
+    plain = se.error_vs_nfe(PlainDenoiser(model), "heun", optimise=False, **kw)
+    np.testing.assert_allclose([r["error"] for r in plain], [r["error"] for r in recs[:3]], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [(dict(solver="ddpm"), "draws noise"), (dict(nfes=()), "nfes"), (dict(nfes=("a",)), "nfes"),
+     (dict(schedules=("nope",)), "schedules: unknown schedule"),
+     (dict(schedules=("vp-linear",), t_start=200.0), "to_schedule")],
+)
+def test_error_vs_nfe_bad_input(kwargs, words):
+    args = dict(solver="euler", nfes=(2,), fit=(50, 0), optimise=False) | kwargs
+    with pytest.raises(ValueError, match=words):
+        se.error_vs_nfe(RING, **args)
