@@ -196,7 +196,7 @@ def grid_error(model, solver: str, ts, p: Particles, **options) -> float:
     return endpoint_error(np.asarray(traj.sample), p.x_ref)
 
 
-def as_particles(model, value, seed, t_start, t_end, reference, name) -> Particles:
+def as_particles(model, value, t_start, t_end, reference, name) -> Particles:
     """value as Particles on [t_end, t_start]: Particles (checked), (n, seed), or an (N, D) array of starts."""
     if isinstance(value, Particles):
         if value.t_start != t_start or value.t_end != t_end:
@@ -207,7 +207,7 @@ def as_particles(model, value, seed, t_start, t_end, reference, name) -> Particl
             raise ValueError(f"{name} must be Particles, an (N, D) array or (n, seed), got a tuple of {len(value)}")
         n, seed = value
         return particles(model, n, seed, t_start, t_end, reference)
-    return particles(model, value, seed, t_start, t_end, reference)
+    return particles(model, value, None, t_start, t_end, reference)
 
 
 def _progress(progress, total: int):
@@ -265,7 +265,7 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
     s = model.schedule
     ends = timesteps(s, 1, t_start=t_start, t_end=t_end)
     t0, t1 = float(ends[0]), float(ends[-1])
-    fit = as_particles(model, fit, None, t0, t1, reference, "fit")
+    fit = as_particles(model, fit, t0, t1, reference, "fit")
     if holdout is None:
         if fit.seed is None:
             raise ValueError("holdout is required when fit particles were given as an array (no seed to step from)")
@@ -273,7 +273,7 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
     holdout_seed = holdout[1] if isinstance(holdout, tuple) and len(holdout) == 2 else getattr(holdout, "seed", None)
     if fit.seed is not None and fit.seed == holdout_seed:
         raise ValueError(f"holdout must be drawn from another seed than fit (both {fit.seed})")
-    holdout = as_particles(model, holdout, None, t0, t1, reference, "holdout")
+    holdout = as_particles(model, holdout, t0, t1, reference, "holdout")
     total = len(SPACINGS) + max_evals
     report, close = _progress(progress, total)
 

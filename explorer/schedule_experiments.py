@@ -100,12 +100,12 @@ def error_vs_nfe(model, solver: str = "euler", nfes=(4, 6, 8, 10, 12), schedules
     names = {id(a): a.name, **{id(b): spec if isinstance(spec, str) else b.name for spec, b in zip(schedules, others)}}
     ends = timesteps(a, 1, t_start=t_start, t_end=t_end)
     t0, t1 = float(ends[0]), float(ends[-1])
-    fit_p = gs.as_particles(model, fit, None, t0, t1, reference, "fit")
+    fit_p = gs.as_particles(model, fit, t0, t1, reference, "fit")
     if holdout is None:
         if fit_p.seed is None:
             raise ValueError("holdout is required when fit particles were given as an array")
         holdout = (len(fit_p), fit_p.seed + 1)
-    hold_p = gs.as_particles(model, holdout, None, t0, t1, reference, "holdout")
+    hold_p = gs.as_particles(model, holdout, t0, t1, reference, "holdout")
     # Every converted schedule must reach the original's signal-to-noise range; checked before any run.
     moved = {id(b): (converted_particles(fit_p, a, b), converted_particles(hold_p, a, b)) for b in others}
 
