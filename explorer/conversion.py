@@ -148,6 +148,19 @@ class ConvertedModel(DenoiserModel):
         return f"ConvertedModel({self.model!r}, {self.schedule!r})"
 
     def denoise(self, x, t):
-        t_a = float(convert_time(self.schedule, self.model.schedule, float(t)))
-        c = float(state_scale(self.schedule, self.model.schedule, float(t), t_a))
+        if np.ndim(t) == 0:
+            t_a = float(convert_time(self.schedule, self.model.schedule, float(t)))
+            return self.model.denoise(x * float(state_scale(self.schedule, self.model.schedule, float(t), t_a)), t_a)
+        # one time per particle: the scale as a column broadcasting over x's trailing dimensions
+        t_a = np.asarray(convert_time(self.schedule, self.model.schedule, t), dtype=np.float64)
+        (c,) = self._coeffs_like(np.asarray(state_scale(self.schedule, self.model.schedule, t, t_a)), x)
         return self.model.denoise(x * c, t_a)
+
+    @staticmethod
+    def _coeffs_like(values, x):
+        out = np.reshape(values, (-1,) + (1,) * (x.ndim - 1))
+        if not isinstance(x, np.ndarray):
+            import torch
+
+            out = torch.as_tensor(out, dtype=x.dtype, device=x.device)
+        return (out,)

@@ -256,7 +256,13 @@ class Tabulated(Schedule):
             raise ValueError("t, alpha and sigma must be finite")
         if not np.all(np.diff(t) > 0):
             raise ValueError("t must increase strictly")
-        super().__init__(t[0] if t_min is None else t_min, t[-1] if t_max is None else t_max, t[0], t[-1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            finite = np.flatnonzero(np.isfinite(np.log(a) - np.log(s)))  # default interval: finite lambda
+        if len(finite) < 2:
+            raise ValueError("the table needs at least two entries with alpha > 0 and sigma > 0")
+        t_min = t[finite[0]] if t_min is None else t_min
+        t_max = t[finite[-1]] if t_max is None else t_max
+        super().__init__(t_min, t_max, t[0], t[-1])
         self.table = (t, a, s)
         self._a, self._s = PchipInterpolator(t, a), PchipInterpolator(t, s)
         self._da, self._ds = self._a.derivative(), self._s.derivative()
@@ -307,6 +313,8 @@ def diffusion_coefficient(schedule: Schedule, t, diffusion="optimal", scale: flo
     (scale * eps*(t); eps* equals the schedule's own g^2/2, so this is also "proportional to the
     natural one"), or a callable eps(t) >= 0."""
     t = _f64(t)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) or not scale >= 0:
+        raise ValueError(f"scale must be a non-negative number, got {scale!r}")
     if callable(diffusion):
         out = _f64(diffusion(t)) + 0.0 * t
     elif diffusion == "zero":
@@ -317,8 +325,6 @@ def diffusion_coefficient(schedule: Schedule, t, diffusion="optimal", scale: flo
         out = float(scale) * optimal_diffusion(schedule, t)
     else:
         raise ValueError(f"diffusion must be one of {list(DIFFUSIONS)} or a callable eps(t), got {diffusion!r}")
-    if not (np.isscalar(scale) and float(scale) >= 0):
-        raise ValueError(f"scale must be a non-negative number, got {scale!r}")
     if np.any(out < 0):
         raise ValueError(f"the diffusion coefficient must be non-negative, got {out.min()} at some t")
     return out
