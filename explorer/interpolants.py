@@ -134,6 +134,9 @@ class Interpolant(Schedule):
     def sigma(self, t):
         return _f64(self._sigma(_f64(t))) + 0.0 * _f64(t)
 
+    def __repr__(self) -> str:
+        return f"interpolants.Interpolant(name={self.name!r}, t_min={self.t_min!r}, t_max={self.t_max!r})"
+
     def beta(self, t):
         """The base's part of the noise (sigma itself when no split was given)."""
         return self.sigma(t) if self._beta is None else _f64(self._beta(_f64(t))) + 0.0 * _f64(t)
@@ -271,6 +274,9 @@ class Tabulated(Schedule):
     def params(self):
         t, a, s = self.table
         return {"n": len(t), "t": tuple(t), "alpha": tuple(a), "sigma": tuple(s), **super().params()}
+
+    def __repr__(self) -> str:
+        return f"interpolants.tabulated(<{len(self.table[0])} rows>, t_min={self.t_min!r}, t_max={self.t_max!r})"
 
     def alpha(self, t):
         return self._a(_f64(t))
