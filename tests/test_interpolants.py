@@ -299,3 +299,25 @@ def test_one_step_is_exact_under_the_lazy_schedules_for_gaussian_data():
     rf = ex.AnalyticModel(gm, ex.schedules.get("rectified-flow"))
     _, var = _moments_of_the_scheme(rf, np.array([0.999, 0.5]), ("optimal", 1.0), 0.0, 0.999**2)
     assert abs(var - (0.25 * c + 0.25)) > 0.1
+
+
+def test_the_stochastic_lazy_schedule_needs_fewer_sde_steps_on_a_near_gaussian_mixture():
+    # Euler-Maruyama with eps* on two unequal overlapping modes (1D), W2 to exact draws. Measured with
+    # 100,000 particles, steps 4/8/16/32: rectified flow 3.11, 1.55, 0.65, 0.18; the fitted point-mass
+    # schedule from its point 0.50, 0.34, 0.22, 0.13. (On three narrow separated modes, gmm-1d-3modes, it
+    # is worse: 0.56, 0.39, 0.31, 0.26 against 99, 0.21, 0.07, 0.07; lazy means near-Gaussian data.)
+    gm = ex.targets.get("gmm-1d-asym")
+    n = 20000
+    exact = gm.sample(n, 9)
+    rf, pm = ex.schedules.get("rectified-flow"), I.lazy(gm, stochastic=True)
+    m_rf, m_pm = ex.AnalyticModel(gm, rf), ex.AnalyticModel(gm, pm)
+    x_rf = m_rf.prior_sample(n, 1, exact=True)
+
+    def w2(model, x, ts):
+        out = ex.sample(model, x, ts, "interpolant-sde", rng=2).x[-1] / float(model.schedule.alpha(ts[-1]))
+        return ex.metrics.sliced_wasserstein(out, exact)
+
+    for steps in (4, 8):
+        lazy = w2(m_pm, np.zeros((n, 1)), np.linspace(1.0, pm.t_min, steps + 1))
+        original = w2(m_rf, x_rf, np.linspace(rf.t_max, rf.t_min, 2 * steps + 1))
+        assert lazy < original, (steps, lazy, original)  # n lazy steps beat 2n steps of rectified flow
