@@ -10,6 +10,8 @@ PAGES = [
     st.Page("app_pages/solver_lab.py", title="Solver lab", icon=":material/science:", url_path="solver-lab"),
     st.Page("app_pages/stability.py", title="Stability", icon=":material/blur_circular:", url_path="stability"),
     st.Page("app_pages/mode_interpolation.py", title="Mode interpolation", icon=":material/scatter_plot:", url_path="mode-interpolation"),
+    st.Page("app_pages/images.py", title="Images", icon=":material/image:", url_path="images"),
+    st.Page("app_pages/schedules.py", title="Schedules", icon=":material/schedule:", url_path="schedules"),
 ]
 
 st.navigation(PAGES).run()

@@ -18,8 +18,10 @@ from explorer.figures import schedules as F
 from explorer.timesteps import sigmas_of
 
 from apptest import assert_clean, open_app
+from test_browser import browser, server  # noqa: F401  (fixtures)
 
 PAGE = "app_pages/schedules.py"
+DRIFTS = ("probability-flow ODE (ε = 0)", "optimal SDE (ε = ε*)")
 NAMES = ex.schedules.names()
 
 
@@ -138,12 +140,17 @@ def test_lazy_schedule_drift_is_zero_for_a_gaussian_and_labelled():
 
 def test_error_vs_nfe_lines_and_fewer_steps_arrow():
     records = [dict(label=label, nfe=n, error=c / n**2) for label, c in (("original", 1.0), ("converted", 0.25)) for n in (4, 8, 16)]
-    fig = F.error_vs_nfe(records, [dict(error=1 / 64, nfe_from=8, nfe_to=4, label_from="original", label_to="converted")])
-    assert [t.name for t in fig.data] == ["original", "converted"]
+    records += [dict(label="worse", nfe=n, error=2.0 / n**2) for n in (4, 8, 16)]
+    fewer = F.fewer_steps(records, "original")
+    # converted at 8 NFE (0.25/64) beats original at 16 (1/256): the saving 16 -> 8; "worse" never does
+    assert fewer == [dict(error=1 / 256, nfe_from=16, nfe_to=8, label_from="original", label_to="converted")]
+    fig = F.error_vs_nfe(records, fewer)
+    assert [t.name for t in fig.data] == ["original", "converted", "worse"]
     assert np.allclose(fig.data[1].y, [0.25 / 16, 0.25 / 64, 0.25 / 256])
     arrow = next(a for a in fig.layout.annotations if a.showarrow)
-    assert (arrow.x, arrow.ax) == (np.log10(4), np.log10(8))
-    assert any("8 → 4 NFE" in (a.text or "") for a in fig.layout.annotations)
+    assert (arrow.ax, arrow.x, arrow.y) == (np.log10(16), np.log10(8), np.log10(1 / 256))
+    assert arrow.arrowcolor == fig.data[1].line.color
+    assert any("16 → 8 NFE" in (a.text or "") for a in fig.layout.annotations)
 
 
 def test_grid_text_round_trips_float64():
@@ -156,3 +163,95 @@ def test_grid_text_round_trips_float64():
     assert np.array_equal(np.array(eval(first.split("=", 1)[1])), ts)  # noqa: S307 (our own text)
     assert np.array_equal(np.array(eval(second.split("=", 1)[1])), sigmas)  # noqa: S307
     assert "\n" not in F.grid_text(ts)
+
+
+# The page, headless (AppTest) and in a real browser.
+
+
+def _open(**query):
+    """The page opened with these query parameters. open_app runs the default page first, whose
+    widgets share some keys (solver, steps, n) with other options: one more run lets this page's own
+    widgets take the URL's values, as a browser opening /schedules?... does at once (see the browser test)."""
+    at = open_app(PAGE, **query)
+    at.run()
+    return at
+
+
+def test_page_renders_clean_with_defaults():
+    at = open_app(PAGE)
+    assert_clean(at)
+    assert at.title[0].value == "Schedules"
+    assert len(at.get("plotly_chart")) >= 4
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["NFE under A"] == "12"
+    gap = float(metrics["dpmpp-2m under B vs the converted path"])
+    assert gap < 1e-10  # DPM-Solver++ steps in lambda: it commutes with the conversion
+    assert "timesteps = [" in at.code[0].value and "sigmas = [" in at.code[0].value
+
+
+@pytest.mark.parametrize("query", [
+    dict(target="gmm-2d-ring8", a="rectified-flow", b="vp-cosine", path_solver="heun", path_steps="8", drift="optimal SDE (ε = ε*)",
+         sweep_nfes="4, 8", convert_to="trigonometric"),
+    dict(a="edm", b="lazy (fitted to the target)", path_solver="euler", spacing="karras", drift_axis="t", grid_nfe="6",
+         sweep_nfes="6, 12"),
+])
+def test_page_opens_from_the_url(query):
+    at = _open(**query)
+    assert_clean(at)
+    assert at.sidebar.selectbox(key="a").value == query["a"] and at.sidebar.selectbox(key="b").value == query["b"]
+    gap = float(next(m.value for m in at.metric if m.label.endswith("vs the converted path")))
+    assert gap > 1e-3  # Heun and Euler step in t: under another clock they take another path
+    assert next(m.value for m in at.metric if m.label == "NFE under A") == str(2 * int(query.get("path_steps", 12)) if query["path_solver"] == "heun" else 12)
+
+
+def test_bad_input_is_an_error_not_a_traceback():
+    at = _open(custom="true", **{"gmm-1d-3modes.modes": "1, -2"})
+    assert not at.exception
+    assert at.error and "std" in at.error[0].value.lower()
+
+
+def test_a_control_change_reruns_fast_once_cached():
+    at = _open()
+    assert_clean(at)
+    for key, values in (("drift_axis", ("t", "lambda")), ("time_axis", ("log", "auto")), ("drift", list(DRIFTS)[::-1])):
+        for value in values:  # first visits: computed and cached
+            at.radio(key=key).set_value(value).run()
+            assert_clean(at)
+    took = []
+    for value in ("t", "lambda", "t"):  # cached now: the best of three, so a busy machine does not decide
+        at.radio(key="drift_axis").set_value(value)
+        start = time.perf_counter()
+        at.run()
+        took.append(time.perf_counter() - start)
+        assert_clean(at)
+    assert min(took) < 1.0, took
+
+
+def test_page_in_a_browser(server, browser):  # noqa: F811
+    """The page opened from a URL in headless Chromium: every chart drawn, no exception, the URL's
+    solver taken at once; the slider of the linked paths moves in the browser. Saves artifacts/schedules.png."""
+    from urllib.parse import urlencode
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_browser import _no_exception, _open, _shot
+
+    query = {"path_solver": "heun", "path_steps": "10", "sweep_nfes": "4, 8, 16"}
+    _open(browser, f"{server}/schedules?{urlencode(query)}", charts=6, timeout=180)
+    main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]')
+    WebDriverWait(browser, 120, poll_frequency=0.5).until(lambda d: "timesteps = [" in main.text)  # the last section
+    _no_exception(browser)
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Schedules")
+    text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    assert "heun under B vs the converted path" in text and "timesteps = [" in text
+    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    for title in ("The schedules", "The conversion map", "The same particles", "Drift magnitude", "Error against NFE"):
+        assert title in titles
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('.js-plotly-plot .slider-container text')].map(e => e.textContent);")
+    assert any(s.startswith("step 10") for s in shown)
+    browser.set_window_size(1400, 4200)  # the whole page in one picture
+    time.sleep(1.5)
+    _shot(browser, "schedules")
+    browser.set_window_size(1400, 1000)

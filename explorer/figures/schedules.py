@@ -302,34 +302,52 @@ def drift_magnitude(curves: dict, axis: str = "lambda", log_y: bool = True, titl
     return fig
 
 
-def error_vs_nfe(records, fewer_steps=None, title: str | None = None, height: int = 420) -> go.Figure:
+def fewer_steps(records, base: str) -> list[dict]:
+    """Where another option buys fewer steps than `base` (a record label): for each other label, the
+    base run at NFE N and the fewest NFE n < N at which that label's error is no larger, the largest
+    saving N / n (then the largest N). Records: dicts with label, nfe, error (measured NFEs only)."""
+    base_rows = [r for r in records if r["label"] == base and np.isfinite(r["error"])]
+    out = []
+    for label in dict.fromkeys(r["label"] for r in records):
+        if label == base:
+            continue
+        rows = [r for r in records if r["label"] == label and np.isfinite(r["error"])]
+        best = None
+        for b in base_rows:
+            cheaper = [r["nfe"] for r in rows if r["nfe"] < b["nfe"] and r["error"] <= b["error"]]
+            if cheaper and (best is None or (b["nfe"] / min(cheaper), b["nfe"]) > (best["nfe_from"] / best["nfe_to"], best["nfe_from"])):
+                best = dict(error=b["error"], nfe_from=b["nfe"], nfe_to=min(cheaper), label_from=base, label_to=label)
+        if best is not None:
+            out.append(best)
+    return out
+
+
+def error_vs_nfe(records, fewer=None, title: str | None = None, height: int = 440) -> go.Figure:
     """Error against NFE, one line per record label (e.g. original, converted, optimised): records are
-    dicts with label, nfe, error. fewer_steps: optional list of dicts (error, nfe_from, nfe_to,
-    label_from, label_to) drawn as arrows where one option reaches an error in fewer steps."""
+    dicts with label, nfe, error. fewer: dicts (error, nfe_from, nfe_to, label_from, label_to), e.g. from
+    fewer_steps, drawn as arrows at that error from nfe_from back to nfe_to in label_to's colour."""
     fig = go.Figure()
     labels = list(dict.fromkeys(r["label"] for r in records))
     for k, label in enumerate(labels):
         rows = sorted((r for r in records if r["label"] == label), key=lambda r: r["nfe"])
         fig.add_trace(go.Scatter(
             x=[r["nfe"] for r in rows], y=[r["error"] if np.isfinite(r["error"]) and r["error"] > 0 else None for r in rows],
-            mode="lines+markers", name=label, line=dict(color=color(k), width=2.4), marker=dict(size=7),
-            hovertemplate=f"{label}<br>NFE=%{{x}}<br>error=%{{y:.3g}}<extra></extra>",
+            mode="lines+markers", name=label, line=dict(color=color(k), width=2.4, dash="solid" if k == 0 else "dash" if "optimised" in label else "solid"),
+            marker=dict(size=7), hovertemplate=f"{label}<br>NFE=%{{x}}<br>error=%{{y:.3g}}<extra></extra>",
         ))
-    for f in fewer_steps or ():
-        fig.add_annotation(
-            x=np.log10(f["nfe_to"]), y=np.log10(f["error"]), ax=np.log10(f["nfe_from"]), ay=np.log10(f["error"]),
-            xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=1.8,
-            arrowcolor="#444", text="",
-        )
-        fig.add_annotation(
-            x=np.log10(np.sqrt(f["nfe_to"] * f["nfe_from"])), y=np.log10(f["error"]), xref="x", yref="y",
-            text=f"{f['nfe_from']:g} → {f['nfe_to']:g} NFE", showarrow=False, yshift=12, font=dict(size=11, color="#333"),
-        )
+    for f in fewer or ():
+        c = color(labels.index(f["label_to"])) if f["label_to"] in labels else "#444"
+        x0, x1, y = np.log10(f["nfe_from"]), np.log10(f["nfe_to"]), np.log10(f["error"])
+        fig.add_annotation(x=x1, y=y, ax=x0, ay=y, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=3, arrowsize=1.3, arrowwidth=2, arrowcolor=c, text="")
+        fig.add_annotation(x=0.5 * (x0 + x1), y=y, xref="x", yref="y", showarrow=False, yshift=11,
+                           text=f"{f['nfe_from']:g} → {f['nfe_to']:g} NFE", font=dict(size=11, color=c))
     nfes = sorted({r["nfe"] for r in records})
-    layout = style.base_layout(title or "Error against NFE: same model and solver, different grids / schedules", height)
+    layout = style.base_layout(title or "Error against NFE: same model and solver, other schedules and grids", height)
+    layout["legend"] = dict(orientation="v", yanchor="bottom", y=0.02, xanchor="left", x=0.01, bgcolor="rgba(255,255,255,0.8)")
     fig.update_layout(**layout,
                       xaxis=dict(title=dict(text="NFE (model evaluations)"), type="log", tickvals=nfes, ticktext=[str(n) for n in nfes]),
-                      yaxis=dict(title=dict(text="error against the exact solution"), type="log", exponentformat="power"))
+                      yaxis=dict(title=dict(text="held-out error against the exact ODE endpoint"), type="log", exponentformat="power"))
     return fig
 
 
