@@ -1,4 +1,6 @@
-"""Command line: `python -m explorer train --target gmm-1d-3modes --steps N --seed S --out data/<name>.pt`."""
+"""Command line: `python -m explorer train --target gmm-1d-3modes --steps N --seed S --out data/<name>.pt`
+(an eps-MLP on a preset mixture) or `python -m explorer train --dataset digits|shapes --steps N --seed S
+[--resume CKPT]` (an image U-Net)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from pathlib import Path
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m explorer")
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train a learned eps-MLP on a preset mixture (DDPM loss)")
-    tr.add_argument("--target", required=True, help="preset name, e.g. gmm-1d-3modes")
-    tr.add_argument("--steps", type=int, default=5000)
-    tr.add_argument("--batch-size", type=int, default=2000)
+    tr = sub.add_parser("train", help="train a learned eps-MLP on a preset mixture, or an image U-Net (DDPM loss)")
+    what = tr.add_mutually_exclusive_group(required=True)
+    what.add_argument("--target", help="mixture preset name, e.g. gmm-1d-3modes")
+    what.add_argument("--dataset", choices=["digits", "shapes"], help="image dataset: train a U-Net")
+    tr.add_argument("--steps", type=int, default=None, help="total steps (default 5000 mixture, 8000 images)")
+    tr.add_argument("--batch-size", type=int, default=None, help="default 2000 mixture, 128 images")
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--n-train", type=int, default=20_000, help="fixed training-set size; 0 = fresh draws each step")
@@ -23,7 +27,18 @@ def main(argv=None):
     tr.add_argument("--beta-end", type=float, default=0.02, help="linear betas: last (DDPM: 0.02)")
     tr.add_argument("--name", default=None, help="model name (default: the target's)")
     tr.add_argument("--out", default=None, help="output .pt (default data/<name>.pt)")
+    img = tr.add_argument_group("image U-Net (--dataset)")
+    img.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights")
+    img.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    img.add_argument("--checkpoint", default=None,
+                     help="checkpoint path, written every --checkpoint-every steps (default artifacts/checkpoints/<name>.ckpt)")
+    img.add_argument("--checkpoint-every", type=int, default=500)
+    img.add_argument("--resume", default=None, help="continue from this checkpoint (same settings; --steps is the total)")
     args = parser.parse_args(argv)
+    if args.dataset is not None:
+        return _train_image(args)
+    args.steps = 5000 if args.steps is None else args.steps
+    args.batch_size = 2000 if args.batch_size is None else args.batch_size
 
     from . import learned, targets
 
@@ -37,6 +52,28 @@ def main(argv=None):
     out = learned.save(model, Path(args.out) if args.out else learned.DATA_DIR / f"{name}.pt")
     print(f"final loss (mean of the last 100 steps): {model.config['final_loss']:.5f}")
     print(f"time: {seconds:.1f} s; wrote {out}")
+
+
+def _train_image(args):
+    import torch
+
+    from . import image_training
+
+    name = args.name or args.dataset
+    root = Path(__file__).resolve().parent.parent
+    started = time.perf_counter()
+    model = image_training.train(
+        args.dataset, steps=8000 if args.steps is None else args.steps,
+        batch_size=128 if args.batch_size is None else args.batch_size, lr=args.lr, warmup=args.warmup,
+        ema_decay=args.ema, seed=args.seed, name=name, resume=args.resume,
+        checkpoint=args.checkpoint or root / "artifacts" / "checkpoints" / f"{name}.ckpt",
+        checkpoint_every=args.checkpoint_every)
+    seconds = time.perf_counter() - started
+    out = image_training.save(model, Path(args.out) if args.out else root / "data" / f"{name}.pt")
+    print(f"final loss (mean of the last 200 steps): {model.config['final_loss']:.5f}")
+    tr = model.config["training"]
+    print(f"time: {seconds:.1f} s wall this run; in total {tr['seconds']:.1f} s wall, {tr['cpu_seconds']:.1f} s CPU, "
+          f"on {torch.get_num_threads()} torch thread(s); wrote {out}")
 
 
 if __name__ == "__main__":

@@ -148,3 +148,107 @@ def _logsumexp(z):
     m = np.max(z, axis=1)
     m = np.where(np.isfinite(m), m, 0.0)
     return m + np.log(np.sum(np.exp(z - m[:, None]), axis=1))
+
+
+# Learned U-Nets (explorer/unet.py, trained by explorer/image_training.py, shipped in data/).
+
+PRETRAINED = ("digits", "shapes")
+
+
+def training_set(data: dict) -> np.ndarray:
+    """The training images a model's config names: {"dataset": "digits"} or {"dataset": "shapes", "n", "seed", "panel"}."""
+    from . import datasets
+
+    kind = data.get("dataset")
+    if kind == "digits":
+        return datasets.digits()[0]
+    if kind == "shapes":
+        return datasets.shapes(data["n"], seed=data["seed"], panel=data["panel"])[0]
+    raise ValueError(f"dataset must be 'digits' or 'shapes', got {kind!r}")
+
+
+class UNetModel(DenoiserModel):
+    """A trained U-Net seen through the four model methods. It predicts v = alpha eps - sigma x0
+    (or eps), so x0_hat = alpha x_t - sigma v_hat and eps_hat = sigma x_t + alpha v_hat (VP:
+    alpha^2 + sigma^2 = 1). Torch in gives torch out (same dtype and device); numpy in gives
+    float64 numpy out. The network runs in float32 on CPU, at continuous t (the table's index)."""
+
+    def __init__(self, net, schedule: Discrete, config: dict, history=None):
+        self.net = net.eval()
+        self.schedule = schedule
+        self.config = dict(config)
+        self.history = list(history or [])
+        self.name = self.config["name"]
+        self.dataset = self.config["data"]["dataset"]
+        self.image_shape = tuple(self.config["image_shape"])
+        self.prediction = self.config["prediction"]
+        self._train_images = None
+
+    def __repr__(self) -> str:
+        return (f"UNetModel(name={self.name!r}, image_shape={self.image_shape}, prediction={self.prediction!r}, "
+                f"steps={len(self.history)})")
+
+    def train_images(self) -> np.ndarray:
+        """The training set (N, C, H, W) float32 in [-1, 1], rebuilt from the config."""
+        if self._train_images is None:
+            self._train_images = training_set(self.config["data"])
+        return self._train_images.copy()
+
+    def _check_x(self, x):
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
+
+    def _net_out(self, x, t):
+        """The network's raw output (v or eps) on x (numpy or torch) at t (scalar or per particle)."""
+        import torch
+
+        self._check_x(x)
+        n = x.shape[0]
+        tt = torch.as_tensor(np.broadcast_to(np.asarray(t, dtype=np.float32), (n,)).copy())
+        if isinstance(x, np.ndarray):
+            with torch.no_grad():
+                return self.net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), tt).numpy().astype(
+                    np.result_type(x.dtype, np.float32))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            xin = x.to("cpu", torch.float32)
+            out = self.net(xin if x.requires_grad else xin.detach(), tt)
+        return out.to(device=x.device, dtype=x.dtype)
+
+    def denoise(self, x, t):
+        """x0_hat = alpha x - sigma v_hat (v-prediction) or (x - sigma eps_hat) / alpha (eps-prediction)."""
+        a, s = self._coeffs(t, x)
+        out = self._net_out(x, t)
+        return a * x - s * out if self.prediction == "v" else (x - s * out) / a
+
+    def eps(self, x, t):
+        """eps_hat = sigma x + alpha v_hat (v-prediction) or the network's output."""
+        a, s = self._coeffs(t, x)
+        out = self._net_out(x, t)
+        return s * x + a * out if self.prediction == "v" else out
+
+    def prior_sample(self, n: int, rng, t=None):
+        """Starting points sigma(t) N(0, I) at t (default t_max), a float32 torch tensor (n, C, H, W)."""
+        t = self.schedule.t_max if t is None else float(t)
+        return prior_noise(n, self.image_shape, rng, float(self.schedule.sigma(t)))
+
+
+def load(name_or_path) -> UNetModel:
+    """A shipped image model by name ("digits", "shapes") or a .pt path written by
+    explorer.image_training.save (torch.load with weights_only=True)."""
+    import torch
+    from pathlib import Path
+
+    from .unet import UNet
+
+    path = Path(str(name_or_path))
+    if str(name_or_path) in PRETRAINED:
+        path = Path(__file__).resolve().parent.parent / "data" / f"{name_or_path}.pt"
+    if not path.exists():
+        raise ValueError(f"no image model {name_or_path!r}: not one of {list(PRETRAINED)} nor an existing .pt path")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = blob["config"]
+    net = UNet(**cfg["architecture"])
+    net.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
+                         for k, v in blob["state_dict"].items()})
+    history = blob.get("history")
+    return UNetModel(net, schedule_from_config(cfg["schedule"]), cfg, [] if history is None else history.tolist())

@@ -119,7 +119,25 @@ def save(model, path, **options):
 
 
 def load_pretrained(name):
-    """A shipped learned model by name ("gmm-1d-3modes", "gmm-2d-grid25") or a .pt path."""
+    """A shipped learned model by name ("gmm-1d-3modes", "gmm-2d-grid25": mixture MLPs;
+    "digits", "shapes": image U-Nets) or a .pt path written by either trainer."""
+    from . import image_models
+
+    if str(name) in image_models.PRETRAINED or _is_image_checkpoint(name):
+        return image_models.load(name)
     from . import learned
 
     return learned.load(name)
+
+
+def _is_image_checkpoint(path) -> bool:
+    """True for a .pt file whose config records an image model (a U-Net and its dataset)."""
+    from pathlib import Path
+
+    path = Path(str(path))
+    if path.suffix != ".pt" or not path.is_file():
+        return False
+    import torch
+
+    config = torch.load(path, map_location="cpu", weights_only=True).get("config", {})
+    return "image_shape" in config
