@@ -17,7 +17,7 @@ URL = controls.URL
 CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
 LAZY = "lazy (fitted to the target)"
 LAZY_SDE = "lazy point-mass (stochastic)"
-DRIFTS = {"probability-flow ODE (ε = 0)": "zero", "optimal SDE (ε = ε*)": "optimal"}
+DRIFTS = {"ODE": "zero", "optimal SDE": "optimal"}  # label (in the URL) -> ex.interpolants diffusion
 
 # `setup` = (target key, schedule A, schedule B, solver, spacing, steps, particles, seed): hashable for the caches.
 
@@ -30,6 +30,15 @@ def schedule_of(name: str, target_key: tuple) -> ex.schedules.Schedule:
     if name == LAZY_SDE:
         return I.lazy(controls.load_target(target_key), stochastic=True)
     return ex.schedules.get(name)
+
+
+def gaussian_key(target_key: tuple) -> tuple:
+    """The target key of N(0, c I) with the target's second moment per dimension c = (|m|^2 + tr C) / D,
+    the Gaussian whose lazy schedule is the target's (and has zero drift on it)."""
+    gm = controls.load_target(target_key)
+    mean, cov = gm.mean(), gm.covariance()
+    c = float((mean @ mean + np.trace(cov)) / gm.dim)
+    return target_key[0], (), ", ".join(["0"] * gm.dim + [repr(float(np.sqrt(c)))])
 
 
 def _model(target_key: tuple, name: str) -> ex.AnalyticModel:
@@ -208,23 +217,30 @@ else:
 # 3. Drift.
 st.subheader("How hard each schedule makes particles move")
 cols = st.columns([2, 2, 3])
-drift_label = cols[0].radio("Drift of", list(DRIFTS), key="drift", bind=URL)
-axis = cols[1].radio("Against", ["lambda", "t"], format_func=lambda v: "λ (shared)" if v == "lambda" else "t (own)",
-                     key="drift_axis", bind=URL)
+drift_label = cols[0].radio("Drift of", list(DRIFTS), key="drift", bind=URL, horizontal=True,
+                            help="ODE: the probability-flow velocity (ε = 0). Optimal SDE: v − ε* s with the statistically "
+                                 "optimal ε* = −σ² λ′(t); its lazy schedule is the point-mass one.")
+axis = cols[1].radio("Against", ["lambda", "t"], key="drift_axis", bind=URL, horizontal=True,
+                     help="lambda: one shared log-SNR axis; t: each schedule's own time.")
+on_gaussian = "N(0, c I)" == cols[2].radio(
+    "Data", ["target", "N(0, c I)"], key="drift_data", bind=URL, horizontal=True,
+    help="N(0, c I): the centred Gaussian with the target's second moment c = (|m|² + tr C) / D, on which the lazy "
+         "schedule fitted to the target moves nothing: its drift is zero to round-off.")
 diffusion = DRIFTS[drift_label]
 lazy_name = LAZY if diffusion == "zero" else LAZY_SDE
 try:
     with st.spinner("Evaluating the drift along the paths…"):
-        drift_fig = drift_figure(setup, tuple(dict.fromkeys((a, b, lazy_name))), diffusion, axis)
+        drift_setup = (gaussian_key(target_key),) + setup[1:] if on_gaussian else setup
+        drift_fig = drift_figure(drift_setup, tuple(dict.fromkeys((a, b, lazy_name))), diffusion, axis)
 except Exception as err:
     controls.report_core_error(err)
 else:
     st.plotly_chart(drift_fig, theme=None, config=CONFIG)
     lazy_s = schedule_of(lazy_name, target_key)
     st.caption(f"Mean over particles of |dx/dt| (ODE) or |v − ε s| (SDE) in each schedule's own time, along A's path "
-               f"converted to each schedule. The lazy schedule ({lazy_s!r}) is fitted to the target's second moment: for "
-               "a Gaussian target with mean 0 its drift vanishes identically; for a mixture what is left is the part "
-               "no scalar schedule can remove.")
+               f"converted to each schedule (on the data chosen on the right). The lazy schedule, `{lazy_s!r}`, is fitted "
+               "to the target's second moment: on N(0, c I) its drift vanishes identically (drawn at the floor of the log "
+               "axis, dashed); on a mixture what is left is the part no scalar schedule can remove.")
 
 # 4. Error against NFE.
 st.subheader("Where a change of clock buys fewer steps")

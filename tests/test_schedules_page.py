@@ -5,6 +5,8 @@ answering well under a second."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import numpy as np
@@ -21,7 +23,7 @@ from apptest import assert_clean, open_app
 from test_browser import browser, server  # noqa: F401  (fixtures)
 
 PAGE = "app_pages/schedules.py"
-DRIFTS = ("probability-flow ODE (ε = 0)", "optimal SDE (ε = ε*)")
+DRIFTS = ("ODE", "optimal SDE")
 NAMES = ex.schedules.names()
 
 
@@ -168,6 +170,13 @@ def test_grid_text_round_trips_float64():
 # The page, headless (AppTest) and in a real browser.
 
 
+def _array(value) -> np.ndarray:
+    """An array of a plotly JSON spec (a list, or plotly's typed {"dtype", "bdata"} encoding)."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value, dtype=np.float64)
+
+
 def _open(**query):
     """The page opened with these query parameters. open_app runs the default page first, whose
     widgets share some keys (solver, steps, n) with other options: one more run lets this page's own
@@ -190,7 +199,7 @@ def test_page_renders_clean_with_defaults():
 
 
 @pytest.mark.parametrize("query", [
-    dict(target="gmm-2d-ring8", a="rectified-flow", b="vp-cosine", path_solver="heun", path_steps="8", drift="optimal SDE (ε = ε*)",
+    dict(target="gmm-2d-ring8", a="rectified-flow", b="vp-cosine", path_solver="heun", path_steps="8", drift="optimal SDE",
          sweep_nfes="4, 8", convert_to="trigonometric"),
     dict(a="edm", b="lazy (fitted to the target)", path_solver="euler", spacing="karras", drift_axis="t", grid_nfe="6",
          sweep_nfes="6, 12"),
@@ -199,9 +208,21 @@ def test_page_opens_from_the_url(query):
     at = _open(**query)
     assert_clean(at)
     assert at.sidebar.selectbox(key="a").value == query["a"] and at.sidebar.selectbox(key="b").value == query["b"]
+    for key in ("drift", "drift_axis"):
+        if key in query:
+            assert at.radio(key=key).value == query[key]
     gap = float(next(m.value for m in at.metric if m.label.endswith("vs the converted path")))
     assert gap > 1e-3  # Heun and Euler step in t: under another clock they take another path
     assert next(m.value for m in at.metric if m.label == "NFE under A") == str(2 * int(query.get("path_steps", 12)) if query["path_solver"] == "heun" else 12)
+
+
+def test_lazy_drift_is_flat_zero_on_the_gaussian_of_the_target():
+    at = _open(drift_data="N(0, c I)")
+    assert_clean(at)
+    chart = next(c for c in at.get("plotly_chart") if "Drift magnitude" in c.proto.spec)
+    traces = {t["name"]: _array(t["customdata"]) for t in json.loads(chart.proto.spec)["data"]}
+    assert np.abs(traces["lazy (fitted to the target)  (zero drift)"]).max() < 1e-12
+    assert traces["vp-linear"].max() > 0.1 and traces["edm"].max() > 0.1
 
 
 def test_bad_input_is_an_error_not_a_traceback():
