@@ -282,7 +282,7 @@ def drift_magnitude(curves: dict, axis: str = "lambda", log_y: bool = True, titl
     for k, (label, c) in enumerate(curves.items()):
         x = np.asarray(c["lam"] if axis == "lambda" else c["t"], dtype=np.float64)
         y = np.asarray(c["drift"], dtype=np.float64)
-        zero = bool(np.all(y[np.isfinite(y)] <= 1e-12 * max(1.0, max(positives, default=1.0))))
+        zero = bool(np.all(y[np.isfinite(y)] <= 1e-9 * max(1.0, max(positives, default=1.0))))  # round-off of the largest
         shown = np.maximum(y, floor) if log_y else y
         fig.add_trace(go.Scatter(
             x=x, y=shown, mode="lines+markers", name=label + ("  (zero drift)" if zero else ""),
