@@ -5,7 +5,7 @@ update it in place). Plotly only: explorer/__init__.py does not import this pack
 so the core runs without plotly.
 """
 
-from . import hallucination, schedules, stability
+from . import hallucination, images, schedules, stability
 from .metrics import path_error
 from .solver_lab import (
     distance_vs_nfe, guidance_failure, side_by_side, solver_rows, solver_table, step_errors, work_precision,
@@ -14,7 +14,7 @@ from .time_axis import TIME_AXES
 from .trajectories import density_heatmap_1d, final_histogram_1d, final_samples_2d, particles_2d
 
 __all__ = [
-    "sync", "hallucination", "schedules", "stability", "TIME_AXES", "density_heatmap_1d", "final_histogram_1d", "final_samples_2d", "particles_2d", "path_error",
+    "sync", "hallucination", "images", "schedules", "stability", "TIME_AXES", "density_heatmap_1d", "final_histogram_1d", "final_samples_2d", "particles_2d", "path_error",
     "distance_vs_nfe", "guidance_failure", "side_by_side", "solver_rows", "solver_table", "step_errors", "work_precision",
 ]
 

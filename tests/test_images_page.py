@@ -1,0 +1,75 @@
+"""The Images page: renders clean under AppTest for both datasets and both models, reads its controls
+from the URL, says what went wrong on bad input; figures are pure functions of their inputs; and
+one real-browser screenshot (artifacts/images.png)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from apptest import assert_clean, open_app
+
+from explorer import datasets, shapes_analysis as S
+from explorer.figures import images as FI
+
+PAGE = "app_pages/images.py"
+
+
+def _metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_digits_with_the_memoriser():
+    at = open_app(PAGE, model="empirical", solver="ddim", nfe="10", images="32")
+    assert_clean(at)
+    m = _metrics(at)
+    assert m["NFE spent"] == "10"
+    assert float(m["Nearest training image"]) < 0.05  # the memoriser returns training images
+    assert at.selectbox(key="solver").value == "ddim"
+
+
+def test_shapes_with_flags_and_filter():
+    at = open_app(PAGE, dataset="shapes", model="empirical", nfe="10", images="24", solver="euler", solver_b="ddim")
+    assert_clean(at)
+    m = _metrics(at)
+    assert m["Flagged images"].startswith("0 / 24")  # training images have nothing to flag
+    assert any("all images are flagged or none" in i.value.lower() for i in at.info)
+
+
+def test_bad_input_is_an_error_not_a_traceback():
+    at = open_app(PAGE, model="empirical", images="8", nfe="3", solver="heun", q_nfes="5, x")
+    assert not at.exception
+    assert any("NFE values" in e.value for e in at.error)
+
+
+def test_figures_tile_and_outline():
+    images, info = datasets.shapes(10, seed=0)
+    mosaic = FI.tile(images, 4)
+    assert mosaic.shape == (3 * 17 - 1, 4 * 49 - 1)
+    np.testing.assert_array_equal(mosaic[:16, 49:97], images[1, 0])
+    assert np.isnan(mosaic[16]).all() and np.isnan(mosaic[-1, -1])  # gap row, empty slot
+    flagged = np.zeros(10, bool)
+    flagged[[2, 7]] = True
+    fig = FI.sample_grid(images, cols=4, flagged=flagged)
+    assert len(fig.layout.shapes) == 2
+    bad = images.copy()
+    bad[0, 0, :, :] = -1  # empty
+    a = S.analyse(bad)
+    fig = FI.flagged_images(bad, a)
+    assert "sample 0" in str(fig.data[0].customdata.ravel().tolist()) and "empty" in str(fig.data[0].customdata.ravel().tolist())
+    with pytest.raises(ValueError, match="index"):
+        FI.film_strip(type("T", (), {"x": np.zeros((3, 2, 1, 8, 8)), "denoised": np.zeros((2, 2, 1, 8, 8)),
+                                     "t": np.arange(3.0)})(), index=5)
+
+
+def test_page_in_a_browser(server, browser):  # noqa: F811
+    from test_browser import _no_exception, _open, _shot
+    from selenium.webdriver.common.by import By
+
+    _open(browser, f"{server}/images?dataset=shapes&model=empirical&images=48&nfe=12", charts=4, timeout=150)
+    _no_exception(browser)
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Images")
+    assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
+    _shot(browser, "images")
+
+
+from test_browser import browser, server  # noqa: E402,F401  (fixtures)
