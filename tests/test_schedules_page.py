@@ -135,7 +135,10 @@ def test_lazy_schedule_drift_is_zero_for_a_gaussian_and_labelled():
     names = [t.name for t in fig.data]
     assert names == ["vp-linear", "lazy  (zero drift)", "lazy point-mass  (zero drift)"]
     assert np.array_equal(fig.data[0].customdata, curves["vp-linear"]["drift"])
-    assert fig.layout.yaxis.type == "log" and min(fig.data[1].y) > 0  # zeros drawn at the floor of the log axis
+    # zeros drawn flat, a decade under the smallest non-zero drift, on the log axis; hover keeps the true values
+    assert fig.layout.yaxis.type == "log"
+    assert set(fig.data[1].y) == set(fig.data[2].y) == {curves["vp-linear"]["drift"].min() / 10}
+    assert np.array_equal(fig.data[2].customdata, curves["lazy point-mass"]["drift"])
     with pytest.raises(ValueError, match="axis"):
         F.drift_magnitude(curves, axis="sigma")
 

@@ -272,21 +272,25 @@ def drift_magnitude(curves: dict, axis: str = "lambda", log_y: bool = True, titl
                     height: int = 380) -> go.Figure:
     """Mean |drift| over particles along each path: label -> dict(t, lam, drift) (drift (T,) the mean
     norm at each grid time, in that schedule's own time). axis: "lambda" (every schedule on one
-    log-SNR axis, data on the right) or "t" (each in its own time). Zeros sit at the bottom of a
-    log axis, labelled."""
+    log-SNR axis, data on the right) or "t" (each in its own time). A curve that is zero to round-off
+    (every value below 1e-9 of the largest drift) is labelled so and, on a log axis, drawn flat at a
+    floor a decade under the other curves (its hover gives the true values)."""
     if axis not in ("lambda", "t"):
         raise ValueError(f"axis must be 'lambda' or 't', got {axis!r}")
     fig = go.Figure()
-    positives = [v for c in curves.values() for v in np.asarray(c["drift"], dtype=np.float64) if np.isfinite(v) and v > 0]
-    floor = min(positives) / 100 if positives else 1e-16
+    drifts = {label: np.asarray(c["drift"], dtype=np.float64) for label, c in curves.items()}
+    finite = [v for y in drifts.values() for v in y if np.isfinite(v)]
+    tiny = 1e-9 * max(max(finite, default=1.0), 1e-300)  # round-off of the largest drift
+    zero = {label: bool(np.all(y[np.isfinite(y)] <= tiny)) for label, y in drifts.items()}
+    positives = [v for label, y in drifts.items() if not zero[label] for v in y if np.isfinite(v) and v > 0]
+    floor = min(positives) / 10 if positives else 1e-16
     for k, (label, c) in enumerate(curves.items()):
         x = np.asarray(c["lam"] if axis == "lambda" else c["t"], dtype=np.float64)
-        y = np.asarray(c["drift"], dtype=np.float64)
-        zero = bool(np.all(y[np.isfinite(y)] <= 1e-9 * max(1.0, max(positives, default=1.0))))  # round-off of the largest
-        shown = np.maximum(y, floor) if log_y else y
+        y = drifts[label]
+        shown = (np.full_like(y, floor) if zero[label] else np.maximum(y, floor)) if log_y else y
         fig.add_trace(go.Scatter(
-            x=x, y=shown, mode="lines+markers", name=label + ("  (zero drift)" if zero else ""),
-            line=dict(color=color(k), width=2.4, dash="dash" if zero else "solid"), marker=dict(size=4),
+            x=x, y=shown, mode="lines+markers", name=label + ("  (zero drift)" if zero[label] else ""),
+            line=dict(color=color(k), width=2.4, dash="dash" if zero[label] else "solid"), marker=dict(size=4),
             customdata=y, hovertemplate=f"{label}<br>{'λ' if axis == 'lambda' else 't'}=%{{x:.4g}}"
                                         f"<br>mean |drift|=%{{customdata:.3g}}<extra></extra>",
         ))
