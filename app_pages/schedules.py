@@ -17,6 +17,7 @@ URL = controls.URL
 CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
 LAZY = "lazy (fitted to the target)"
 LAZY_SDE = "lazy point-mass (stochastic)"
+DDPM = "ddpm-discrete (1000 steps)"  # a tabulated schedule, as real checkpoints ship it
 DRIFTS = {"ODE": "zero", "optimal SDE": "optimal"}  # label (in the URL) -> ex.interpolants diffusion
 
 # `setup` = (target key, schedule A, schedule B, solver, spacing, steps, particles, seed): hashable for the caches.
@@ -29,6 +30,8 @@ def schedule_of(name: str, target_key: tuple) -> ex.schedules.Schedule:
         return I.lazy(controls.load_target(target_key))
     if name == LAZY_SDE:
         return I.lazy(controls.load_target(target_key), stochastic=True)
+    if name == DDPM:  # DDPM's linear betas 1e-4 .. 0.02, abar_i tabulated at integer times
+        return ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000))
     return ex.schedules.get(name)
 
 
@@ -113,7 +116,8 @@ def sweep_one(target_key: tuple, a: str, convert_to: tuple, solver: str, spacing
     cached per NFE so that adding one is cheap."""
     fit, holdout = particle_sets(target_key, a, seed)
     return schedule_experiments.error_vs_nfe(
-        _model(target_key, a), solver, (nfe,), tuple(SWEEP_NAMES.get(c, c) for c in convert_to), spacing,
+        _model(target_key, a), solver, (nfe,),
+        tuple(schedule_of(c, target_key) if c == DDPM else SWEEP_NAMES.get(c, c) for c in convert_to), spacing,
         fit=fit, holdout=holdout, max_evals=150,
     )
 
@@ -162,7 +166,7 @@ with st.sidebar:
     target_key = controls.target()
 
     st.header("Schedules")
-    choices = ex.schedules.names() + [LAZY, LAZY_SDE]
+    choices = ex.schedules.names() + [DDPM, LAZY, LAZY_SDE]
     a = st.selectbox("Schedule A (sampled)", choices, choices.index("vp-linear"), key="a", bind=URL)
     b = st.selectbox("Schedule B (converted to)", choices, choices.index("edm"), key="b", bind=URL)
     log_choice = st.radio("Time axis", ["auto", "linear", "log"], horizontal=True, key="time_axis", bind=URL,

@@ -199,6 +199,12 @@ def test_page_renders_clean_with_defaults():
     gap = float(metrics["dpmpp-2m under B vs the converted path"])
     assert gap < 1e-10  # DPM-Solver++ steps in lambda: it commutes with the conversion
     assert "timesteps = [" in at.code[0].value and "sigmas = [" in at.code[0].value
+    # the page's conversion map, read back from the chart sent to the browser: lambda_edm(t') = lambda_vp(t)
+    chart = next(c for c in at.get("plotly_chart") if "The conversion map" in c.proto.spec)
+    line = next(t for t in json.loads(chart.proto.spec)["data"] if t["name"] == "t → t′")
+    t, t2 = _array(line["x"]), _array(line["y"])
+    vp, edm = ex.schedules.get("vp-linear"), ex.schedules.get("edm")
+    assert len(t) > 100 and np.allclose(edm.lambda_(t2), vp.lambda_(t), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("query", [
