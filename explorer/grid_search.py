@@ -10,7 +10,7 @@ The grid is parametrised so that every candidate is a grid: its n steps in lambd
 h_i = (lambda_end - lambda_start) softmax(0, z_1, ..., z_{n-1})_i, positive and summing to the
 fixed span, so the times t_i = t_of_lambda(lambda_i) decrease strictly between fixed ends (a
 candidate whose steps fall below float64's resolution scores inf). The
-search (scipy Nelder-Mead, derivative-free, deterministic) starts from the best standard spacing,
+search (scipy Nelder-Mead, derivative-free, deterministic) starts from the best standard spacings,
 fits on one seed of particles and reports the error on a held-out seed it never saw.
 """
 
@@ -127,8 +127,8 @@ class GridResult:
 
     ts: the grid (n_steps + 1 strictly decreasing times); sigmas: the same grid in k-diffusion's
     convention sigma/alpha = e^{-lambda} (no trailing 0: see to_list). baseline: spacing ->
-    {"ts", "error", "holdout_error"} for every standard spacing; history: the fit error at every
-    objective evaluation, in order.
+    {"ts", "error", "holdout_error"} for every standard spacing; start: the spacing whose search found
+    ts; history: the fit error at every objective evaluation, in order (the runs one after another).
     """
 
     schedule: Schedule
@@ -230,16 +230,17 @@ def _progress(progress, total: int):
 
 
 def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), holdout=None, t_start=None, t_end=None,
-             *, reference: str = "auto", start: str | None = None, max_evals: int | None = None, xatol: float = 1e-3,
-             progress=None, **options) -> GridResult:
+             *, reference: str = "auto", start: str | None = None, starts: int = 2, max_evals: int | None = None,
+             xatol: float = 1e-3, progress=None, **options) -> GridResult:
     """The grid of nfe evaluations minimising the solver's error against the exact ODE endpoint.
 
     min over grids t_0 = t_start > t_1 > ... > t_n = t_end of RMS_i ||x_i(grid) - Phi(x_T,i)|| on the
     fit particles (n = nfe / evaluations per step), searched by Nelder-Mead over the softmax-in-lambda
-    parameters (grid_of) from the best standard spacing (or `start`). fit, holdout: Particles, an
-    (N, D) array of starts, or (n, seed); holdout defaults to as many particles from seed fit_seed + 1.
-    max_evals bounds the objective evaluations (default 150 per parameter, at least 200). progress:
-    a callable progress(done, total, best_error), or True for a tqdm bar. Deterministic solvers only.
+    parameters (grid_of), once from each of the `starts` standard spacings with the lowest fit error
+    (or from `start` alone); the best grid visited wins. fit, holdout: Particles, an (N, D) array of
+    starts, or (n, seed); holdout defaults to as many particles from seed fit_seed + 1. max_evals
+    bounds each run's objective evaluations (default 100 per parameter, at least 150). progress: a
+    callable progress(done, total, best_error), or True for a tqdm bar. Deterministic solvers only.
     """
     began = time.perf_counter()
     spec = _solvers.spec(solver)
@@ -256,10 +257,13 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
         raise ValueError(f"nfe = {nfe}: solver {solver!r} spends {per} evaluations per step, so nfe must be a positive multiple of {per}")
     if start is not None and start not in SPACINGS:
         raise ValueError(f"start must be one of {list(SPACINGS)} or None, got {start!r}")
+    if isinstance(starts, bool) or not float(starts).is_integer() or not 1 <= starts <= len(SPACINGS):
+        raise ValueError(f"starts must be an integer in [1, {len(SPACINGS)}], got {starts!r}")
     n_params = n_steps - 1
-    max_evals = max(200, 150 * n_params) if max_evals is None else int(max_evals)
+    max_evals = max(150, 100 * n_params) if max_evals is None else int(max_evals)
     if max_evals < 1:
         raise ValueError(f"max_evals must be positive, got {max_evals}")
+    runs = 1 if start is not None or n_params == 0 else int(starts)
     if not (progress in (None, True, False) or callable(progress)):
         raise ValueError(f"progress must be a callable, True or None, got {progress!r}")
     s = model.schedule
@@ -274,7 +278,7 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
     if fit.seed is not None and fit.seed == holdout_seed:
         raise ValueError(f"holdout must be drawn from another seed than fit (both {fit.seed})")
     holdout = as_particles(model, holdout, t0, t1, reference, "holdout")
-    total = len(SPACINGS) + max_evals
+    total = len(SPACINGS) + runs * max_evals if n_params else len(SPACINGS)
     report, close = _progress(progress, total)
 
     history = []
@@ -288,33 +292,32 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
             baseline[spacing] = dict(ts=ts, error=grid_error(model, solver, ts, fit, **opts),
                                      holdout_error=grid_error(model, solver, ts, holdout, **opts))
             report(i + 1, total, min(b["error"] for b in baseline.values()))
-        if start is None:
-            start = min(baseline, key=lambda k: baseline[k]["error"])
-        ts_start = baseline[start]["ts"]
+        ranked = sorted(baseline, key=lambda k: baseline[k]["error"])
+        begins = [start] if start is not None else ranked[:runs]
+        start = begins[0]
+        best_ts, converged, message = baseline[start]["ts"], True, "a single step has no interior times"
+        best = [baseline[start]["error"], best_ts, start]
 
-        if n_params == 0:  # one step: the grid is its two ends
-            best_ts, converged, message = ts_start, True, "a single step has no interior times"
-        else:
-            best = [np.inf, ts_start]
+        def objective(z, origin):
+            ts = grid_of(s, z, t0, t1)
+            err = grid_error(model, solver, ts, fit, **opts) if np.all(np.diff(ts) < 0) else np.inf
+            history.append(err)
+            if err < best[0]:
+                best[:] = [err, ts, origin]
+            report(len(SPACINGS) + len(history), total, best[0])
+            return np.log(err) if np.isfinite(err) and err > 0 else 1e3
 
-            def objective(z):
-                ts = grid_of(s, z, t0, t1)
-                err = grid_error(model, solver, ts, fit, **opts) if np.all(np.diff(ts) < 0) else np.inf
-                history.append(err)
-                if err < best[0]:
-                    best[:] = [err, ts]
-                report(len(SPACINGS) + len(history), total, min(best[0], baseline[start]["error"]))
-                return np.log(err) if np.isfinite(err) and err > 0 else 1e3
-
-            z0 = params_of(s, ts_start)
-            # An initial simplex of unit steps in the log step ratios: each vertex doubles or
-            # shrinks one step by e relative to the first, wide enough to leave a local dip.
+        for origin in begins if n_params else []:
+            z0 = params_of(s, baseline[origin]["ts"])
+            # An initial simplex of unit steps in the log step ratios: each vertex multiplies one
+            # step by e relative to the first, wide enough to leave a local dip.
             simplex = np.vstack([z0, z0 + np.eye(n_params)])
-            out = minimize(objective, z0, method="Nelder-Mead",
+            out = minimize(objective, z0, args=(origin,), method="Nelder-Mead",
                            options=dict(maxfev=max_evals, initial_simplex=simplex, xatol=xatol, fatol=1e-4,
                                         adaptive=n_params > 4))
-            converged, message = bool(out.success), str(out.message)
-            best_ts = best[1] if best[0] < baseline[start]["error"] else ts_start
+            if best[2] == origin:
+                converged, message = bool(out.success), str(out.message)
+        best_ts, start = best[1], best[2]
     finally:
         close()
 
