@@ -157,7 +157,8 @@ class GridResult:
 
     @property
     def sigmas(self) -> np.ndarray:
-        """k-diffusion's sigma grid e^{-lambda(t_i)}, same length as ts (no trailing 0)."""
+        """k-diffusion's sigma grid e^{-lambda(t_i)}, same length as ts (no trailing 0). k-diffusion's
+        state is x / alpha: for alpha != 1 drive it with denoiser(x_k, sigma) = D(alpha x_k, t(sigma))."""
         return sigmas_of(self.schedule, self.ts)
 
     @property

@@ -148,7 +148,20 @@ def grid_from_sigmas(s: Schedule, sigmas, trailing_zero: str = "drop") -> np.nda
         raise ValueError(f"sigmas must hold at least 2 positive values, got {len(sg)}")
     if np.any(np.diff(sg) >= 0):
         raise ValueError("sigmas must be strictly decreasing")
-    return check_grid(s, s.t_of_lambda(-np.log(sg)), name="times of sigmas")
+    lam = -np.log(sg)
+    with np.errstate(all="ignore"):
+        ts = np.asarray(s.t_of_lambda(lam), dtype=np.float64)
+        # a numeric inverse clamps to [t_lo, t_hi]: a sigma the schedule never reaches shows here
+        miss = ~(np.abs(np.asarray(s.lambda_(ts), dtype=np.float64) - lam) <= 1e-8 * np.maximum(1.0, np.abs(lam)))
+    if miss.any():
+        i = int(np.flatnonzero(miss)[0])
+        with np.errstate(all="ignore"):
+            reach = np.exp(-np.asarray(s.lambda_(np.array([s.t_lo, s.t_hi])), dtype=np.float64))
+        raise ValueError(
+            f"sigmas[{i}] = {sg[i]:.6g} is a noise level schedule {getattr(s, 'name', s)!r} never reaches "
+            f"(sigma/alpha runs from {reach[0]:.6g} to {reach[1]:.6g} on [t_lo, t_hi])"
+        )
+    return check_grid(s, ts, name="times of sigmas")
 
 
 def sigmas_of(s: Schedule, ts, trailing_zero: bool = False) -> np.ndarray:

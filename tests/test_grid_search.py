@@ -89,8 +89,14 @@ def test_vp_grid_cannot_pass_t_hi():
     with pytest.raises(ValueError, match=r"times\[0\] = 1.5 leaves"):
         ex.timesteps(s, [1.5, 0.5])
     too_noisy = 2.0 * float(ex.sigmas_of(s, [1.0, 0.5])[0])  # beyond sigma/alpha at t_hi = 1
-    with pytest.raises(ValueError, match="times of sigmas"):
-        ex.timesteps(s, sigmas=[too_noisy, 0.1])
+    with pytest.raises(ValueError, match=r"times of sigmas\[0\] = .* leaves the schedule's range"):
+        ex.timesteps(s, sigmas=[too_noisy, 0.1])  # the closed-form inverse extrapolates past t_hi
+    trig = ex.schedules.get("trigonometric")  # a numeric inverse clamps: the round trip catches it
+    np.testing.assert_allclose(ex.timesteps(trig, sigmas=[1e3, 1.0, 1e-3]), [1 - 2 / np.pi * np.arctan(1e-3), 0.5,
+                                                                             2 / np.pi * np.arctan(1e-3)], rtol=1e-9)
+    interp = ex.interpolants.Interpolant(lambda t: 1 - t, lambda t: t, t_min=0.01, t_max=0.9, t_lo=0.001, t_hi=0.99)
+    with pytest.raises(ValueError, match=r"sigmas\[1\] = 1e-06 is a noise level"):
+        ex.timesteps(interp, sigmas=[10.0, 1e-6])
 
 
 def test_trailing_zero_only_where_the_schedule_reaches_the_data():
