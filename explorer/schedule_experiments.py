@@ -86,8 +86,8 @@ def error_vs_nfe(model, solver: str = "euler", nfes=(4, 6, 8, 10, 12), schedules
     diverged, wall_time. NFEs the solver cannot spend in whole steps are skipped. progress(done, total,
     label, nfe), if given, after every record.
     """
-    spec = _solvers.spec(solver)
-    if spec.draws_noise(spec.resolve(options)):
+    solver_spec = _solvers.spec(solver)
+    if solver_spec.draws_noise(solver_spec.resolve(options)):
         raise ValueError(f"solver {solver!r} draws noise: errors are measured against the exact ODE endpoint")
     try:
         nfes = [int(n) for n in nfes]
@@ -106,6 +106,8 @@ def error_vs_nfe(model, solver: str = "euler", nfes=(4, 6, 8, 10, 12), schedules
             raise ValueError("holdout is required when fit particles were given as an array")
         holdout = (len(fit_p), fit_p.seed + 1)
     hold_p = gs.as_particles(model, holdout, t0, t1, reference, "holdout")
+    if fit_p.seed is not None and fit_p.seed == hold_p.seed:
+        raise ValueError(f"holdout must be drawn from another seed than fit (both {fit_p.seed})")
     # Every converted schedule must reach the original's signal-to-noise range; checked before any run.
     moved = {id(b): (converted_particles(fit_p, a, b), converted_particles(hold_p, a, b)) for b in others}
 

@@ -284,11 +284,14 @@ def test_lazy_schedule_makes_euler_exact_for_a_gaussian():
     at any NFE, and the converted path lands on the exact flow map of the original schedule."""
     gm = ex.GaussianMixture(np.zeros((1, 2)), np.array([2.5]))
     model = ex.AnalyticModel(gm, ex.schedules.get("edm"))
-    recs = se.error_vs_nfe(model, "euler", (2, 5), schedules=("lazy", "rectified-flow"), fit=(300, 0), optimise=False)
+    recs = se.error_vs_nfe(model, "euler", (2, 5), schedules=("lazy", "rectified-flow"), fit=(300, 0), optimise=False,
+                           optimise_converted=True, max_evals=40)
     err = {(r["label"], r["nfe"]): r["error"] for r in recs}
     scale = np.sqrt(2.5 * 2)  # the samples' RMS norm
     for nfe in (2, 5):
         assert err[("as lazy, uniform-t", nfe)] < 1e-12 * scale
+        assert err[("as lazy, optimised grid", nfe)] < 1e-12 * scale  # searched under lazy, scored under edm
+        assert err[("as rectified-flow, optimised grid", nfe)] <= err[("as rectified-flow, uniform-t", nfe)]
         assert err[("edm, uniform-t", nfe)] > 1e-2 * scale  # the original schedule's Euler is not
         assert err[("as rectified-flow, uniform-t", nfe)] > 1e-3 * scale
 
@@ -346,7 +349,7 @@ def test_error_vs_nfe_records():
 @pytest.mark.parametrize(
     "kwargs, words",
     [(dict(solver="ddpm"), "draws noise"), (dict(nfes=()), "nfes"), (dict(nfes=("a",)), "nfes"),
-     (dict(schedules=("nope",)), "schedules: unknown schedule"),
+     (dict(schedules=("nope",)), "schedules: unknown schedule"), (dict(holdout=(50, 0)), "another seed"),
      (dict(schedules=("vp-linear",), t_start=200.0), "to_schedule")],
 )
 def test_error_vs_nfe_bad_input(kwargs, words):
