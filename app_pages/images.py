@@ -63,7 +63,8 @@ def floor(dataset: str, n: int) -> float:
 @st.cache_data(max_entries=8, show_spinner=False)
 def run(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing: str, n: int, seed: int) -> dict:
     """One seeded run: states and x0-predictions as float32 numpy, the grid, NFE, time, divergence."""
-    traj = Q.sample_images(model_for(dataset, kind), n, solver, nfe, seed, spacing, **dict(options))
+    with Q.torch_threads(1):  # see torch_threads: one thread is far faster on a shared machine
+        traj = Q.sample_images(model_for(dataset, kind), n, solver, nfe, seed, spacing, **dict(options))
     as_np = lambda v: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)  # noqa: E731
     return {"x": as_np(traj.x), "denoised": as_np(traj.denoised), "t": np.asarray(traj.t), "nfe": traj.nfe,
             "n_steps": traj.n_steps, "seconds": traj.wall_time, "diverged": traj.diverged_reason if traj.diverged else None}
@@ -83,8 +84,9 @@ def scores(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spaci
 def sweep_one(dataset: str, kind: str, solver: str, nfes: tuple, spacing: str, n: int, seed: int) -> list:
     """quality_vs_nfe of one solver (cached per solver, so adding one is cheap)."""
     model = model_for(dataset, kind)
-    return Q.quality_vs_nfe(model, [solver], nfes, dataset, reference_images(dataset), n=n, seed=seed,
-                            spacing=spacing, train_images=model.train_images())
+    with Q.torch_threads(1):
+        return Q.quality_vs_nfe(model, [solver], nfes, dataset, reference_images(dataset), n=n, seed=seed,
+                                spacing=spacing, train_images=model.train_images())
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

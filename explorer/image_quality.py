@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +29,19 @@ DATASETS = ("digits", "shapes")
 CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "data" / "classifiers"
 FEATURES = 64
 SHAPES_TRAIN = 4000  # Simple Shapes images the shapes classifier trains on (seed 1: not the models' seed-0 set)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with torch on n intra-op threads, then restore the count. Small image nets on a
+    busy machine run far faster on one (measured: 64 digits at 20 NFE, 2 s on 1 thread against 70 s
+    on 2 while other jobs held both cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ data
@@ -113,12 +127,8 @@ def train_classifier(dataset: str, seed: int = 0, epochs: int | None = None, bat
     noise augmentation: its features must move when samples get noisier). Runs on one thread (the
     net is tiny; more threads only contend on a shared machine), restoring the count afterwards.
     progress(fraction, message) is called once per epoch."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _train(dataset, seed, epochs, batch_size, lr, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(dataset, seed, epochs, batch_size, lr, progress) -> Classifier:

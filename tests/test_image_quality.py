@@ -102,8 +102,10 @@ def test_shipped_classifiers_read_their_data(digits):
 
 
 def test_a_short_retraining_is_seeded_and_learns():
+    before = torch.get_num_threads()
     a = Q.train_classifier("digits", seed=3, epochs=1)
     b = Q.train_classifier("digits", seed=3, epochs=1)
+    assert torch.get_num_threads() == before  # trained on one thread, the count restored
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     x, y = Q.labelled_data("digits")

@@ -44,13 +44,17 @@ def _heatmap(mosaic: np.ndarray, hover: str = "pixel %{z:.2f}<extra></extra>", t
                       customdata=text, xgap=0, ygap=0)
 
 
-def _image_axes(fig: go.Figure, n_axes: int = 1) -> None:
+def _image_axes(fig: go.Figure, n_axes: int = 1, shape=None) -> None:
+    """Image axes: row 0 on top, square pixels, no ticks; shape (rows, cols) pins the range to the mosaic."""
     for i in range(1, n_axes + 1):
         suffix = "" if i == 1 else str(i)
         fig.update_layout({f"yaxis{suffix}": dict(autorange="reversed", scaleanchor=f"x{suffix}", scaleratio=1,
                                                   showticklabels=False, showgrid=False, zeroline=False, constrain="domain"),
                            f"xaxis{suffix}": dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")})
     fig.update_layout(plot_bgcolor=GAP_COLOR)
+    if shape is not None:
+        fig.update_xaxes(range=[-0.5, shape[1] - 0.5])
+        fig.update_yaxes(range=[shape[0] - 0.5, -0.5], autorange=False)
 
 
 def _tile_index(n: int, cols: int, h: int, w: int, gap: int = 1) -> np.ndarray:
@@ -69,15 +73,30 @@ def _outline(fig, i: int, cols: int, h: int, w: int, color: str, row=None, col=N
                   row=row, col=col)
 
 
+def _panel_borders(n: int, cols: int, h: int, w: int, gap: int = 1) -> go.Scatter:
+    """Faint dotted lines where the panels of three-panel images (width = 3 height) meet."""
+    xs, ys = [], []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        for k in (1, 2):
+            x = c * (w + gap) + k * w / 3 - 0.5
+            xs += [x, x, None]
+            ys += [r * (h + gap) - 0.5, r * (h + gap) + h - 0.5, None]
+    return go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#6c757d", width=1, dash="dot"), hoverinfo="skip",
+                      showlegend=False)
+
+
 def sample_grid(images, cols: int = 8, title: str = "Samples", flagged=None, height: int | None = None) -> go.Figure:
     """The images as one tiled grey picture (hover names the sample); flagged (N,) bool outlines
-    those samples in red."""
+    those samples in red. Three-panel images (width = 3 height) show their panel borders dotted."""
     x = _np(images)
     n, h, w = len(x), x.shape[-2], x.shape[-1]
     cols = max(1, min(int(cols), n))
     mosaic = tile(x, cols)
     index = _tile_index(n, cols, h, w)
     fig = go.Figure(_heatmap(mosaic, "sample %{customdata}<br>pixel %{z:.2f}<extra></extra>", index))
+    if w == 3 * h:
+        fig.add_trace(_panel_borders(n, cols, h, w))
     if flagged is not None:
         for i in np.flatnonzero(np.asarray(flagged, bool)):
             _outline(fig, int(i), cols, h, w, FLAG_COLOR)
@@ -85,7 +104,7 @@ def sample_grid(images, cols: int = 8, title: str = "Samples", flagged=None, hei
     width_px = 700
     fig.update_layout(**style.base_layout(title, height or int(min(900, 80 + width_px * rows / mosaic.shape[1]))))
     fig.update_layout(margin=dict(l=10, r=10, t=50, b=10))
-    _image_axes(fig)
+    _image_axes(fig, shape=mosaic.shape)
     return fig
 
 
@@ -152,15 +171,16 @@ def quality_vs_nfe(records: list[dict], floor: float | None = None, empirical: d
         fig.add_trace(go.Scatter(x=nfe, y=[r["nearest"] for r in rs], mode="lines+markers", name=name, legendgroup=name,
                                  showlegend=False, line=dict(color=color),
                                  hovertemplate=f"{name}<br>NFE %{{x}}<br>distance %{{y:.3g}}<extra></extra>"), row=1, col=2)
+    span = [min((r["nfe"] for r in records), default=1), max((r["nfe"] for r in records), default=1)]
     if floor is not None:
-        fig.add_hline(y=floor, line=dict(color=style.REFERENCE_COLOR, dash="dash"), row=1, col=1,
-                      annotation_text="real vs real", annotation_position="bottom right")
+        fig.add_trace(go.Scatter(x=span, y=[floor] * 2, mode="lines", name="real vs real (same count)",
+                                 line=dict(color=style.REFERENCE_COLOR, dash="dash")), row=1, col=1)
     if empirical is not None:
-        fig.add_hline(y=empirical["fd"], line=dict(color="#2ca02c", dash="dot"), row=1, col=1,
-                      annotation_text="memoriser", annotation_position="top right")
-        fig.add_hline(y=empirical["nearest"], line=dict(color="#2ca02c", dash="dot"), row=1, col=2,
-                      annotation_text="memoriser", annotation_position="top right")
+        for col, key in ((1, "fd"), (2, "nearest")):
+            fig.add_trace(go.Scatter(x=span, y=[empirical[key]] * 2, mode="lines", name="memoriser", legendgroup="memoriser",
+                                     showlegend=col == 1, line=dict(color="#2ca02c", dash="dot")), row=1, col=col)
     fig.update_layout(**style.base_layout(title, height))
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0), margin=dict(b=90))
     fig.update_xaxes(type="log", title_text="NFE")
     fig.update_yaxes(type="log", row=1, col=1)
     return fig
@@ -207,9 +227,11 @@ def flagged_images(images, analysis, max_images: int = 24, cols: int = 8, title:
     reasons = np.array([", ".join(f for f in FLAGS if analysis.flags[f][i]) for i in idx] + [""], dtype=object)
     text = np.where(where >= 0, np.array([f"sample {i}" for i in idx] + [""], dtype=object)[where] + "<br>" + reasons[where], "")
     fig = go.Figure(_heatmap(mosaic, "%{customdata}<extra></extra>", text))
+    if w == 3 * h:
+        fig.add_trace(_panel_borders(len(idx), cols, h, w))
     rows = mosaic.shape[0]
     fig.update_layout(**style.base_layout(title or f"Flagged images ({int(analysis.flagged.sum())}; hover for the reason)",
                                           int(min(700, 80 + 700 * rows / mosaic.shape[1]))))
     fig.update_layout(margin=dict(l=10, r=10, t=50, b=10))
-    _image_axes(fig)
+    _image_axes(fig, shape=mosaic.shape)
     return fig
