@@ -122,7 +122,14 @@ with st.sidebar:
 
 try:
     model = model_for(dataset, kind)
-except Exception as err:  # the pretrained file missing or unreadable
+except ValueError as err:  # no pretrained U-Net shipped for this dataset: say so, show the memoriser
+    if kind != "learned":
+        controls.report_core_error(err)
+        st.stop()
+    st.info(f"**No learned model to show** ({err}). Showing the empirical optimum of its training set instead.")
+    kind = "empirical"
+    model = model_for(dataset, kind)
+except Exception as err:  # an unreadable file
     controls.report_core_error(err)
     st.stop()
 

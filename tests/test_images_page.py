@@ -4,6 +4,8 @@ one real-browser screenshot (artifacts/images.png)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from apptest import assert_clean, open_app
@@ -12,10 +14,22 @@ from explorer import datasets, shapes_analysis as S
 from explorer.figures import images as FI
 
 PAGE = "app_pages/images.py"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _metrics(at) -> dict:
     return {m.label: m.value for m in at.metric}
+
+
+SHIPPED = all((ROOT / "data" / f"{name}.pt").exists() for name in ("digits", "shapes"))
+
+
+def test_default_view_renders():
+    at = open_app(PAGE)
+    assert_clean(at)
+    assert _metrics(at)["NFE spent"] == "20"
+    says_missing = any("No learned model" in i.value for i in at.info)
+    assert says_missing != SHIPPED  # the learned U-Net when shipped; otherwise it says so
 
 
 def test_digits_with_the_memoriser():
