@@ -22,6 +22,9 @@ from .schedules import Discrete
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # DDPM's linear betas (Ho et al.): beta_1 = 1e-4 ... beta_T = 0.02, T = 1000.
 DDPM_BETAS = {"beta_start": 1e-4, "beta_end": 0.02, "T": 1000}
+# The mode-interpolation paper's toy runs (its official script's defaults): linspace(1e-3, 0.2, 1000),
+# 10x DDPM's: abar falls to 1e-6 by t = 363, so sampling spends its last ~40 steps on the modes.
+PAPER_BETAS = {"beta_start": 1e-3, "beta_end": 0.2, "T": 1000}
 
 
 def ddpm_schedule(beta_start=1e-4, beta_end=0.02, T=1000) -> Discrete:
@@ -145,7 +148,9 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
     n_train: size of a fixed training set drawn once from the target (the paper trains on a fixed
     set: 20,000 points for the 1D mixture, 100,000 for the 2D grid); None draws a fresh batch
     from the target every step. progress: True for a tqdm bar, False for none, or a callable
-    progress(step, loss). Same seed, same thread count: bit-identical weights."""
+    progress(step, loss). beta_start, beta_end, T: the linear betas (DDPM_BETAS by default; the
+    shipped models use PAPER_BETAS), recorded in config["schedule"] so load() rebuilds the schedule.
+    Same seed, same thread count: bit-identical weights."""
     if not isinstance(target, GaussianMixture):
         raise ValueError(f"target must be a GaussianMixture, got {type(target).__name__}")
     steps, batch_size = int(steps), int(batch_size)

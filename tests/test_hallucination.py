@@ -58,7 +58,7 @@ def test_trajectory_variance_is_the_population_variance_of_the_last_window():
         H.trajectory_variance(d, window=7)
 
 
-def test_the_papers_window_in_our_schedule():
+def test_the_papers_window_in_ddpms_schedule():
     ours = ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000))
     theirs = ex.schedules.Discrete.from_betas(np.linspace(1e-3, 0.2, 1000))  # the official script's defaults
     sigma = float(theirs.sigma(9.0))  # their window: the last 10 steps, t = 9 .. 0
@@ -137,20 +137,29 @@ needs_model = pytest.mark.skipif(not PRETRAINED.exists(), reason="data/gmm-1d-3m
 def learned_runs():
     model = ex.models.load_pretrained("gmm-1d-3modes")
     start = time.perf_counter()
-    # 250 steps: window 10 then spans the noise range of the paper's last 10 (see test above); 1000
-    # steps on 2 cores is ~4x slower and tested by benchmarks/reproduce_mode_interpolation.py
-    runs = [H.sample_run(model, 1500, seed=s, n_steps=250) for s in (0, 1)]
+    # 1000-step DDPM from t0 = 363 on: on the paper's betas alpha(363) < 1e-3, so x_t there is N(0, I) to
+    # 3 decimals and the 636 steps above only move pure noise (2.7x cheaper; the full run is
+    # benchmarks/reproduce_mode_interpolation.py's)
+    t0 = H.pure_noise_t(model.schedule)
+    runs = [H.sample_run(model, N_HELD_OUT, seed=s, n_steps=t0 + 1, t_start=t0) for s in (0, 1)]
     return model, runs, time.perf_counter() - start
+
+
+N_HELD_OUT = 3000
 
 
 @needs_model
 def test_learned_model_hallucinates_between_modes(learned_runs):
     model, runs, _ = learned_runs
+    from explorer.learned import PAPER_BETAS
+
+    assert model.config["schedule"] == PAPER_BETAS and H.pure_noise_t(model.schedule) == 363
     for run in runs:
+        assert np.array_equal(run.t, np.arange(363, -1, -1.0))  # every timestep below t0, as DDPM
         rate = H.hallucination_rate(run.samples, G1)
         deep = H.hallucinated(run.samples, G1, k=5)  # the exact denoiser: none (P(|z| > 5) = 6e-7)
         between = H.landing(run.samples[deep], G1)
-        assert rate > 0.005 and (between >= 0).all(axis=1).sum() >= 5, (rate, deep.sum())
+        assert rate > 0.005 and (between >= 0).all(axis=1).sum() >= 3, (rate, deep.sum())
 
 
 def _held_out(runs, window=H.WINDOW, k=H.K_STD):
@@ -161,17 +170,24 @@ def _held_out(runs, window=H.WINDOW, k=H.K_STD):
 
 @needs_model
 def test_variance_filter_beats_a_random_filter_on_held_out_samples(learned_runs):
+    """The paper's window (10 of 1000 on its betas) and support k = 3: a threshold chosen on seed 0
+    (max removed + kept) removes most of seed 1's hallucinations and keeps most of its in-support
+    samples. A random filter has removed + kept = 1. Measured: 85.5% removed, 87.5% kept."""
     c = _held_out(learned_runs[1])
-    # a random filter removes the fraction it drops: removed + kept = 1. Measured: ~0.75 + ~0.75.
-    assert c["removed_fraction"] + c["kept_fraction"] > 1.3, c
+    assert c["hallucinations"] >= 50, c  # enough to measure a fraction to ~5%
+    assert c["removed_fraction"] >= 0.8 and c["kept_fraction"] >= 0.8, c
+    assert c["removed_fraction"] + c["kept_fraction"] > 1.65, c
 
 
 @needs_model
 @pytest.mark.xfail(strict=True, reason=(
-    "the shipped 1D model's modes are too wide (sample std 0.06-0.074 against 0.05), so most samples beyond "
-    "3 std are widened tails, not interpolations, and the variance does not flag them: measured ~75% removed, "
-    "~75% kept (1000 steps, window 10: 43% / 74%). Passes once a sharper model is shipped."))
+    "the issue's 90/90 (the paper: >95% removed, 96% kept) is not reached: measured 85.5% removed, 87.5% kept "
+    "(over 6 ordered pairs of seeds 0-2, 3,000 samples each: 85-92% removed, 81-88% kept). The in-support "
+    "samples the filter drops are the modes' tails (46% of those 2-3 std out, 5% of those within 1 std): "
+    "their x0-prediction still moves over the last 10 steps. The shipped model saw 2,000 full batches, a "
+    "tenth of the paper's 20,000."))
 def test_variance_filter_chosen_on_one_seed_holds_on_another(learned_runs):
+    """The issue's target at the paper's window and k = 3: >= 90% removed and >= 90% kept on seed 1."""
     c = _held_out(learned_runs[1])
     assert c["removed_fraction"] >= 0.9 and c["kept_fraction"] >= 0.9, c
 

@@ -12,10 +12,11 @@ import explorer as ex  # noqa: E402
 from explorer import learned  # noqa: E402
 
 SHIPPED = ["gmm-1d-3modes", "gmm-2d-grid25"]
-# Measured on the shipped 1D model at t = 20 (alpha 0.997, sigma 0.079, just above the modes' std 0.05):
-# within 2 std of a mode |learned - exact| <= 0.069 (median 0.019); between modes the learned
-# slope d x0_hat / dx peaks at 5.1 against the exact one's 18.7 (ratio 0.27).
-T_MID, NEAR_TOL, NEAR_MEDIAN_TOL, SMOOTH_RATIO = 20.0, 0.1, 0.04, 0.5
+# Measured on the shipped 1D model (the paper's betas) at t = 4 (the first timestep with sigma >= 0.08:
+# sigma 0.084, just above the modes' std 0.05): within 2 std of a mode |learned - exact| <= 0.037
+# (median 0.014); between modes the learned slope d x0_hat / dx peaks at 3.3 against the exact one's
+# 18.1 (ratio 0.18).
+SIGMA_MID, NEAR_TOL, NEAR_MEDIAN_TOL, SMOOTH_RATIO = 0.08, 0.06, 0.03, 0.3
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,10 @@ def test_shipped_models_load_with_weights_only(name):
         assert callable(getattr(model, method))
     np.testing.assert_allclose(model.target.means, ex.targets.get(name).means)
     np.testing.assert_allclose(model.target.covs, ex.targets.get(name).covs)
-    assert model.schedule == learned.ddpm_schedule()
-    np.testing.assert_allclose(model.schedule.alphas_cumprod, np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)))
+    sc = model.config["schedule"]  # the betas it was trained on; load() rebuilds the schedule from them
+    assert model.schedule == learned.ddpm_schedule(**sc)
+    np.testing.assert_allclose(model.schedule.alphas_cumprod,
+                               np.cumprod(1 - np.linspace(sc["beta_start"], sc["beta_end"], sc["T"])))
     assert model.dim == model.target.dim and len(model.history) == model.config["training"]["steps"]
     # a path works as well as a name
     assert ex.models.load_pretrained(str(path)).name == name
@@ -109,6 +112,19 @@ def test_save_load_roundtrip(tiny, tmp_path):
     assert half.history == pytest.approx(tiny.history, rel=1e-6)
 
 
+def test_a_models_betas_travel_with_it(tiny, tmp_path):
+    """DDPM's betas (the default, and files saved before the schedule was configurable) and the
+    paper's 10x larger ones each come back from a saved file as the schedule the net was trained on."""
+    target = ex.targets.get("gmm-1d-3modes")
+    paper = ex.models.train(target, steps=5, batch_size=16, seed=0, progress=False, **learned.PAPER_BETAS)
+    for model, betas in ((tiny, learned.DDPM_BETAS), (paper, learned.PAPER_BETAS)):
+        back = ex.models.load_pretrained(ex.models.save(model, tmp_path / f"{betas['beta_end']}.pt"))
+        assert back.config["schedule"] == betas
+        assert back.schedule == model.schedule == learned.ddpm_schedule(**betas)
+    assert float(paper.schedule.sigma(0.0)) == pytest.approx(np.sqrt(1e-3))
+    assert float(tiny.schedule.sigma(0.0)) == pytest.approx(np.sqrt(1e-4))
+
+
 def test_every_deterministic_solver_runs_on_a_learned_model(tiny):
     ts = np.linspace(999.0, 0.0, 9)
     x_T = tiny.prior_sample(8, 0)
@@ -124,10 +140,11 @@ def test_every_deterministic_solver_runs_on_a_learned_model(tiny):
 
 
 def test_learned_denoiser_is_a_smooth_ramp_between_modes(m1d):
-    """At t = 20 the exact E[x0|x_t] is a near-step between modes and near-flat on them; the learned
-    one matches it on the modes but ramps far more gently between them (the paper's cause)."""
+    """At sigma ~ 0.08 the exact E[x0|x_t] is a near-step between modes and near-flat on them; the
+    learned one matches it on the modes but ramps far more gently between them (the paper's cause)."""
     exact = ex.AnalyticModel(m1d.target, m1d.schedule)
-    t = T_MID
+    t = float(np.searchsorted(m1d.schedule.sigma(np.arange(1000.0)), SIGMA_MID))
+    assert t == 4.0
     a = float(m1d.schedule.alpha(t))
     x = a * np.linspace(0.8, 3.2, 241)[:, None]
     ex_d, le_d = exact.denoise(x, t)[:, 0], m1d.denoise(x, t)[:, 0]
