@@ -219,3 +219,19 @@ def test_trajectory_variance_filter_on_images():
     flagged = np.arange(24) < 6
     rep = S.filter_report(np.where(flagged, 1.0, 0.1), flagged)
     assert rep["removed_fraction"] == 1.0 and rep["kept_fraction"] == 1.0
+
+
+# ------------------------------------------------------------------ the shipped learned model
+
+
+@pytest.mark.skipif(not (Q.CLASSIFIER_DIR.parent / "digits.pt").exists(), reason="data/digits.pt not shipped yet")
+def test_the_learned_digits_model_generalises(digits):
+    x = digits[0]
+    model = __import__("explorer").models.load_pretrained("digits")
+    with Q.torch_threads(1):
+        good, rough = Q.quality_vs_nfe(model, ["dpmpp-2m"], [20], "digits", x, n=256, train_images=x)[0], \
+            Q.quality_vs_nfe(model, ["euler"], [5], "digits", x, n=256, train_images=x)[0]
+    floor = np.mean([Q.frechet_distance(x[np.random.default_rng([1, k]).integers(0, len(x), 256)], x, "digits")
+                     for k in range(3)])
+    assert good["fd"] < rough["fd"] and good["fd"] < 2 * floor, (good["fd"], rough["fd"], floor)
+    assert good["nearest"] > 0.1  # new digits, not copies (the memoriser's sit at ~0.006)
