@@ -208,9 +208,8 @@ if reading is not None:
                 delta_color="off", delta_arrow="off")
     f[1].metric("Two in a panel", summ["flags"]["two in a panel"])
     f[2].metric("Across panels", summ["flags"]["across panels"])
-    left, right = st.columns(2)
-    left.plotly_chart(FI.shapes_counts(summ), config=CONFIG)
-    right.plotly_chart(FI.flagged_images(final, reading, cols=6), config=CONFIG)
+    st.plotly_chart(FI.shapes_counts(summ), config=CONFIG)
+    st.plotly_chart(FI.flagged_images(final, reading, cols=8), config=CONFIG)
 
     @st.fragment
     def variance_filter():

@@ -79,7 +79,7 @@ def test_page_in_a_browser(server, browser):  # noqa: F811
     from test_browser import _no_exception, _open, _shot
     from selenium.webdriver.common.by import By
 
-    _open(browser, f"{server}/images?dataset=shapes&model=empirical&images=48&nfe=12", charts=4, timeout=150)
+    _open(browser, f"{server}/images?dataset=shapes&images=48&nfe=12", charts=4, timeout=150)
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Images")
     assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
