@@ -104,10 +104,14 @@ t_top = int(round(model.schedule.t_max))
 t_start = H.pure_noise_t(model.schedule) if skip else t_top
 # the same step density below t_start: every timestep from it when Steps = 1000
 n_run = max(2, min(t_start + 1, round(int(n_steps) * (t_start + 1) / (t_top + 1))))
-with st.spinner(f"Sampling {n} points with {n_steps}-step {solver}, learned and exact…"):
-    learned = run(name, False, solver, n_run, int(n), int(seed), t_start)
-    exact = run(name, True, solver, n_run, int(n), int(seed), t_start)
-    a = analysis(name, solver, n_run, int(n), int(seed), int(window), float(k), t_start)
+with st.spinner(f"Sampling {n} points with {n_run}-step {solver} from t = {t_start}, learned and exact…"):
+    try:
+        learned = run(name, False, solver, n_run, int(n), int(seed), t_start)
+        exact = run(name, True, solver, n_run, int(n), int(seed), t_start)
+        a = analysis(name, solver, n_run, int(n), int(seed), int(window), float(k), t_start)
+    except ValueError as err:  # e.g. DDIM from t = 999 on the paper's betas: x0 = (x - sigma eps) / 4e-24
+        controls.report_core_error(err)
+        st.stop()
 
 rate_l, rate_e = H.hallucination_rate(learned.samples, target, k), H.hallucination_rate(exact.samples, target, k)
 tails = 1 - math.erf(k / math.sqrt(2)) if one_d else math.exp(-k * k / 2)  # P(Mahalanobis > k), 1D and 2D

@@ -159,7 +159,9 @@ def sample_run(model, n: int, seed=0, solver: str = "ddpm", n_steps: int = 1000,
     start = time.perf_counter()
     traj = sample(model, x_T, ts, solver, rng=rng, **options)
     if traj.diverged:
-        raise ValueError(f"the run diverged: {traj.diverged_reason}")
+        raise ValueError(f"the run diverged: {traj.diverged_reason}; it started at t = {ts[0]:g} where alpha = "
+                         f"{float(model.schedule.alpha(ts[0])):.2g} (x0 = (x - sigma eps) / alpha): start at "
+                         f"t_start = {pure_noise_t(model.schedule)} (pure noise, alpha <= 1e-3) instead")
     last = np.asarray(model.denoise(np.asarray(traj.x[-1]), float(ts[-1])), dtype=np.float64)
     denoised = np.concatenate([np.asarray(traj.denoised, dtype=np.float64), last[None]], axis=0)
     return Run(samples=last, denoised=denoised, t=ts, solver=solver, options=dict(traj.options),
