@@ -195,7 +195,7 @@ def test_variance_filter_chosen_on_one_seed_holds_on_another(learned_runs):
 # ---------------------------------------------------------------- the page
 
 PAGE = "app_pages/mode_interpolation.py"
-QUERY = {"samples": "300", "sample_steps": "100", "window": "5"}
+QUERY = {"samples": "300", "window": "5"}  # 1000 steps: every timestep from t = 363 (where x_t is pure noise)
 
 
 def _page(**query):
