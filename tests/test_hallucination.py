@@ -66,6 +66,16 @@ def test_the_papers_window_in_ddpms_schedule():
     assert float(ours.sigma(float(w - 1))) <= sigma < float(ours.sigma(float(w)))
     assert w == 39 and H.window_for_sigma(ours, sigma, n_steps=250) == 10
     np.testing.assert_array_equal(H.ddpm_grid(ours, 1000), np.arange(999, -1, -1.0))
+    # on the paper's betas the paper's window is itself, and x_t is pure noise from t = 363 on
+    assert H.window_for_sigma(theirs, sigma) == 10
+    t0 = H.pure_noise_t(theirs)
+    assert float(theirs.alpha(float(t0))) <= 1e-3 < float(theirs.alpha(float(t0 - 1))) and t0 == 363
+    assert H.pure_noise_t(ours) == 999  # alpha(999) = 0.0064 on DDPM's: never pure noise to 1e-3
+    np.testing.assert_array_equal(H.ddpm_grid(theirs, t0 + 1, t_start=t0), np.arange(t0, -1, -1.0))
+    with pytest.raises(ValueError, match="t_start"):
+        H.ddpm_grid(theirs, 10, t_start=1000)
+    with pytest.raises(ValueError, match="n_steps"):
+        H.ddpm_grid(theirs, 365, t_start=t0)
 
 
 def test_tradeoff_curve_endpoints_monotone_and_filter_counts():
