@@ -87,3 +87,14 @@ def test_page_in_a_browser(server, browser):  # noqa: F811
 
 
 from test_browser import browser, server  # noqa: E402,F401  (fixtures)
+
+
+@pytest.mark.parametrize("name", ["digits", "shapes"])
+def test_the_pages_memoriser_memorises_the_learned_models_training_set(name):
+    # the page builds the empirical optimum from the training preset without loading the U-Net
+    from explorer import image_models, image_training
+    import explorer as ex
+
+    model = ex.models.load_pretrained(name)
+    assert model.schedule == image_models.cosine_schedule()
+    np.testing.assert_array_equal(image_models.training_set(image_training.PRESETS[name]["data"]), model.train_images())
