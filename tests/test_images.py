@@ -1,5 +1,7 @@
 """Image datasets and models: the digits and Simple Shapes sets, the exact empirical denoiser
-(closed form, nearest image at small sigma, the point-mass limit of a Gaussian mixture)."""
+(closed form, nearest image at small sigma, the point-mass limit of a Gaussian mixture), U-Net
+training (resume equals an uninterrupted run), weights_only loading, every solver on an image
+model, and the shipped models' samples (digits judged by a classifier, shapes crisp and in place)."""
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 import explorer as ex  # noqa: E402
-from explorer import datasets, image_models  # noqa: E402
+from explorer import datasets, image_models, image_training  # noqa: E402
 
 
 def test_digits_are_sklearn_digits_in_minus_one_one():
@@ -181,10 +183,6 @@ def one_torch_thread():
     yield
     torch.set_num_threads(before)
 
-from explorer import image_training  # noqa: E402
-
-
-
 
 def _tiny(tmp_path, steps, resume=None, name="a"):
     return image_training.train("digits", steps=steps, batch_size=4, seed=5, warmup=2, progress=False,
@@ -209,7 +207,6 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     with pytest.raises(ValueError, match="seed"):
         image_training.train("digits", steps=8, batch_size=4, seed=6, warmup=2, progress=False,
                              architecture={"channels": [8, 16]}, resume=tmp_path / "part.ckpt")
-
 
 
 @pytest.fixture(scope="module")
