@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .image_models import UNetModel, schedule_from_config, training_set
+from .learned import TrainingProgress
 from .unet import UNet, n_parameters
 
 # Presets: the data and network of each shipped model (CPU-sized; see data/PRETRAINED.md).
@@ -109,11 +110,7 @@ def train(dataset: str = "digits", steps: int = 8000, batch_size: int = 128, lr:
                     "generator": gen.get_state(), "step": step, "config": cfg,
                     "history": torch.tensor(history, dtype=torch.float32)}, path)
 
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, initial=start_step, desc=f"training {config['name']}", unit="step")
+    report = TrainingProgress(progress, steps, f"training {config['name']}", initial=start_step, window=100)
     started, cpu_started = time.perf_counter(), time.process_time()
     net.train()
     for step in range(start_step, steps):
@@ -135,17 +132,11 @@ def train(dataset: str = "digits", steps: int = 8000, batch_size: int = 128, lr:
         opt.step()
         _ema_update(ema, net, min(ema_decay, (1 + step) / (10 + step)))
         history.append(loss.item())
-        if bar is not None:
-            bar.update(1)
-            if step % 50 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{np.mean(history[-100:]):.4f}")
-        elif callable(progress):
-            progress(step, history[-1])
+        report(step, history)
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             write_checkpoint(step + 1, seconds_before + time.perf_counter() - started,
                              cpu_before + time.process_time() - cpu_started)
-    if bar is not None:
-        bar.close()
+    report.close()
     seconds = seconds_before + time.perf_counter() - started
     cpu = cpu_before + time.process_time() - cpu_started
     if checkpoint is not None:

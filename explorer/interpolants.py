@@ -155,6 +155,12 @@ class Interpolant(Schedule):
         return _bisect_decreasing(self.lambda_, lam, self.t_lo, self.t_hi)
 
 
+def _positive_data_var(data_var) -> float:
+    if not (math.isfinite(float(data_var)) and float(data_var) > 0):
+        raise ValueError(f"data_var must be a positive number, got {data_var!r}")
+    return float(data_var)
+
+
 class Trigonometric(Schedule):
     """alpha = cos(pi t / 2), sigma = sqrt(c) sin(pi t / 2) (c = data_var, 1 by default).
 
@@ -165,9 +171,7 @@ class Trigonometric(Schedule):
 
     def __init__(self, data_var=1.0, t_min=1e-3, t_max=0.999):
         super().__init__(t_min, t_max, 0.0, 1.0)
-        if not (math.isfinite(float(data_var)) and float(data_var) > 0):
-            raise ValueError(f"data_var must be a positive number, got {data_var!r}")
-        self.data_var = float(data_var)
+        self.data_var = _positive_data_var(data_var)
         self._k = math.sqrt(self.data_var)
 
     def params(self):
@@ -206,9 +210,7 @@ class PointMass(Schedule):
 
     def __init__(self, data_var=1.0, t_min=1e-3, t_max=0.999):
         super().__init__(t_min, t_max, 0.0, 1.0)
-        if not (math.isfinite(float(data_var)) and float(data_var) > 0):
-            raise ValueError(f"data_var must be a positive number, got {data_var!r}")
-        self.data_var = float(data_var)
+        self.data_var = _positive_data_var(data_var)
 
     def params(self):
         return {"data_var": self.data_var, **super().params()}

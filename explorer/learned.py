@@ -135,6 +135,31 @@ class LearnedModel(DenoiserModel):
         return float(self.schedule.sigma(t)) * as_generator(rng).standard_normal((int(n), self.dim))
 
 
+class TrainingProgress:
+    """What a training loop reports after each step: a tqdm bar showing the mean loss of the last
+    `window` steps (progress=True), nothing (False), or a call progress(step, loss)."""
+
+    def __init__(self, progress, total: int, desc: str, initial: int = 0, window: int = 50):
+        self.callback = progress if callable(progress) else None
+        self.total, self.window, self.bar = int(total), int(window), None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=initial, desc=desc, unit="step")
+
+    def __call__(self, step: int, history: list) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if step % 50 == 0 or step == self.total - 1:
+                self.bar.set_postfix(loss=f"{np.mean(history[-self.window:]):.4f}")
+        elif self.callback is not None:
+            self.callback(step, history[-1])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _target_config(target: GaussianMixture) -> dict:
     return {"means": target.means.tolist(), "covs": target.covs.tolist(), "weights": target.weights.tolist()}
 
@@ -166,11 +191,7 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
     data = None if n_train is None else torch.as_tensor(target.sample(int(n_train), rng), dtype=torch.float32)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     history = []
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc=f"training {name or 'model'}", unit="step")
+    report = TrainingProgress(progress, steps, f"training {name or 'model'}", window=50)
     started = time.perf_counter()
     net.train()
     for step in range(steps):
@@ -189,14 +210,8 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
         loss.backward()
         opt.step()
         history.append(loss.item())
-        if bar is not None:
-            bar.update(1)
-            if step % 50 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
-        elif callable(progress):
-            progress(step, history[-1])
-    if bar is not None:
-        bar.close()
+        report(step, history)
+    report.close()
     net.eval()
     seconds = time.perf_counter() - started
     final = float(np.mean(history[-min(100, len(history)):]))
