@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .image_models import UNetModel, schedule_from_config, training_set
-from .learned import TrainingProgress
+from .learned import TrainingProgress, save  # noqa: F401  (save: the same file layout for both kinds of model)
 from .unet import UNet, n_parameters
 
 # Presets: the data and network of each shipped model (CPU-sized; see data/PRETRAINED.md).
@@ -146,18 +146,6 @@ def train(dataset: str = "digits", steps: int = 8000, batch_size: int = 128, lr:
     config["parameters"] = n_parameters(net)
     config["final_loss"] = float(np.mean(history[-min(200, len(history)):]))
     return UNetModel(ema.eval(), schedule, config, history)
-
-
-def save(model: UNetModel, path, dtype=torch.float16) -> Path:
-    """Write {"state_dict" (the EMA weights in dtype), "config", "history"}: tensors and plain
-    Python only, so it loads with weights_only=True (explorer.image_models.load)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.net.state_dict().items()}
-    config = {**model.config, "stored_dtype": str(dtype).replace("torch.", "")}
-    torch.save({"state_dict": state, "config": config,
-                "history": torch.tensor(model.history, dtype=torch.float32)}, path)
-    return path
 
 
 def model_from_checkpoint(path) -> UNetModel:

@@ -227,10 +227,11 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
     return LearnedModel(net, schedule, target, config["name"], history, config)
 
 
-def save(model: LearnedModel, path, dtype=torch.float16) -> Path:
-    """Write {"state_dict", "config", "history"} (tensors and plain Python only: loads with
-    weights_only=True). Weights are stored in `dtype` (float16 halves the file; the network
-    still runs in float32 after loading, on the rounded weights)."""
+def save(model, path, dtype=torch.float16) -> Path:
+    """Write a learned model (the mixture MLPs here, the image U-Nets of explorer.image_training) as
+    {"state_dict", "config", "history"}: tensors and plain Python only, so it loads with
+    weights_only=True. Weights are stored in `dtype` (float16 halves the file; the network still
+    runs in float32 after loading, on the rounded weights)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.net.state_dict().items()}
