@@ -21,8 +21,6 @@ def _app(**query) -> AppTest:
     return open_app(timeout=60, **query)
 
 
-_clean = assert_clean
-
 
 def _metrics(at: AppTest) -> dict:
     return {m.label: m.value for m in at.metric}
@@ -35,7 +33,7 @@ def app() -> AppTest:
 
 
 def test_defaults_render(app):
-    _clean(app)
+    assert_clean(app)
     assert set(_metrics(app)) == METRICS
     assert _metrics(app)["NFE"] == "10"
     assert app.selectbox(key="target").value == "gmm-1d-3modes"
@@ -47,7 +45,7 @@ def test_solver_options_come_from_the_declaration(app):
     kinds = {"float": "number_input", "int": "number_input", "bool": "checkbox", "choice": "selectbox"}
     for solver in ex.solvers.names():
         app.selectbox(key="solver").set_value(solver).run()
-        _clean(app)
+        assert_clean(app)
         for option, spec in ex.solvers.info(solver)["options"].items():
             widget = getattr(app, kinds[spec["type"]])(key=f"{solver}.{option}")  # KeyError if missing
             assert widget.value == spec["default"]
@@ -55,12 +53,12 @@ def test_solver_options_come_from_the_declaration(app):
 
 def test_controls_rerun_cleanly_and_fast(app):
     app.selectbox(key="solver").set_value("euler").run()
-    _clean(app)
+    assert_clean(app)
     app.slider(key="steps").set_value(20).run()
-    _clean(app)
+    assert_clean(app)
     assert _metrics(app)["NFE"] == "20"
     app.toggle(key="x0").set_value(True).run()
-    _clean(app)
+    assert_clean(app)
     # on the defaults, a changed control reruns in well under a second (measured ~0.1-0.25 s; the
     # bound leaves room for a busy machine)
     times = []
@@ -68,32 +66,32 @@ def test_controls_rerun_cleanly_and_fast(app):
         start = time.perf_counter()
         app.selectbox(key="solver").set_value(solver).run()
         times.append(time.perf_counter() - start)
-        _clean(app)
+        assert_clean(app)
     assert sorted(times)[1] < 1.0, times
 
 
 def test_two_dimensional_target(app):
     app.selectbox(key="target").set_value("gmm-2d-ring8").run()
-    _clean(app)
+    assert_clean(app)
     app.selectbox(key="solver").set_value("heun").run()
     app.slider(key="steps").set_value(6).run()
-    _clean(app)
+    assert_clean(app)
     assert _metrics(app)["NFE"] == "12"
     assert len(app.get("plotly_chart")) == 3  # particle animation, final samples, error vs reference
     app.number_input(key="gmm-2d-ring8.radius").set_value(5.0).run()
-    _clean(app)
+    assert_clean(app)
 
 
 def test_bad_custom_modes_show_an_error():
     at = _app()
     at.toggle(key="custom").set_value(True).run()
-    _clean(at)  # the preset's own modes, as text
+    assert_clean(at)  # the preset's own modes, as text
     assert "1, 0.05" in at.text_area(key="gmm-1d-3modes.modes").value
     at.text_area(key="gmm-1d-3modes.modes").set_value("1.0, 0.05\nnot a number").run()
     assert not at.exception
     assert len(at.error) == 1 and "line 2" in at.error[0].value
     at.text_area(key="gmm-1d-3modes.modes").set_value("0, 0.3, 1\n4, 0.3, 3").run()
-    _clean(at)
+    assert_clean(at)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +122,7 @@ def test_query_params_restore_the_controls():
         target="gmm-2d-ring8", **{"gmm-2d-ring8.radius": "4"}, schedule="vp-linear", spacing="karras",
         solver="ddim", **{"ddim.eta": "0.5"}, steps="7", n="500", seed="3", exact="true",
     )
-    _clean(at)
+    assert_clean(at)
     assert at.selectbox(key="target").value == "gmm-2d-ring8"
     assert at.number_input(key="gmm-2d-ring8.radius").value == 4.0
     assert at.selectbox(key="schedule").value == "vp-linear"

@@ -120,13 +120,11 @@ def _page(**query):
     return open_app(PAGE, timeout=120, **query)
 
 
-_clean = assert_clean
-
 
 def test_page_renders_and_restores_from_the_url():
     at = _page(solvers=["euler", "heun"], n="200", nfes="4, 8, 16", a="euler", b="heun", nfe="8",
                schedule="edm", spacing="karras", seed="3")
-    _clean(at)
+    assert_clean(at)
     assert at.title[0].value == "Solver lab"
     assert at.multiselect(key="solvers").value == ["euler", "heun"]
     assert at.text_input(key="nfes").value == "4, 8, 16"
@@ -140,15 +138,15 @@ def test_page_renders_and_restores_from_the_url():
 
 def test_page_guidance_and_options():
     at = _page(solvers=["ddim", "dpmpp-2m"], n="200", nfes="6, 12", guided="true", w="8", gsolvers=["ddim", "dpmpp-2m"])
-    _clean(at)
+    assert_clean(at)
     assert len(at.get("plotly_chart")) == 6
     at.multiselect(key="gsolvers").set_value([]).run()  # (the thresholded guided reference is slow to solve)
     at.toggle(key="threshold").set_value(True).run()
-    _clean(at)
+    assert_clean(at)
     assert len(at.get("plotly_chart")) == 4
     at.selectbox(key="a").set_value("ddim").run()
     at.number_input(key="a.ddim.eta").set_value(0.5).run()  # solver A's options, declared by the solver
-    _clean(at)
+    assert_clean(at)
 
 
 @pytest.mark.parametrize("query, message", [({"nfes": "4, x"}, "'x' is not a number"), ({"nfes": "0"}, "integer in [1,")])

@@ -104,13 +104,11 @@ def _page(**query):
     return open_app(PAGE, timeout=180, **query)
 
 
-_clean = assert_clean
-
 
 def test_page_renders_restores_from_the_url_and_morphs_fast():
     at = _page(methods=["plms", "ghvb"], order="4", beta="0.6", run_solver="ghvb", run_steps="8", run_n="100",
                toy_steps="26", g_steps="15", w="10")
-    _clean(at)
+    assert_clean(at)
     assert at.title[0].value == "Stability"
     assert at.multiselect(key="methods").value == ["plms", "ghvb"]
     assert at.slider(key="order").value == 4 and at.slider(key="beta").value == 0.6
@@ -124,13 +122,13 @@ def test_page_renders_restores_from_the_url_and_morphs_fast():
         start = time.perf_counter()
         at.slider(key="beta").set_value(beta).run()
         times.append(time.perf_counter() - start)
-        _clean(at)
+        assert_clean(at)
     assert sorted(times)[1] < 3.0, times  # measured ~0.6 s
 
 
 def test_page_every_supported_method_draws():
     at = _page(methods=list(S.SUPPORTED), order="3", run_solver="dpmpp-2m", run_n="50", g_steps="6")
-    _clean(at)
+    assert_clean(at)
     assert len(at.get("plotly_chart")) == 9
 
 
