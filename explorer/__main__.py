@@ -19,6 +19,8 @@ def main(argv=None):
     tr.add_argument("--steps", type=int, default=None, help="total steps (default 5000 mixture, 8000 images)")
     tr.add_argument("--batch-size", type=int, default=None, help="default 2000 mixture, 128 images")
     tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--lr-final", type=float, default=None,
+                    help="mixture MLP: decay the learning rate to this along a half cosine (default: constant)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--n-train", type=int, default=20_000, help="fixed training-set size; 0 = fresh draws each step")
     tr.add_argument("--width", type=int, default=128)
@@ -47,7 +49,7 @@ def main(argv=None):
     started = time.perf_counter()
     model = learned.train(target, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           n_train=args.n_train or None, width=args.width, n_blocks=args.blocks, name=name,
-                          beta_start=args.beta_start, beta_end=args.beta_end)
+                          beta_start=args.beta_start, beta_end=args.beta_end, lr_final=args.lr_final)
     seconds = time.perf_counter() - started
     out = learned.save(model, Path(args.out) if args.out else learned.DATA_DIR / f"{name}.pt")
     print(f"final loss (mean of the last 100 steps): {model.config['final_loss']:.5f}")

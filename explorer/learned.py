@@ -166,7 +166,7 @@ def _target_config(target: GaussianMixture) -> dict:
 
 def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr: float = 1e-3, seed: int = 0,
           n_train: int | None = 20_000, width: int = 128, n_blocks: int = 3, progress=True, name: str | None = None,
-          beta_start: float = 1e-4, beta_end: float = 0.02, T: int = 1000) -> LearnedModel:
+          beta_start: float = 1e-4, beta_end: float = 0.02, T: int = 1000, lr_final: float | None = None) -> LearnedModel:
     """DDPM training (Ho et al., Algorithm 1): x0 from the data, t ~ U{0..T-1}, eps ~ N(0, I),
     minimise || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2 with Adam.
 
@@ -175,12 +175,16 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
     from the target every step. progress: True for a tqdm bar, False for none, or a callable
     progress(step, loss). beta_start, beta_end, T: the linear betas (DDPM_BETAS by default; the
     shipped models use PAPER_BETAS), recorded in config["schedule"] so load() rebuilds the schedule.
+    lr_final: None keeps the learning rate constant (the paper's); a number decays it from lr to
+    lr_final along a half cosine over the steps (the last step takes lr_final).
     Same seed, same thread count: bit-identical weights."""
     if not isinstance(target, GaussianMixture):
         raise ValueError(f"target must be a GaussianMixture, got {type(target).__name__}")
     steps, batch_size = int(steps), int(batch_size)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
+    if lr_final is not None and not 0 <= lr_final <= lr:
+        raise ValueError(f"lr_final must be in [0, lr = {lr}], got {lr_final}")
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching global torch state
@@ -206,6 +210,8 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
         x_t = a * x0 + (1 - abar[t]).sqrt()[:, None] * eps
         # Gradient step on || eps - eps_theta(x_t, t) ||^2.
         loss = ((net(x_t, t.to(torch.float32)) - eps) ** 2).mean()
+        if lr_final is not None:
+            opt.param_groups[0]["lr"] = cosine_lr(step, steps, lr, lr_final)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -220,11 +226,17 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
         "architecture": {"kind": "EpsMLP", "dim": target.dim, "width": width, "n_blocks": n_blocks},
         "target": _target_config(target),
         "schedule": {"beta_start": beta_start, "beta_end": beta_end, "T": int(T)},
-        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": int(seed), "n_train": n_train,
+        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "lr_final": lr_final, "seed": int(seed), "n_train": n_train,
                      "threads": torch.get_num_threads(), "seconds": round(seconds, 1)},
         "final_loss": final,
     }
     return LearnedModel(net, schedule, target, config["name"], history, config)
+
+
+def cosine_lr(step: int, steps: int, lr: float, lr_final: float) -> float:
+    """The learning rate at `step` of `steps` on a half cosine from lr (step 0) to lr_final (the last step)."""
+    frac = step / max(1, steps - 1)
+    return lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * frac))
 
 
 def save(model, path, dtype=torch.float16) -> Path:
