@@ -141,6 +141,8 @@ def test_exact_denoiser_hallucinates_no_more_than_the_tails():
 
 PRETRAINED = ROOT / "data" / "gmm-1d-3modes.pt"
 needs_model = pytest.mark.skipif(not PRETRAINED.exists(), reason="data/gmm-1d-3modes.pt not shipped yet")
+# the tests on learned_runs share one worker (pytest.ini: --dist loadgroup), so its sampling runs once
+one_worker = pytest.mark.xdist_group("learned_runs")
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +157,14 @@ def learned_runs():
     return model, runs, time.perf_counter() - start
 
 
-N_HELD_OUT = 3000
+# 20,000 samples per seed, as the paper's evaluation (its training-set size plus 2,500): the model puts
+# 0.4-0.5% of them beyond 3 std, so a seed holds 80-100 hallucinations, enough to measure a fraction to
+# about 3%. Two seeds take about a minute on one core.
+N_HELD_OUT = 20_000
 
 
 @needs_model
+@one_worker
 def test_learned_model_hallucinates_between_modes(learned_runs):
     model, runs, _ = learned_runs
     from explorer.learned import PAPER_BETAS
@@ -166,10 +172,13 @@ def test_learned_model_hallucinates_between_modes(learned_runs):
     assert model.config["schedule"] == PAPER_BETAS and H.pure_noise_t(model.schedule) == 363
     for run in runs:
         assert np.array_equal(run.t, np.arange(363, -1, -1.0))  # every timestep below t0, as DDPM
-        rate = H.hallucination_rate(run.samples, G1)
+        # measurable, and not the target's own tails: beyond 4 std the tails give P(|z| > 4) = 6.3e-5, about
+        # 1.3 of 20,000 (Poisson: P(>= 12) < 1e-8); measured 17 and 22 (seeds 0, 1), 17-33 over seeds 0-5
+        far = H.hallucinated(run.samples, G1, k=4)
+        assert far.sum() >= 12, far.sum()
         deep = H.hallucinated(run.samples, G1, k=5)  # the exact denoiser: none (P(|z| > 5) = 6e-7)
         between = H.landing(run.samples[deep], G1)
-        assert rate > 0.005 and (between >= 0).all(axis=1).sum() >= 3, (rate, deep.sum())
+        assert (between >= 0).all(axis=1).sum() >= 3, deep.sum()  # deep in a gap between two modes
 
 
 def _held_out(runs, window=H.WINDOW, k=H.K_STD):
@@ -179,25 +188,23 @@ def _held_out(runs, window=H.WINDOW, k=H.K_STD):
 
 
 @needs_model
+@one_worker
 def test_variance_filter_beats_a_random_filter_on_held_out_samples(learned_runs):
     """The paper's window (10 of 1000 on its betas) and support k = 3: a threshold chosen on seed 0
-    (max removed + kept) removes most of seed 1's hallucinations and keeps most of its in-support
-    samples. A random filter has removed + kept = 1. Measured: 85.5% removed, 87.5% kept."""
+    (max removed + kept) separates seed 1's hallucinations from its in-support samples far better
+    than chance (a random filter has removed + kept = 1)."""
     c = _held_out(learned_runs[1])
     assert c["hallucinations"] >= 50, c  # enough to measure a fraction to ~5%
-    assert c["removed_fraction"] >= 0.8 and c["kept_fraction"] >= 0.8, c
-    assert c["removed_fraction"] + c["kept_fraction"] > 1.65, c
+    assert c["removed_fraction"] + c["kept_fraction"] > 1.8, c
 
 
 @needs_model
-@pytest.mark.xfail(strict=True, reason=(
-    "the issue's 90/90 (the paper: >95% removed, 96% kept) is not reached: measured 85.5% removed, 87.5% kept "
-    "(over 6 ordered pairs of seeds 0-2, 3,000 samples each: 85-92% removed, 81-88% kept). The in-support "
-    "samples the filter drops are the modes' tails (46% of those 2-3 std out, 5% of those within 1 std): "
-    "their x0-prediction still moves over the last 10 steps. The shipped model saw 2,000 full batches, a "
-    "tenth of the paper's 20,000."))
+@one_worker
 def test_variance_filter_chosen_on_one_seed_holds_on_another(learned_runs):
-    """The issue's target at the paper's window and k = 3: >= 90% removed and >= 90% kept on seed 1."""
+    """The issue's target at the paper's window and k = 3: >= 90% removed and >= 90% kept on seed 1.
+    Measured: 91.9% removed (91 of 99), 95.6% kept. Over all 30 ordered pairs of seeds 0-5 (20,000
+    samples each): 88.5-98.8% removed (mean 94.0%), 91.0-96.3% kept (mean 94.5%), 90/90 in 27 of 30;
+    the paper: over 95% removed, 96% kept."""
     c = _held_out(learned_runs[1])
     assert c["removed_fraction"] >= 0.9 and c["kept_fraction"] >= 0.9, c
 
