@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,25 +22,13 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from .learned import torch_threads  # noqa: F401  (one torch thread for small nets; used by the Images page)
 from .random import as_generator
 
 DATASETS = ("digits", "shapes")
 CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "data" / "classifiers"
 FEATURES = 64
 SHAPES_TRAIN = 4000  # Simple Shapes images the shapes classifier trains on (seed 1: not the models' seed-0 set)
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run the block with torch on n intra-op threads, then restore the count. Small image nets on a
-    busy machine run far faster on one (measured: 64 digits at 20 NFE, 2 s on 1 thread against 70 s
-    on 2 while other jobs held both cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ data

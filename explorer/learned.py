@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,20 @@ def train(target: GaussianMixture, steps: int = 5000, batch_size: int = 2000, lr
         "final_loss": final,
     }
     return LearnedModel(net, schedule, target, config["name"], history, config)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with torch on n intra-op threads, then restore the count. Small nets on a busy
+    machine, or called from a fresh thread per request as Streamlit does, run far faster on one
+    (measured: 64 digits at 20 NFE, 2 s on 1 thread against 70 s on 2 while other jobs held both
+    cores; 1,000 mixture samples over 364 DDPM steps in the app, 8 s on 2 threads against 2 s on 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cosine_lr(step: int, steps: int, lr: float, lr_final: float) -> float:
