@@ -145,7 +145,7 @@ needs_model = pytest.mark.skipif(not PRETRAINED.exists(), reason="data/gmm-1d-3m
 one_worker = pytest.mark.xdist_group("learned_runs")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: other modules' tests may run between its users on that worker
 def learned_runs():
     model = ex.models.load_pretrained("gmm-1d-3modes")
     start = time.perf_counter()
