@@ -34,7 +34,7 @@ def _exact(name: str):
 @st.cache_data(max_entries=16, show_spinner=False)
 def run(name: str, exact: bool, solver: str, n_steps: int, n: int, seed: int, t_start: int | None = None) -> H.Run:
     model = _exact(name) if exact else load(name)
-    with torch_threads(1):  # Streamlit runs each rerun in a fresh thread: two torch threads there are 3-4x slower
+    with torch_threads(1):  # Streamlit reruns in a fresh thread: 2 torch threads there ran 2x slower
         return H.sample_run(model, n, seed=seed, solver=solver, n_steps=n_steps, t_start=t_start)
 
 

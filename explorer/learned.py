@@ -239,7 +239,7 @@ def torch_threads(n: int):
     """Run the block with torch on n intra-op threads, then restore the count. Small nets on a busy
     machine, or called from a fresh thread per request as Streamlit does, run far faster on one
     (measured: 64 digits at 20 NFE, 2 s on 1 thread against 70 s on 2 while other jobs held both
-    cores; 1,000 mixture samples over 364 DDPM steps in the app, 8 s on 2 threads against 2 s on 1)."""
+    cores; 1,000 mixture samples over 364 DDPM steps in the app, 8.1 s on 2 threads against 4.2 s on 1)."""
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
