@@ -4,7 +4,6 @@ them; filtering on it removes most of them (Aithal et al.)."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import streamlit as st
@@ -122,7 +121,7 @@ with st.spinner(f"Sampling {n} points with {n_run}-step {solver} from t = {t_sta
         st.stop()
 
 rate_l, rate_e = H.hallucination_rate(learned.samples, target, k), H.hallucination_rate(exact.samples, target, k)
-tails = 1 - math.erf(k / math.sqrt(2)) if one_d else math.exp(-k * k / 2)  # P(Mahalanobis > k), 1D and 2D
+tails = H.tail_mass(k, target.dim)
 cols = st.columns(3)
 cols[0].metric("Hallucinated (learned)", f"{rate_l:.2%}", help="Samples beyond k std of every mode.")
 cols[1].metric("Hallucinated (exact denoiser)", f"{rate_e:.2%}", delta=f"target's own tails: {tails:.2%}",

@@ -55,10 +55,10 @@ def main() -> int:
         runs[seed] = H.sample_run(model, args.n, seed=seed, n_steps=args.steps)
         print(f"seed {seed}: sampled in {time.perf_counter() - t0:.1f} s")
     ex_run = H.sample_run(exact, args.n, seed=args.seeds[0], n_steps=args.steps)
-    tails = 1 - math.erf(k / math.sqrt(2))
+    tails = H.tail_mass(k, target.dim)
 
     ok = True
-    far_tails = args.n * (1 - math.erf(4 / math.sqrt(2)))  # expected beyond 4 std from the target's own tails
+    far_tails = args.n * H.tail_mass(4.0, target.dim)  # expected beyond 4 std from the target's own tails
     far_bound = far_tails + 8 * math.sqrt(far_tails)
     print("\n1. Hallucination rate")
     for seed, r in runs.items():

@@ -46,6 +46,14 @@ def mode_distances(x, target: GaussianMixture) -> np.ndarray:
     return np.sqrt(np.einsum("nkd,kde,nke->nk", diff, prec, diff))
 
 
+def tail_mass(k: float = K_STD, dim: int = 1) -> float:
+    """P(a Gaussian sample lies beyond k standard deviations (Mahalanobis) of its mean) in `dim`
+    dimensions: what a mode's own tails put outside the support test (1D, k = 3: 0.27%)."""
+    from scipy.special import gammaincc
+
+    return float(gammaincc(dim / 2, k * k / 2))  # the chi-square(dim) survival function at k^2
+
+
 def in_support(x, target: GaussianMixture, k: float = K_STD) -> np.ndarray:
     """(N,) bool: within k standard deviations of some mode (min_k Mahalanobis distance <= k)."""
     return mode_distances(x, target).min(axis=1) <= k

@@ -5,6 +5,7 @@ size; the page (AppTest) and its render in a browser."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -36,6 +37,15 @@ def test_in_support_rates_and_landing_on_hand_made_samples():
     assert H.landing_counts(x, G1) == {(-1, 0): 2, (0, 1): 2, (1, 2): 1, (2, -1): 1}
     np.testing.assert_allclose(H.mode_mass(x, G1), [3 / 10, 1 / 10, 0.0])
     assert H.modes_covered(x, G1) == 2
+
+
+def test_tail_mass_is_the_gaussian_mass_beyond_k_std():
+    for k in (1.0, 3.0, 4.0, 5.0):
+        assert H.tail_mass(k, 1) == pytest.approx(math.erfc(k / math.sqrt(2)), rel=1e-12)
+        assert H.tail_mass(k, 2) == pytest.approx(math.exp(-k * k / 2), rel=1e-12)
+    assert H.tail_mass(3.0) == pytest.approx(0.0026998, rel=1e-4)
+    x = np.random.default_rng(0).standard_normal((200_000, 3))  # 3D: a Monte Carlo check
+    assert np.mean((x**2).sum(1) > 4.0) == pytest.approx(H.tail_mass(2.0, 3), abs=3e-3)
 
 
 def test_landing_in_2d_is_the_two_nearest_modes_and_support_is_mahalanobis():
