@@ -40,7 +40,7 @@ PAPER = {"removed": 0.95, "kept": 0.96}  # the paper's headline: > 95% removed, 
 
 def mode_distances(x, target: GaussianMixture) -> np.ndarray:
     """(N, K) Mahalanobis distance of every sample to every mode: sqrt((x - mu_k)^T C_k^-1 (x - mu_k))."""
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), target.dim)  # also (N,) in 1D, and N = 0
     diff = x[:, None, :] - target.means[None, :, :]  # (N, K, D)
     prec = np.linalg.inv(target.covs)  # (K, D, D)
     return np.sqrt(np.einsum("nkd,kde,nke->nk", diff, prec, diff))
@@ -74,7 +74,7 @@ def landing(x, target: GaussianMixture) -> np.ndarray:
     (indices into target.means; -1 beyond the outermost mode on that side). 2D and up: the two
     nearest modes by Euclidean distance. Pairs are ordered (lower index first in 2D, left mode
     first in 1D)."""
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), target.dim)  # also (N,) in 1D, and N = 0
     means = target.means
     if target.dim == 1:
         order = np.argsort(means[:, 0], kind="stable")
