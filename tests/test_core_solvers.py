@@ -180,8 +180,36 @@ def test_corrector_needs_rng_and_valid_settings():
         ex.sample(model, x, ts, "rk45", rng=0, corrector_steps=1)
 
 
-def test_torch_states_get_fresh_noise_every_step_from_a_seed():
+def _ddpm_step_noise(model, traj):
+    """The z_i each DDPM step drew, recovered exactly: x_{i+1} = alpha' x0_hat + sqrt(sigma'^2 - c^2) eps_hat + c z
+    with c = sigma' sqrt(1 - e^{-2h}) (the posterior's noise scale), solved for z."""
+    s = model.schedule
+    zs = []
+    for i in range(traj.n_steps):
+        t, t1 = float(traj.t[i]), float(traj.t[i + 1])
+        a, sg, a1, s1 = (float(v) for v in (s.alpha(t), s.sigma(t), s.alpha(t1), s.sigma(t1)))
+        h = float(s.lambda_(t1)) - float(s.lambda_(t))
+        c = s1 * np.sqrt(-np.expm1(-2.0 * h))
+        x, d = np.asarray(traj.x[i]), np.asarray(traj.denoised[i])
+        eps = (x - a * d) / sg
+        zs.append((np.asarray(traj.x[i + 1]) - a1 * d - np.sqrt(s1 * s1 - c * c) * eps) / c)
+    return zs
+
+
+def _assert_fresh_seeded_noise(model, traj, seed):
+    """Step i drew the i-th draw of one Generator seeded once for the run, so no two steps share noise."""
+    zs = _ddpm_step_noise(model, traj)
+    rng = np.random.default_rng(seed)
+    for i, z in enumerate(zs):
+        np.testing.assert_allclose(z, rng.standard_normal(z.shape), atol=1e-6, err_msg=f"step {i}")
+    for i in range(len(zs)):
+        for j in range(i):
+            assert not np.allclose(zs[i], zs[j], atol=1e-3), f"steps {j} and {i} drew the same noise"
+
+
+def test_torch_states_get_fresh_noise_every_step_from_a_seed(monkeypatch):
     torch = pytest.importorskip("torch")
+    import explorer.solvers.basic as basic
 
     model = ex.AnalyticModel(smooth_mixture(), ex.schedules.get("edm"))
     x = torch.zeros((3, 2), dtype=torch.float64)
@@ -189,9 +217,24 @@ def test_torch_states_get_fresh_noise_every_step_from_a_seed():
     traj = ex.sample(TorchModel(model), x, ts, "ddpm", rng=3)
     again = ex.sample(TorchModel(model), x, ts, "ddpm", rng=np.random.default_rng(3))
     assert torch.equal(traj.x, again.x)
-    # the noise added at successive steps differs (a seed re-used per call would repeat it)
-    noise = [traj.x[i + 1] - ex.sample(TorchModel(model), traj.x[i], ts[i : i + 2], "ddim").x[-1] for i in range(2)]
-    assert not torch.allclose(noise[0] / noise[0].norm(), noise[1] / noise[1].norm())
+    _assert_fresh_seeded_noise(model, traj, 3)
+
+    # negative controls: a solver that re-seeds at every step, or re-uses its first draw, is caught
+    fresh = basic.standard_normal_like
+    monkeypatch.setattr(basic, "standard_normal_like", lambda x, rng: fresh(x, 3))
+    with pytest.raises(AssertionError):
+        _assert_fresh_seeded_noise(model, ex.sample(TorchModel(model), x, ts, "ddpm", rng=3), 3)
+    first = []
+
+    def reuse_first_draw(x, rng):
+        if not first:
+            first.append(fresh(x, rng))
+        return first[0]
+
+    monkeypatch.setattr(basic, "standard_normal_like", reuse_first_draw)
+    reused = ex.sample(TorchModel(model), x, ts, "ddpm", rng=3)
+    with pytest.raises(AssertionError, match="same noise|step 1"):
+        _assert_fresh_seeded_noise(model, reused, 3)
 
 
 def test_order_follows_the_options():
