@@ -33,9 +33,9 @@ def _trace(fig, name=None, col=None):
     return out
 
 
-@settings(max_examples=12, deadline=None)
-@given(st.sampled_from(NAMES), st.sampled_from(NAMES))
-def test_conversion_map_keeps_the_log_snr(name_a, name_b):
+def _check_conversion_map(name_a, name_b):
+    """The map of A to B: lambda kept and the scale alpha'/alpha where B reaches A's log-SNR, blank
+    (NaN, not extrapolated) exactly where it does not. Returns where the map is drawn."""
     a, b = ex.schedules.get(name_a), ex.schedules.get(name_b)
     fig = F.conversion_map(a, b, name_a, name_b, grid=ex.timesteps(a, 8))
     line = _trace(fig, "t → t′")[0]
@@ -49,8 +49,27 @@ def test_conversion_map_keeps_the_log_snr(name_a, name_b):
     assert np.allclose(scale[ok] / b.alpha(t2[ok]), 1 / a.alpha(t[ok]), rtol=1e-12)
     # where B cannot reach A's log-SNR the map is blank, not extrapolated
     with np.errstate(divide="ignore"):
-        lam_b_min = float(b.lambda_(b.t_hi)) if np.isfinite(b.t_hi) else -np.inf
-    assert np.all(~ok == (a.lambda_(t) < lam_b_min - 1e-12)) or ok.all()
+        lam_b_min, lam_b_max = float(b.lambda_(b.t_hi)), float(b.lambda_(b.t_lo))
+    lam_a = a.lambda_(t)
+    assert np.array_equal(~ok, (lam_a < lam_b_min - 1e-12) | (lam_a > lam_b_max + 1e-12))
+    assert np.array_equal(np.isfinite(scale), ok)
+    return t, ok
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(NAMES), st.sampled_from(NAMES))
+def test_conversion_map_keeps_the_log_snr(name_a, name_b):
+    _check_conversion_map(name_a, name_b)
+
+
+# vp-linear's log-SNR stops at lambda(1) = -5.02; these schedules start below it (-6.91, -6.46)
+@pytest.mark.parametrize("name_a, name_b", [("rectified-flow", "vp-linear"), ("trigonometric", "vp-linear")])
+def test_conversion_map_is_blank_where_b_cannot_reach(name_a, name_b):
+    t, ok = _check_conversion_map(name_a, name_b)
+    assert not ok.all()  # the pair does reach the blank region
+    assert t[~ok].min() > t[ok].max()  # the noisiest end of A, where its log-SNR is below B's lowest
+    fig = F.conversion_map(ex.schedules.get(name_a), ex.schedules.get(name_b), name_a, name_b)
+    assert any(f"{name_b} cannot reach {name_a}'s log-SNR" in (a.text or "") for a in fig.layout.annotations)
 
 
 def test_conversion_map_of_ve_to_edm_is_the_identity_in_time():
