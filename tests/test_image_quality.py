@@ -224,8 +224,9 @@ def test_trajectory_variance_filter_on_images():
 # ------------------------------------------------------------------ the shipped learned model
 
 
-@pytest.mark.skipif(not (Q.CLASSIFIER_DIR.parent / "digits.pt").exists(), reason="data/digits.pt not shipped yet")
 def test_the_learned_digits_model_generalises(digits):
+    shipped = Q.CLASSIFIER_DIR.parent / "digits.pt"
+    assert shipped.is_file(), f"{shipped} is missing: it ships with the repository (see data/PRETRAINED.md)"
     x = digits[0]
     model = __import__("explorer").models.load_pretrained("digits")
     with Q.torch_threads(1):
