@@ -117,6 +117,53 @@ def test_a_diverged_run_warns_and_still_draws():
     assert len(at.get("plotly_chart")) >= 2
 
 
+def _core_metrics(query: dict) -> dict:
+    """The Trajectories page's metrics for a URL, recomputed with the core API alone (not the page's
+    code): the run the URL stands for (x_T from the seed, the solver's noise from [seed, 1]), its rk45
+    reference (DOP853), and explorer.metrics on both, formatted as the page shows them."""
+    import numpy as np
+
+    name = query.get("target", "gmm-1d-3modes")
+    params = {p: type(d)(float(query[f"{name}.{p}"])) for p, d in ex.targets.params(name).items() if f"{name}.{p}" in query}
+    target = ex.targets.get(name, **params)
+    solver = query.get("solver", "dpmpp-2m")
+    cast = {"float": float, "int": int, "bool": lambda v: v == "true", "choice": str}
+    options = {o: cast[spec["type"]](query[f"{solver}.{o}"]) for o, spec in ex.solvers.info(solver)["options"].items()
+               if f"{solver}.{o}" in query}
+    seed = int(query.get("seed", 0))
+    model = ex.AnalyticModel(target, ex.schedules.get(query.get("schedule", "edm")))
+    t_range = [float(query[k]) if k in query else None for k in ("t_start", "t_end")]
+    ts = ex.timesteps(model.schedule, int(query.get("steps", 10)), query.get("spacing", ex.SPACINGS[0]), *t_range)
+    x_T = model.prior_sample(int(query.get("n", 2000)), np.random.default_rng(seed), t=ts[0],
+                             exact=query.get("exact") == "true")
+    traj = ex.sample(model, x_T, ts, solver, rng=np.random.default_rng([seed, 1]), **options)
+    ref = ex.reference(model, x_T, ts, method="DOP853")
+    assert not traj.diverged and not ref.diverged
+    return {
+        "NFE": str(traj.nfe),
+        "Distance to target": f"{ex.metrics.distance_to_target(traj.sample, target):.3f}",
+        "floor": f"exact ODE: {ex.metrics.distance_to_target(ref.sample, target):.3f}",
+        "Error vs reference": f"{ex.metrics.endpoint_error(traj.sample, ref.sample):.3g}",
+        "Mode mass error": f"{ex.metrics.coverage_error(traj.sample, target):.3f}",
+    }
+
+
+@pytest.mark.parametrize("query", [
+    {},  # the defaults: 1D, dpmpp-2m on edm
+    {"target": "gmm-2d-ring8", "gmm-2d-ring8.radius": "4", "schedule": "vp-linear", "spacing": "karras",
+     "solver": "ddim", "ddim.eta": "0.5", "steps": "7", "n": "500", "seed": "3", "exact": "true"},
+    {"target": "gmm-1d-3modes", "gmm-1d-3modes.std": "0.1", "solver": "heun", "steps": "5", "n": "800", "seed": "7",
+     "t_start": "20", "t_end": "0.01"},
+])
+def test_shown_metrics_are_the_core_metrics_of_the_url(query):
+    at = _app(**query)
+    assert_clean(at)
+    shown = {m.label: m for m in at.metric}
+    expected = _core_metrics(query)
+    assert {k: shown[k].value for k in expected if k != "floor"} == {k: v for k, v in expected.items() if k != "floor"}
+    assert shown["Distance to target"].proto.delta == expected["floor"]
+
+
 def test_query_params_restore_the_controls():
     at = _app(
         target="gmm-2d-ring8", **{"gmm-2d-ring8.radius": "4"}, schedule="vp-linear", spacing="karras",
