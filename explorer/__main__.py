@@ -28,12 +28,12 @@ def main(argv=None):
     tr.add_argument("--beta-start", type=float, default=1e-4, help="linear betas: first (DDPM: 1e-4)")
     tr.add_argument("--beta-end", type=float, default=0.02, help="linear betas: last (DDPM: 0.02)")
     tr.add_argument("--name", default=None, help="model name (default: the target's)")
-    tr.add_argument("--out", default=None, help="output .pt (default data/<name>.pt)")
+    tr.add_argument("--out", default=None, help="output .pt (default: <name>.pt in the shipped data folder)")
     img = tr.add_argument_group("image U-Net (--dataset)")
     img.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights")
     img.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
     img.add_argument("--checkpoint", default=None,
-                     help="checkpoint path, written every --checkpoint-every steps (default artifacts/checkpoints/<name>.ckpt)")
+                     help="checkpoint path, written every --checkpoint-every steps (default artifacts/checkpoints/<name>.ckpt in the working directory)")
     img.add_argument("--checkpoint-every", type=int, default=500)
     img.add_argument("--resume", default=None, help="continue from this checkpoint (same settings; --steps is the total)")
     args = parser.parse_args(argv)
@@ -60,18 +60,18 @@ def _train_image(args):
     import torch
 
     from . import image_training
+    from .data_files import DATA_DIR
 
     name = args.name or args.dataset
-    root = Path(__file__).resolve().parent.parent
     started = time.perf_counter()
     model = image_training.train(
         args.dataset, steps=8000 if args.steps is None else args.steps,
         batch_size=128 if args.batch_size is None else args.batch_size, lr=args.lr, warmup=args.warmup,
         ema_decay=args.ema, seed=args.seed, name=name, resume=args.resume,
-        checkpoint=args.checkpoint or root / "artifacts" / "checkpoints" / f"{name}.ckpt",
+        checkpoint=args.checkpoint or Path("artifacts") / "checkpoints" / f"{name}.ckpt",
         checkpoint_every=args.checkpoint_every)
     seconds = time.perf_counter() - started
-    out = image_training.save(model, Path(args.out) if args.out else root / "data" / f"{name}.pt")
+    out = image_training.save(model, Path(args.out) if args.out else DATA_DIR / f"{name}.pt")
     print(f"final loss (mean of the last 200 steps): {model.config['final_loss']:.5f}")
     tr = model.config["training"]
     print(f"time: {seconds:.1f} s wall this run; in total {tr['seconds']:.1f} s wall, {tr['cpu_seconds']:.1f} s CPU, "

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .data_files import DATA_DIR
 from .models import DenoiserModel
 from .random import as_generator
 from .schedules import Discrete, Schedule
@@ -242,7 +243,7 @@ def load(name_or_path) -> UNetModel:
 
     path = Path(str(name_or_path))
     if str(name_or_path) in PRETRAINED:
-        path = Path(__file__).resolve().parent.parent / "data" / f"{name_or_path}.pt"
+        path = DATA_DIR / f"{name_or_path}.pt"
     if not path.exists():
         raise ValueError(f"no image model {name_or_path!r}: not one of {list(PRETRAINED)} nor an existing .pt path")
     blob = torch.load(path, map_location="cpu", weights_only=True)

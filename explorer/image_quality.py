@@ -22,11 +22,12 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from .data_files import DATA_DIR
 from .learned import torch_threads  # noqa: F401  (one torch thread for small nets; used by the Images page)
 from .random import as_generator
 
 DATASETS = ("digits", "shapes")
-CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "data" / "classifiers"
+CLASSIFIER_DIR = DATA_DIR / "classifiers"
 FEATURES = 64
 SHAPES_TRAIN = 4000  # Simple Shapes images the shapes classifier trains on (seed 1: not the models' seed-0 set)
 

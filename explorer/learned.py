@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data_files import DATA_DIR
 from .mixture import GaussianMixture
 from .models import DenoiserModel
 from .schedules import Discrete
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # DDPM's linear betas (Ho et al.): beta_1 = 1e-4 ... beta_T = 0.02, T = 1000.
 DDPM_BETAS = {"beta_start": 1e-4, "beta_end": 0.02, "T": 1000}
 # The mode-interpolation paper's toy runs (its official script's defaults): linspace(1e-3, 0.2, 1000),

@@ -46,7 +46,7 @@ ensure_venv() {  # $@: requirement files
     fi
     local tag
     tag=$(basename "$1" .txt)
-    local stamp="$VENV/.installed-$tag-$(cat requirements*.txt scripts/dev.sh | sha256sum | cut -c1-16)"
+    local stamp="$VENV/.installed-$tag-$(cat requirements*.txt pyproject.toml scripts/dev.sh | sha256sum | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
         say "installing Python packages from $* (torch is the pinned CPU build)"
         pip_install --upgrade pip
@@ -56,6 +56,8 @@ ensure_venv() {  # $@: requirement files
         if [[ " $* " == *requirements-test.txt* ]]; then
             pip_install --no-deps "$K_DIFFUSION"
         fi
+        say "installing explorer itself (editable: import explorer works from any directory)"
+        pip_install --no-deps --no-build-isolation -e .
         rm -f "$VENV/.installed-$tag-"*
         touch "$stamp"
     fi
