@@ -15,15 +15,12 @@ time of that run (summed over threads: what the run costs when the cores are fre
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import explorer as ex  # noqa: E402
+import explorer as ex
 
 SOLVERS = ["ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "deis"]
 

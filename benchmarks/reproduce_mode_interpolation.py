@@ -23,14 +23,11 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import explorer as ex  # noqa: E402
-from explorer import hallucination as H  # noqa: E402
+import explorer as ex
+from explorer import hallucination as H
 
 
 def main() -> int:
