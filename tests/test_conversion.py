@@ -113,7 +113,11 @@ def test_constant_diffusion_converts_to_its_time_changed_coefficient():
         ts = ex.timesteps(a, n, "uniform-t")
         conv = ex.convert_path(I.sample_sde(ma, x, ts, "constant", rng=7, scale=0.3), b, from_schedule=a,
                                diffusion="constant", scale=0.3)
-        assert callable(conv.options["diffusion"])
+        # the coefficient conv names is the time-changed one: the same kappa on every converted time
+        eps_conv, ts_b = conv.options["diffusion"], np.asarray(conv.t)
+        assert conv.options["scale"] == 1.0
+        np.testing.assert_allclose(eps_conv(ts_b) / (b.alpha(ts_b) ** 2 * rho_dot(b, ts_b)),
+                                   0.3 / (a.alpha(ts) ** 2 * rho_dot(a, ts)), rtol=1e-9)
         direct = I.sample_sde(mb, conv.x[0], conv.t, eps_b, rng=7)
         gaps.append(np.abs(direct.x - conv.x).max())
     assert gaps[1] < gaps[0] / 2, gaps  # measured 0.016 -> 0.0048

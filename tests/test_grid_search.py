@@ -201,10 +201,13 @@ def test_grid_parameters_round_trip():
 def test_progress_reports(sets):
     fit, holdout = sets
     calls = []
-    gs.optimise(RING, "euler", 3, fit=fit, holdout=holdout, max_evals=20, progress=lambda *a: calls.append(a))
-    done = [c[0] for c in calls]
-    assert done == sorted(done) and done[-1] <= calls[-1][1] and len(calls) >= 20
-    assert all(np.isfinite(c[2]) for c in calls)
+    r = gs.optimise(RING, "euler", 3, fit=fit, holdout=holdout, max_evals=20, progress=lambda *a: calls.append(a))
+    # one call per baseline spacing, then one per objective evaluation: (done, total, best fit error so far)
+    errors = [r.baseline[sp]["error"] for sp in ex.SPACINGS] + list(r.history)
+    total = len(ex.SPACINGS) + 2 * 20  # two Nelder-Mead runs (starts=2) of at most max_evals each
+    best = np.minimum.accumulate(errors)
+    assert calls == [(i + 1, total, best[i]) for i in range(len(errors))]
+    assert len(r.history) == 2 * 20 and calls[-1][0] == total  # here both runs spend max_evals: the bar ends full
     gs.optimise(RING, "euler", 2, fit=fit, holdout=holdout, max_evals=5, progress=True)  # a tqdm bar
 
 
@@ -334,7 +337,7 @@ def test_error_vs_nfe_records():
     recs = se.error_vs_nfe(model, "heun", progress=lambda *a: calls.append(a), **kw)
     assert [r["nfe"] for r in recs] == [4, 4, 4, 4]  # heun spends 2 per step: NFE 3 is skipped
     assert [r["kind"] for r in recs] == ["original", "converted", "converted", "optimised"]
-    assert [c[0] for c in calls] == [1, 2, 3, 4] and calls[-1][1] == 4
+    assert calls == [(i, 4, r["label"], 4) for i, r in enumerate(recs, 1)]  # (done, total, label, nfe) after each run
     for r in recs:
         assert np.isfinite(r["error"]) and np.isfinite(r["fit_error"]) and not r["diverged"]
         assert len(r["ts"]) == len(r["ts_original"]) == r["n_steps"] + 1 == 3

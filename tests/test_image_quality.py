@@ -215,7 +215,13 @@ def test_trajectory_variance_filter_on_images():
     a = S.analyse(run.samples)
     assert not a.flagged.any()  # the memoriser returns training images: nothing the data lacks
     scores = S.trajectory_variance(run, window=10)
-    assert scores.shape == (24,) and np.all(scores >= 0)
+    # the memoriser's x0-prediction has settled on one training image over the kept steps (t <= 282): zero
+    assert scores.shape == (24,) and np.array_equal(scores, np.zeros(24))
+    # on known x0-predictions: each image's pixel variance over the window's steps, averaged over its pixels
+    d = np.zeros((3, 2, 1, 1, 2))
+    d[:, 1, 0, 0, 0] = [5.0, 0.0, 1.0]  # image 1, pixel 0; every other pixel stays put
+    np.testing.assert_allclose(S.trajectory_variance(d, window=2), [0.0, 0.25 / 2], rtol=1e-15)
+    np.testing.assert_allclose(S.trajectory_variance(d, window=3), [0.0, np.var([5.0, 0.0, 1.0]) / 2], rtol=1e-15)
     flagged = np.arange(24) < 6
     rep = S.filter_report(np.where(flagged, 1.0, 0.1), flagged)
     assert rep["removed_fraction"] == 1.0 and rep["kept_fraction"] == 1.0

@@ -234,8 +234,17 @@ def test_saved_model_loads_with_weights_only(tiny_model, tmp_path):
         model.denoise(torch.zeros(2, 1, 4, 4), 10.0)
     # a path loads through the same load_pretrained as the shipped names
     path = image_training.save(model, tmp_path / "m.pt")
-    assert set(torch.load(path, weights_only=True)) == {"state_dict", "config", "history"}
-    assert isinstance(ex.models.load_pretrained(str(path)), image_models.UNetModel)
+    blob = torch.load(path, weights_only=True)
+    assert set(blob) == {"state_dict", "config", "history"}
+    loaded = ex.models.load_pretrained(str(path))
+    assert isinstance(loaded, image_models.UNetModel) and loaded.config == model.config
+    # the same network: the file's (float16) weights in both, so the same x0-predictions
+    ours, theirs = model.net.state_dict(), loaded.net.state_dict()
+    assert set(theirs) == set(ours) == set(blob["state_dict"])
+    assert all(torch.equal(theirs[k], v.to(theirs[k].dtype)) and torch.equal(ours[k], theirs[k])
+               for k, v in blob["state_dict"].items())
+    for t in [12.5, 500.0]:
+        assert torch.equal(loaded.denoise(x, t), model.denoise(x, t))
 
 
 def _steps_for(solver, n):

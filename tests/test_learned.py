@@ -37,8 +37,19 @@ def test_shipped_models_load_with_weights_only(name):
     assert set(blob) >= {"state_dict", "config"}
     model = ex.models.load_pretrained(name)
     assert model.name == name
-    for method in ("denoise", "eps", "score", "velocity"):
-        assert callable(getattr(model, method))
+    # the weights are the trained ones: on states drawn from the exact p_t at t = 100 (sigma 0.82 / 0.32) the
+    # learned x0-prediction is far closer to the exact one than the noisy state itself is (RMS 0.013 vs 1.25
+    # on the 1D model, 0.117 vs 0.41 on the 2D one; an untrained net: 0.86, 0.51), and the methods agree
+    t = 100.0
+    exact = ex.AnalyticModel(model.target, model.schedule)
+    a, s = float(model.schedule.alpha(t)), float(model.schedule.sigma(t))
+    x = exact.prior_sample(2000, 0, t=t, exact=True)
+    d, d_exact = model.denoise(x, t), exact.denoise(x, t)
+    rms = lambda y: float(np.sqrt(np.mean(np.sum((y - d_exact) ** 2, axis=1))))  # noqa: E731
+    assert rms(d) < 0.5 * rms(x / a), (rms(d), rms(x / a))
+    np.testing.assert_allclose(a * d + s * model.eps(x, t), x, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.score(x, t), (a * d - x) / s**2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model.velocity(x, t), ex.DenoiserModel.velocity(model, x, t), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(model.target.means, ex.targets.get(name).means)
     np.testing.assert_allclose(model.target.covs, ex.targets.get(name).covs)
     sc = model.config["schedule"]  # the betas it was trained on; load() rebuilds the schedule from them
