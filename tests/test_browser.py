@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -39,36 +40,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
-    """The app served on a free port; its whole process group is ended afterwards."""
+@contextmanager
+def serve(args: list[str], health_url: str, name: str, cwd: Path = ROOT, timeout: float = 60):
+    """Run a server command until health_url answers 200; its whole process group is ended
+    afterwards. Its output goes to artifacts/<name>.log, which the caller may read."""
     ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
-    log = open(ARTIFACTS / f"streamlit-{port}.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none",
-        ],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log_path = ARTIFACTS / f"{name}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}: {(ARTIFACTS / log.name).read_text()[-2000:]}")
+                pytest.fail(f"{name} exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                with urllib.request.urlopen(health_url, timeout=1) as response:
                     if response.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("streamlit did not become healthy within 60 s")
+                pytest.fail(f"{name} did not become healthy within {timeout:.0f} s")
             time.sleep(0.2)
-        yield url
+        yield log_path
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -79,6 +73,20 @@ def server():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app served on a free port."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+    ]
+    with serve(args, f"{url}/_stcore/health", f"streamlit-{port}"):
+        yield url
 
 
 @pytest.fixture(scope="module")
