@@ -9,10 +9,10 @@ Trajectory. Every module in this package registers its solvers on import.
 import importlib
 import pkgutil
 
-from .registry import Option, SolverSpec, info, names, order, spec
+from .registry import Option, SolverSpec, info, names, order, register, spec, unregister
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("registry", "common"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Option", "SolverSpec", "info", "names", "order", "spec"]
+__all__ = ["Option", "SolverSpec", "info", "names", "order", "register", "spec", "unregister"]

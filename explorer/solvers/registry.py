@@ -64,6 +64,7 @@ class SolverSpec:
     reference: str
     summary: str
     options: tuple = field(default_factory=tuple)
+    source: str = "?"  # the module that declared it: explorer.solvers.<file> for the built-ins
 
     def order_for(self, options: dict) -> int:
         """The global order of accuracy with these (resolved) options."""
@@ -84,22 +85,77 @@ class SolverSpec:
 
 
 _REGISTRY: dict[str, SolverSpec] = {}
+_OPTION_KINDS = ("float", "int", "bool", "choice")
+
+
+def _as_option(name, declared) -> Option:
+    """An Option from an Option or from the dict info() gives: {"type", "default", "help", "range" | "choices"}."""
+    if isinstance(declared, Option):
+        return declared
+    if not isinstance(declared, dict):
+        raise ValueError(f"option {name!r} must be an Option or a dict like info()['options'] gives, got {declared!r}")
+    kind = declared.get("type")
+    if kind not in _OPTION_KINDS:
+        raise ValueError(f"option {name!r}: 'type' must be one of {list(_OPTION_KINDS)}, got {kind!r}")
+    if "default" not in declared:
+        raise ValueError(f"option {name!r} needs a 'default'")
+    low, high = declared.get("range", (None, None))
+    option = Option(name, kind, declared["default"], str(declared.get("help", "")), low, high,
+                    tuple(declared.get("choices", ())))
+    option.validate("(declaration)", option.default)  # the default must be a valid value
+    return option
+
+
+def register(name, fn, *, order, reference="", summary="", stochastic=False, multistep=False, nfe_per_step=1,
+             options=(), replace=False) -> str:
+    """Declare fn(model, x, ts, rng, record, **options) as the solver `name`: the declaration the
+    built-ins make, so the solver runs through ex.sample and appears in every page and notebook.
+
+    fn integrates from x at ts[0] down the grid ts, evaluating model.denoise(x, t) (the
+    x0-prediction; model.schedule gives alpha, sigma, lambda), and calls
+    x = record(i, x_next, denoised) once per step i. order: global order in the step size (or a
+    function of the resolved options); stochastic: whether it draws from rng (bool or function);
+    nfe_per_step: model evaluations per step (None: varies); options: Options, or
+    {name: {"type", "default", "help", "range" | "choices"}}; replace: overwrite a solver of that
+    name. Returns the name."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"solver name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"a solver named {name!r} is already registered ({_REGISTRY[name].source}); "
+                         "choose another name or pass replace=True")
+    if not callable(fn):
+        raise ValueError(f"solver {name!r}: fn must be callable fn(model, x, ts, rng, record, **options), got {fn!r}")
+    if not callable(order) and (isinstance(order, bool) or not isinstance(order, int) or order < 1):
+        raise ValueError(f"solver {name!r}: order must be a positive integer (or a function of the options), got {order!r}")
+    if nfe_per_step is not None and (isinstance(nfe_per_step, bool) or not isinstance(nfe_per_step, int)
+                                     or nfe_per_step < 1):
+        raise ValueError(f"solver {name!r}: nfe_per_step must be a positive integer or None, got {nfe_per_step!r}")
+    if isinstance(options, dict):
+        options = [_as_option(key, value) for key, value in options.items()]
+    else:
+        options = [_as_option(getattr(o, "name", "?"), o) for o in options]
+    source = getattr(fn, "__module__", None) or "?"
+    _REGISTRY[name] = SolverSpec(name, fn, order, stochastic, bool(multistep), nfe_per_step, str(reference),
+                                 str(summary), tuple(options), source)
+    return name
+
+
+def unregister(name: str) -> None:
+    """Remove a registered solver (a plug-in's; the built-ins stay)."""
+    if spec(name).source.startswith("explorer.solvers."):
+        raise ValueError(f"{name!r} is a built-in solver: it cannot be unregistered")
+    del _REGISTRY[name]
 
 
 def solver(name, *, order, reference, summary, stochastic=False, multistep=False, nfe_per_step=1, options=()):
-    """Register the decorated function fn(model, x, ts, rng, record, **options) as a solver.
+    """Decorator form of register(), used by the built-in solvers."""
 
-    order: the global order of accuracy in the step size; stochastic: True, False or a
-    function of the options; nfe_per_step: model evaluations per step (None: varies);
-    reference: the paper's exact title; options: the declared Options."""
-
-    def register(fn):
-        _REGISTRY[name] = SolverSpec(
-            name, fn, order, stochastic, multistep, nfe_per_step, reference, summary, tuple(options)
-        )
+    def decorate(fn):
+        register(name, fn, order=order, reference=reference, summary=summary, stochastic=stochastic,
+                 multistep=multistep, nfe_per_step=nfe_per_step, options=options)
         return fn
 
-    return register
+    return decorate
 
 
 def names() -> list[str]:
@@ -132,4 +188,5 @@ def info(name: str) -> dict:
         "reference": s.reference,
         "summary": s.summary,
         "options": {o.name: o.describe() for o in s.options},
+        "source": s.source,
     }
