@@ -3,6 +3,7 @@ so that the UI builds its controls from the declaration and cannot drift from th
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -106,6 +107,15 @@ def _as_option(name, declared) -> Option:
     return option
 
 
+def _declaring_module() -> str:
+    """The module whose code called register() (through the @solver decorator or not): a plug-in
+    that registers a built-in's function under a new name, or a functools.partial, owns it."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "?") if frame is not None else "?"
+
+
 def register(name, fn, *, order, reference="", summary="", stochastic=False, multistep=False, nfe_per_step=1,
              options=(), replace=False) -> str:
     """Declare fn(model, x, ts, rng, record, **options) as the solver `name`: the declaration the
@@ -134,7 +144,7 @@ def register(name, fn, *, order, reference="", summary="", stochastic=False, mul
         options = [_as_option(key, value) for key, value in options.items()]
     else:
         options = [_as_option(getattr(o, "name", "?"), o) for o in options]
-    source = getattr(fn, "__module__", None) or "?"
+    source = _declaring_module()
     _REGISTRY[name] = SolverSpec(name, fn, order, stochastic, bool(multistep), nfe_per_step, str(reference),
                                  str(summary), tuple(options), source)
     return name
