@@ -86,7 +86,7 @@ def convert_path(traj: Trajectory, to_schedule, from_schedule=None, diffusion="z
     """The same sample path under another schedule: t'_i with lambda_B(t'_i) = lambda_A(t_i),
     x'_i = alpha_B(t'_i) / alpha_A(t_i) x_i; denoised (E[x0 | x_t], schedule-free) carried over.
 
-    from_schedule: the schedule traj was sampled under (required). diffusion, scale: its SDE's
+    from_schedule: the schedule traj was sampled under (default traj.schedule). diffusion, scale: its SDE's
     coefficient (as for ex.interpolants.sample_sde); the result's options name the matching
     coefficient under to_schedule (see converted_diffusion): for the SDE the path is the one driven by
     the time-changed noise, for the ODE (diffusion "zero") the one of the probability-flow ODE.
@@ -97,7 +97,10 @@ def convert_path(traj: Trajectory, to_schedule, from_schedule=None, diffusion="z
     if not isinstance(traj, Trajectory):
         raise ValueError(f"traj must be an ex.Trajectory, got {type(traj).__name__}")
     if from_schedule is None:
-        raise ValueError("from_schedule is required: a Trajectory does not record the schedule it was sampled under")
+        from_schedule = traj.schedule
+    if from_schedule is None:
+        raise ValueError("from_schedule is required: this Trajectory does not record the schedule it was sampled "
+                         "under (traj.schedule is None)")
     from_schedule, to_schedule = get(from_schedule), get(to_schedule)
     if isinstance(start, bool) or not float(start).is_integer() or not 0 <= int(start) < traj.n_steps:
         raise ValueError(f"start must be an integer step index in [0, {traj.n_steps}), got {start!r}")
@@ -127,6 +130,7 @@ def convert_path(traj: Trajectory, to_schedule, from_schedule=None, diffusion="z
     return Trajectory(
         t=t_new, x=x_new, denoised=traj.denoised[start:], nfe=traj.nfe, solver=traj.solver, options=options,
         diverged_at=diverged_at, diverged_reason=traj.diverged_reason, wall_time=traj.wall_time,
+        schedule=to_schedule,
     )
 
 

@@ -173,7 +173,7 @@ def sample(
     return Trajectory(
         t=ts, x=_stack(xs, x_T), denoised=_stack(ds, x_T), nfe=counted.nfe, solver=solver,
         options={**opts, **({"corrector_steps": corrector_steps, "corrector_snr": corrector_snr} if corrector_steps else {})},
-        diverged_at=diverged_at, diverged_reason=reason, wall_time=wall,
+        diverged_at=diverged_at, diverged_reason=reason, wall_time=wall, schedule=model.schedule,
     )
 
 

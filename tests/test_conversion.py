@@ -1,5 +1,7 @@
 """Sample-path conversion between schedules: round trips, ODE and SDE paths, laws, converted models."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -166,8 +168,8 @@ def test_point_mass_paths_and_bad_input():
     np.testing.assert_allclose(ex.convert_path(conv, pm, from_schedule=rf).x, traj.x[1:], rtol=1e-9, atol=1e-12)
     # to a point-mass schedule, the point stays the point
     assert np.all(ex.convert_path(traj, ex.schedules.get("point-mass", data_var=2.0), from_schedule=pm).x[0] == 0)
-    with pytest.raises(ValueError, match="from_schedule"):
-        ex.convert_path(traj, rf)
+    with pytest.raises(ValueError, match="from_schedule"):  # a trajectory that does not record its schedule
+        ex.convert_path(dataclasses.replace(traj, schedule=None), rf)
     with pytest.raises(ValueError, match="lambda"):  # rectified flow reaches noisier states than vp-linear's t = 1
         ex.convert_path(ex.Trajectory(t=np.array([0.999, 0.5]), x=np.zeros((2, 1, 1)), denoised=np.zeros((1, 1, 1)),
                                       nfe=0, solver="x"), "vp-linear", from_schedule=rf)
