@@ -288,7 +288,8 @@ def _run(sampler, label, fixed, stochastic, params, model, x, ts, rng, record):
         x_ve = x / float(alpha[0])
         dtype = x.dtype
     sigmas = torch.tensor(sig, dtype=dtype, device=x_ve.device)
-    tol = 8.0 * torch.finfo(dtype).eps
+    tol = 8.0 * torch.finfo(dtype).eps  # a grid sigma, recomputed or cast
+    slack = 1024.0 * torch.finfo(dtype).eps
 
     def state(x_k, a: float):
         """A k-diffusion state as ours, x = alpha x_ve (a new array or tensor)."""
@@ -306,12 +307,13 @@ def _run(sampler, label, fixed, stochastic, params, model, x, ts, rng, record):
         j = grid_index(value)
         if j is not None:
             return float(ts[j]), float(alpha[j])
-        if not sig[-1] * (1 - tol) <= value <= sig[0] * (1 + tol) or value <= 0:
+        # Round-off slack at the ends: dpmpp_2s_ancestral's last midpoint is sigma_{n} up to a few ulps of log/exp.
+        if not sig[-1] * (1 - slack) <= value <= sig[0] * (1 + slack) or value <= 0:
             raise KDiffusionError(
                 f"k-diffusion sampler {label} evaluated the model at sigma = {value:.6g}, outside the grid's "
                 f"[{sig[-1]:.6g}, {sig[0]:.6g}]: ex.sample evaluates models only inside the grid"
             )
-        t = float(s.t_of_lambda(-math.log(value)))
+        t = min(max(float(s.t_of_lambda(-math.log(value))), float(ts[-1])), float(ts[0]))
         return t, float(s.alpha(t))
 
     def denoiser(x_k, sigma, **extra):
