@@ -108,14 +108,19 @@ def _load_file(path: Path, reload: bool) -> list[str]:
         spec = importlib.util.spec_from_file_location(module_name, resolved)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module  # as an import does: dataclasses, pickling and tracebacks find it
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(module_name, None)
-            raise
-        _FILE_MODULES[resolved] = module_name
+        spec.loader.exec_module(module)
 
-    return _run(resolved, label, run, reload)
+    previous_module = sys.modules.get(module_name)
+    try:
+        names = _run(resolved, label, run, reload)
+    except PluginError:  # the module of a failed load goes; one that loaded before stays
+        if previous_module is None:
+            sys.modules.pop(module_name, None)
+        else:
+            sys.modules[module_name] = previous_module
+        raise
+    _FILE_MODULES[resolved] = module_name
+    return names
 
 
 def _module_name_for(stem: str, resolved: str) -> str:

@@ -32,6 +32,13 @@ code is affine in the model output, which is affine in z), recovered exactly fro
 points on the unit circle. The characteristic polynomial zeta^p - a_1 zeta^{p-1} - ... - a_p
 then gives regions (all roots |zeta| <= 1), spectral radii and the boundary locus for any z
 without running the solver again, and cannot drift from the solver code.
+
+Plug-in solvers (registered outside explorer.solvers, see ex.plugins) are covered the same way
+when they are deterministic and their step is linear in the model output: their variable is the
+first of "sigma/alpha" and "lambda" in which their runs on the test problem obey such a
+recurrence (on the test problem alpha = 1, so a method in t is one in sigma/alpha; pass
+variable="t" to measure a run's h in t). covered() lists them with the built-ins, not_covered()
+says why the others are not.
 """
 
 from __future__ import annotations
@@ -78,9 +85,12 @@ _N_CIRCLE = 16  # z samples on the unit circle: recovers polynomial coefficients
 def variable(solver: str, **options) -> str:
     """The integration variable whose step h scales the eigenvalues: "t", "sigma/alpha" or "lambda".
 
-    ddim is Euler in sigma/alpha; variable="lambda" views it as an exponential integrator instead."""
+    ddim is Euler in sigma/alpha; variable="lambda" views it as an exponential integrator instead.
+    A plug-in's variable is found from its runs (see the module docstring), or given as variable=."""
     if solver not in _VARIABLES:
-        raise ValueError(f"stability of {solver!r} is not covered; covered: {SUPPORTED}")
+        if _is_plugin(solver):
+            return _plugin_variable(solver, options)
+        raise ValueError(f"stability of {solver!r} is not covered; covered: {covered()}")
     chosen = options.get("variable")
     if solver == "heavy-ball":
         base = options.get("base", solvers.spec("heavy-ball").resolve({})["base"])
@@ -92,6 +102,69 @@ def variable(solver: str, **options) -> str:
     if solver == "ddim" and chosen == "lambda":
         return "lambda"
     raise ValueError(f"{solver!r} has no stability view in variable {chosen!r} (its own: {own!r})")
+
+
+def _is_plugin(solver: str) -> bool:
+    """Registered, and not by a module of explorer.solvers (a plug-in or an adapter's solver)."""
+    return solver in solvers.names() and not solvers.spec(solver).source.startswith("explorer.solvers.")
+
+
+def _plugin_variable(solver: str, options: dict) -> str:
+    options = dict(options)
+    chosen = options.pop("variable", None)
+    options.pop("h", None)
+    spec = solvers.spec(solver)
+    resolved = spec.resolve(options)
+    if spec.draws_noise(resolved):
+        raise ValueError(f"{solver!r} with these options draws noise: its linear stability is not covered")
+    if chosen is not None:
+        if chosen not in ("t", "sigma/alpha", "lambda"):
+            raise ValueError(f"variable must be 't', 'sigma/alpha' or 'lambda', got {chosen!r}")
+        return chosen
+    var, why = _detected_variable(solver, spec.fn, tuple(sorted(resolved.items())))
+    if var is None:
+        raise ValueError(why)
+    return var
+
+
+@functools.lru_cache(maxsize=256)
+def _detected_variable(solver: str, fn, key: tuple):
+    """(variable, None), or (None, why not): the first of sigma/alpha and lambda in which the runs fit."""
+    reasons = []
+    for var in ("sigma/alpha", "lambda"):
+        try:
+            _recurrence_cached(solver, fn, key, var, H_LAMBDA if var == "lambda" else None)
+            return var, None
+        except Exception as err:  # the plug-in's own code may raise on the test problem
+            reasons.append(f"with equal steps in {var}: {type(err).__name__}: {err}")
+    return None, (
+        f"stability of {solver!r} is not covered: its runs on the test problem follow no linear recurrence with "
+        f"constant coefficients (is its step linear in the model output, and the same at every step?); "
+        + "; ".join(reasons)
+    )
+
+
+def covered() -> list[str]:
+    """SUPPORTED, then every registered plug-in solver whose region can be computed with its
+    default options (see not_covered for the others)."""
+    return list(SUPPORTED) + [name for name, why in _plugin_status().items() if why is None]
+
+
+def not_covered() -> dict:
+    """{plug-in solver: why its region cannot be computed with its default options}."""
+    return {name: why for name, why in _plugin_status().items() if why is not None}
+
+
+def _plugin_status() -> dict:
+    status = {}
+    for name in solvers.names():
+        if _is_plugin(name):
+            try:
+                variable(name)
+                status[name] = None
+            except ValueError as err:
+                status[name] = str(err)
+    return status
 
 
 def _split(solver: str, options: dict):
@@ -136,8 +209,10 @@ def _grid(var: str, n_steps: int, h_lambda) -> list[float]:
     return [float(n_steps + 1 - i) for i in range(n_steps + 1)]
 
 
-def _run(solver: str, options: dict, var: str, h_lambda, z: np.ndarray, replicas: int, seed: int = 0):
-    """Recorded states (n_steps + 1, len(z), replicas) of the solver on the test problem."""
+def _run(solver: str, options: dict, var: str, h_lambda, z: np.ndarray, replicas: int, seed: int = 0, fn=None):
+    """Recorded states (n_steps + 1, len(z), replicas) of the solver (its function fn, by default the
+    registered one) on the test problem."""
+    fn = fn or solvers.spec(solver).fn
     n_steps = _WARM + _WINDOW + 1
     h = h_lambda if var == "lambda" else -1.0
     rate = np.repeat(np.asarray(z, dtype=complex)[:, None] / h, replicas, axis=1).reshape(-1, 1)
@@ -151,7 +226,7 @@ def _run(solver: str, options: dict, var: str, h_lambda, z: np.ndarray, replicas
         return x_next
 
     with np.errstate(all="ignore"):
-        solvers.spec(solver).fn(model, xs[0], _grid(var, n_steps, h_lambda), None, record, **options)
+        fn(model, xs[0], _grid(var, n_steps, h_lambda), None, record, **options)
     return np.stack(xs)[:, :, 0].reshape(n_steps + 1, len(z), replicas)
 
 
@@ -173,10 +248,11 @@ def _fit(x: np.ndarray, p: int):
 
 
 @functools.lru_cache(maxsize=256)
-def _recurrence_cached(solver: str, key: tuple, var: str, h_lambda):
+def _recurrence_cached(solver: str, fn, key: tuple, var: str, h_lambda):
+    """fn is in the key: a solver registered again under the same name (a reloaded plug-in) is a new method."""
     options = dict(key)
     z = np.exp(2j * np.pi * np.arange(_N_CIRCLE) / _N_CIRCLE)
-    x = _run(solver, options, var, h_lambda, z, replicas=_MAX_ORDER + 2)
+    x = _run(solver, options, var, h_lambda, z, replicas=_MAX_ORDER + 2, fn=fn)
     for p in range(1, _MAX_ORDER + 1):
         a, residual = _fit(x, p)
         if residual < 1e-9:
@@ -198,7 +274,7 @@ def recurrence(solver: str, **options) -> np.ndarray:
     """C (degree + 1, p): the method on the test problem is x_{n+1} = sum_j a_j(z) x_{n-j},
     a_j(z) = sum_d C[d, j] z^d (j = 0..p-1), fitted from runs of the solver's own code."""
     resolved, var, h = _split(solver, options)
-    return _recurrence_cached(solver, tuple(sorted(resolved.items())), var, h)
+    return _recurrence_cached(solver, solvers.spec(solver).fn, tuple(sorted(resolved.items())), var, h)
 
 
 def characteristic(solver: str, z, **options) -> np.ndarray:
@@ -405,7 +481,8 @@ def step_eigenvalues(model, traj, particles=None, var=None) -> np.ndarray:
     Steps after a divergence are NaN. particles: an index array, slice or mask (default all);
     var: the variable, by default the solver's own (see variable)."""
     opts = {k: v for k, v in getattr(traj, "options", {}).items() if not k.startswith("corrector_")}
-    var = var or (variable(traj.solver, **opts) if traj.solver in _VARIABLES else _FAMILY.get(traj.solver))
+    var = var or (variable(traj.solver, **opts) if traj.solver in _VARIABLES or _is_plugin(traj.solver)
+                  else _FAMILY.get(traj.solver))
     if var is None:
         raise ValueError(f"no integration variable known for solver {traj.solver!r}; pass var")
     xs = np.asarray(traj.x)
