@@ -3,7 +3,10 @@ with one line in PAGES.   Run: streamlit run app.py"""
 
 import streamlit as st
 
+from app_pages import controls
+
 st.set_page_config(layout="wide", page_title="diffusion-explorer")
+controls.plugins()  # EXPLORER_PLUGINS and installed entry points register their solvers; failures show on every page
 
 PAGES = [
     st.Page("app_pages/trajectories.py", title="Trajectories", icon=":material/timeline:", default=True),

@@ -5,6 +5,7 @@ UI cannot drift from the code and every view is a shareable link."""
 from __future__ import annotations
 
 import math
+import os
 
 import streamlit as st
 
@@ -119,6 +120,27 @@ def int_list(label: str, key: str, default: str, low: int = 1, high: int = 10_00
     if not values:
         raise ValueError(f"{label}: give at least one value")
     return tuple(sorted(values))
+
+
+@st.cache_resource(show_spinner=False)
+def load_plugins(configured: str) -> list:
+    """ex.plugins.load_configured() once per process (per value of EXPLORER_PLUGINS, passed in
+    so that a changed variable loads again): plug-in solvers register before a page lists solvers."""
+    return ex.plugins.load_configured()
+
+
+def plugins() -> list:
+    """Load the configured plug-ins (cached) and report them in the sidebar of every page: each one
+    that failed as an error naming it and its exception, the others as a caption of their solvers."""
+    results = load_plugins(os.environ.get(ex.plugins.ENV, ""))
+    with st.sidebar:
+        for r in results:
+            if r.error:
+                st.error(f"**A plug-in failed to load**, the rest of the app works without it: {r.error}", icon="🧩")
+        loaded = [f"{', '.join(f'`{n}`' for n in r.names)} ({r.source})" for r in results if not r.error]
+        if loaded:
+            st.caption("Plug-in solvers: " + "; ".join(loaded))
+    return results
 
 
 def report_core_error(err: Exception) -> None:

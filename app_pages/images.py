@@ -16,7 +16,9 @@ from explorer.figures import images as FI
 URL = controls.URL
 DATASETS = ("digits", "shapes")
 MODELS = {"learned": "learned U-Net", "empirical": "empirical optimum (memoriser)"}
-SOLVERS = tuple(n for n in ex.solvers.names() if n != "rk45")  # rk45 picks its own NFE
+# The registry as it is on this run (a page file runs top to bottom on every rerun), plug-ins
+# included; rk45 picks its own NFE.
+SOLVERS = tuple(n for n in ex.solvers.names() if n != "rk45")
 CONFIG = {"displaylogo": False}
 REFERENCE_SEED = 12345  # real images the samples are measured against: a draw the models never trained on
 

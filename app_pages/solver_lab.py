@@ -79,7 +79,15 @@ def guidance_failure(target_key: tuple, schedule: str, spacing: str, label: int,
 
 
 def _paper_link(title: str) -> str:
+    if not title:  # a plug-in may name no paper
+        return "—"
     return f"[{title}](https://scholar.google.com/scholar?q={quote_plus(chr(34) + title + chr(34))})"
+
+
+def _plugin_note(name: str) -> str:
+    """' (plug-in: module)' for a solver registered outside explorer.solvers."""
+    source = ex.solvers.info(name)["source"]
+    return "" if source.startswith("explorer.solvers.") else f" (plug-in: {source})"
 
 
 st.title("Solver lab")
@@ -239,7 +247,7 @@ rows = figures.solver_rows()
 table = ["| solver | order | stochastic | multistep | NFE/step | options | paper |", "|---|---|---|---|---|---|---|"]
 for r in rows:
     table.append(
-        f"| **{r['solver']}** | {r['order']} | {'yes' if r['stochastic'] else 'no'} | {'yes' if r['multistep'] else 'no'} "
+        f"| **{r['solver']}**{_plugin_note(r['solver'])} | {r['order']} | {'yes' if r['stochastic'] else 'no'} | {'yes' if r['multistep'] else 'no'} "
         f"| {r['nfe_per_step']} | {r['options'].replace('|', '/')} | {_paper_link(r['paper'])} |"
     )
 st.markdown("\n".join(table))

@@ -24,9 +24,9 @@ def _options(solver: str, order: int, beta: float, h: float) -> dict:
     """The sidebar's order and beta for the options this solver declares (the rest at defaults)."""
     declared = ex.solvers.info(solver)["options"]
     out = {}
-    if "order" in declared:
-        high = declared["order"].get("range", (1, 4))[1]
-        out["order"] = int(min(order, high))
+    if declared.get("order", {}).get("type") == "int":
+        high = declared["order"].get("range", (None, None))[1]  # a plug-in's may have no upper bound
+        out["order"] = int(order if high is None else min(order, high))
     if "base_order" in declared:
         out["base_order"] = int(order)
     if "beta" in declared:
@@ -106,10 +106,13 @@ st.caption(
 @st.fragment
 def regions_section():
     st.subheader("Stability regions")
+    covered = S.covered()  # the built-ins covered, and the registered plug-ins whose regions can be computed
     chosen = st.multiselect(
-        "Methods", S.SUPPORTED, [m for m in DEFAULT_METHODS if m in S.SUPPORTED], key="methods", bind=URL,
+        "Methods", covered, [m for m in DEFAULT_METHODS if m in covered], key="methods", bind=URL,
         help="Overlaid in the plane of z = h·λ, h the step in each method's own variable (see the table).",
     )
+    for name, why in S.not_covered().items():
+        st.info(f"**Plug-in solver {name} has no region here.** {why}")
     controls_row = st.columns(4)
     order = controls_row[0].slider(
         "Order", 1, 4, 2, key="order", bind=URL,
@@ -169,7 +172,7 @@ def run_section():
     run_schedule = cols[0].selectbox("Schedule", schedules, schedules.index("vp-linear"), key="run_schedule", bind=URL)
     run_spacing = cols[1].selectbox("Time grid", ex.SPACINGS, key="run_spacing", bind=URL)
     run_steps = cols[1].slider("Steps", 2, 50, 10, key="run_steps", bind=URL)
-    runnable = list(S.SUPPORTED)
+    runnable = S.covered()
     run_solver = cols[2].selectbox("Solver", runnable, runnable.index("plms") if "plms" in runnable else 0, key="run_solver", bind=URL)
     with cols[3]:
         run_options = controls.solver_options_for(run_solver, "run")

@@ -92,7 +92,7 @@ with st.sidebar:
     solvers = ex.solvers.names()
     solver = st.selectbox("Solver", solvers, solvers.index("dpmpp-2m"), key="solver", bind=URL)
     info = ex.solvers.info(solver)
-    st.caption(f"{info['summary']} Order {info['order']}. *{info['reference']}*")
+    st.caption(f"{info['summary']} Order {info['order']}." + (f" *{info['reference']}*" if info["reference"] else ""))
     options = tuple(controls.solver_options(solver).items())
     steps = st.slider("Steps", 1, 200, 10, key="steps", bind=URL, help="Solver steps; NFE = model evaluations.")
 

@@ -478,3 +478,87 @@ def test_plug_ins_whose_region_cannot_be_computed_say_why():
     _register_ddim("my-deterministic")  # eta = 0 by default: covered, DDIM's region
     assert "my-deterministic" in S.covered()
     np.testing.assert_allclose(S.recurrence("my-deterministic"), S.recurrence("ddim"), atol=1e-12)
+
+
+# The app with plug-ins: EXPLORER_PLUGINS names the example and a broken file.
+
+BROKEN_TEXT = "import explorer as ex\nraise RuntimeError('this plug-in is broken on purpose')\n"
+
+
+@pytest.fixture
+def plugin_app(tmp_path, monkeypatch):
+    """EXPLORER_PLUGINS = the example and a broken file; the app's cached load is cleared before
+    and after, so that no other test sees these plug-ins."""
+    pytest.importorskip("streamlit")
+    from app_pages import controls
+
+    broken = _write(tmp_path / "broken_plugin.py", BROKEN_TEXT)
+    monkeypatch.setenv("EXPLORER_PLUGINS", os.pathsep.join([str(EXAMPLE), str(broken)]))
+    controls.load_plugins.clear()
+    yield broken
+    controls.load_plugins.clear()
+
+
+def _open_page(page=None, **query):
+    from apptest import open_app
+
+    at = open_app(page, timeout=120, **query)
+    if page is not None:
+        at.run()  # the default page ran first with the same URL: one more run lets this page's widgets take it
+    return at
+
+
+def _only_the_broken_plugin_failed(at, broken: Path) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and str(broken) in errors[0], errors
+    assert "RuntimeError: this plug-in is broken on purpose" in errors[0]
+    assert any("heun-sigma" in c.value and "my_solver.py" in c.value for c in at.sidebar.caption)
+
+
+def test_app_runs_the_example_on_trajectories(plugin_app):
+    at = _open_page(solver="heun-sigma", steps="6", n="300")
+    _only_the_broken_plugin_failed(at, plugin_app)
+    box = at.selectbox(key="solver")
+    assert box.value == "heun-sigma" and "heun-sigma" in box.options
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["NFE"] == "12"  # 6 Heun steps, 2 evaluations each
+    assert len(at.get("plotly_chart")) == 3
+    # chosen with the widget as well: from euler back to the plug-in
+    at.selectbox(key="solver").set_value("euler").run()
+    assert {m.label: m.value for m in at.metric}["NFE"] == "6"
+    at.selectbox(key="solver").set_value("heun-sigma").run()
+    _only_the_broken_plugin_failed(at, plugin_app)
+    assert {m.label: m.value for m in at.metric}["NFE"] == "12"
+
+
+@pytest.mark.parametrize("page, query, widgets", [
+    ("app_pages/solver_lab.py", dict(solvers=["heun-sigma", "heun"], n="100", nfes="4, 8", a="heun-sigma", nfe="8"),
+     {"multiselect": "solvers", "selectbox": "a"}),
+    ("app_pages/stability.py", dict(methods=["heun-sigma", "heun"], run_solver="heun-sigma", run_n="50", run_steps="6",
+                                    g_steps="6", toy_steps="26"),
+     {"multiselect": "methods", "selectbox": "run_solver"}),
+    ("app_pages/images.py", dict(model="empirical", solver="heun-sigma", nfe="6", images="8", solver_b="heun-sigma"),
+     {"selectbox": "solver"}),
+    ("app_pages/schedules.py", dict(path_solver="heun-sigma", path_steps="6", particles="100", sweep_nfes="6",
+                                    grid_nfe="4"),
+     {"selectbox": "path_solver"}),
+    ("app_pages/mode_interpolation.py", dict(), {}),
+])
+def test_every_page_lists_the_plugin_and_shows_the_broken_one(plugin_app, page, query, widgets):
+    at = _open_page(page, **query)
+    _only_the_broken_plugin_failed(at, plugin_app)
+    for kind, key in widgets.items():
+        widget = getattr(at, kind)(key=key)
+        assert "heun-sigma" in widget.options
+        assert "heun-sigma" in (widget.value if kind == "multiselect" else [widget.value])
+    text = " ".join(m.value for m in at.markdown)
+    if page.endswith("solver_lab.py"):  # the table names the plug-in and where it came from
+        assert "**heun-sigma** (plug-in: explorer_plugin_my_solver)" in text
+    if page.endswith("stability.py"):  # its region is Heun's: the real interval [-2, 0]
+        assert "| heun-sigma | sigma/alpha | [-2, 0] |" in text and "| heun | t | [-2, 0] |" in text
+    if page.endswith("schedules.py"):  # Heun in sigma/alpha commutes with a change of clock (Heun in t does not)
+        gap = float(next(m.value for m in at.metric if m.label == "heun-sigma under B vs the converted path"))
+        assert gap < 1e-10, gap
+    if page.endswith("images.py"):
+        assert {m.label: m.value for m in at.metric}["NFE spent"] == "6"
