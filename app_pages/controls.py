@@ -136,7 +136,7 @@ def plugins() -> list:
     with st.sidebar:
         for r in results:
             if r.error:
-                st.error(f"**A plug-in failed to load**, the rest of the app works without it: {r.error}", icon="🧩")
+                st.error(f"**A plug-in failed to load**, the rest of the app works without it: {r.error}", icon=":material/extension:")
         loaded = [f"{', '.join(f'`{n}`' for n in r.names)} ({r.source})" for r in results if not r.error]
         if loaded:
             st.caption("Plug-in solvers: " + "; ".join(loaded))
