@@ -36,7 +36,7 @@ def plugin_server(tmp_path_factory):
 
 def test_the_plugin_solver_runs_and_the_broken_one_is_reported(plugin_server, browser):  # noqa: F811
     url, broken = plugin_server
-    _open(browser, f"{url}/?{urlencode({'solver': 'heun-sigma', 'steps': '8'})}", charts=3)
+    _open(browser, f"{url}/?{urlencode({'solver': 'heun-sigma', 'steps': '8', 'n': '500'})}", charts=3)
     _no_exception(browser)
     _shot(browser, "browser-plugins")
     sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]')
