@@ -1,8 +1,11 @@
 """Other libraries' samplers and schedulers on explorer models; conventions converted exactly.
 
 from_kdiffusion: a k-diffusion sampler as a registered solver (explorer/adapters/kdiffusion.py).
+schedule_of, run_diffusers: a diffusers scheduler's table as a schedule, and the scheduler driving an
+explorer model (explorer/adapters/diffusers.py).
 """
 
 from .kdiffusion import from_kdiffusion
+from .diffusers import run_diffusers, schedule_of
 
-__all__ = ["from_kdiffusion"]
+__all__ = ["from_kdiffusion", "run_diffusers", "schedule_of"]
