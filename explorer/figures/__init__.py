@@ -5,6 +5,8 @@ FigureWidget, `sync(widget, fig)` updates it in place). Plotly only: explorer/__
 so the core runs without plotly.
 """
 
+from __future__ import annotations
+
 import base64
 import math
 
