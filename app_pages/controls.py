@@ -131,15 +131,17 @@ def load_plugins(configured: str) -> list:
 
 def plugins() -> list:
     """Load the configured plug-ins (cached) and report them in the sidebar of every page: each one
-    that failed as an error naming it and its exception, the others as a caption of their solvers."""
+    that failed as an error naming it and its exception, the others as captions of their solvers
+    and of their models."""
     results = load_plugins(os.environ.get(ex.plugins.ENV, ""))
     with st.sidebar:
         for r in results:
             if r.error:
                 st.error(f"**A plug-in failed to load**, the rest of the app works without it: {r.error}", icon=":material/extension:")
-        loaded = [f"{', '.join(f'`{n}`' for n in r.names)} ({r.source})" for r in results if not r.error]
-        if loaded:
-            st.caption("Plug-in solvers: " + "; ".join(loaded))
+        for what, pick in (("solvers", lambda r: [n for n in r.names if n not in r.models]), ("models", lambda r: r.models)):
+            loaded = [f"{', '.join(f'`{n}`' for n in pick(r))} ({r.source})" for r in results if not r.error and pick(r)]
+            if loaded:
+                st.caption(f"Plug-in {what}: " + "; ".join(loaded))
     return results
 
 

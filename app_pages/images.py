@@ -1,6 +1,7 @@
 """Images: every solver on small image models (8x8 digits, Simple Shapes), learned or the exact
-memoriser of the training set; sample grid, film strip, two solvers from the same noise, quality
-against NFE, and the shapes the model puts where the data never has them."""
+memoriser of the training set, or a registered image model (a plug-in's network); sample grid,
+film strip, two solvers from the same noise, quality against NFE, and the shapes the model puts
+where the data never has them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from explorer.figures import images as FI
 URL = controls.URL
 DATASETS = ("digits", "shapes")
 MODELS = {"learned": "learned U-Net", "empirical": "empirical optimum (memoriser)"}
+PLUGIN = "plug-in"  # the kind of a registered image model: `dataset` then holds its name
 # The registry as it is on this run (a page file runs top to bottom on every rerun), plug-ins
 # included; rk45 picks its own NFE.
 SOLVERS = tuple(n for n in ex.solvers.names() if n != "rk45")
@@ -37,7 +39,26 @@ def empirical(dataset: str):
 
 
 def model_for(dataset: str, kind: str):
+    if kind == PLUGIN:
+        return ex.models.get(dataset)
     return learned(dataset) if kind == "learned" else empirical(dataset)
+
+
+def data_of(dataset: str, kind: str) -> str | None:
+    """The data the measures use (classifier, training set, shapes reader): the dataset itself, or the one
+    a registered model declares (wrap(..., dataset=...)); None when it declares none of DATASETS."""
+    if kind != PLUGIN:
+        return dataset
+    declared = getattr(ex.models.get(dataset), "dataset", None)
+    return declared if declared in DATASETS else None
+
+
+def train_images(dataset: str, kind: str):
+    """The training images a model is measured against (a registered model: those of the data it declares)."""
+    if kind != PLUGIN:
+        return model_for(dataset, kind).train_images()
+    data = data_of(dataset, kind)
+    return None if data is None else empirical(data).train_images()
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -80,20 +101,21 @@ def run(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing:
 @st.cache_data(max_entries=16, show_spinner=False)
 def scores(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing: str, n: int, seed: int) -> dict:
     r = run(dataset, kind, solver, options, nfe, spacing, n, seed)
-    if r["diverged"]:
+    data = data_of(dataset, kind)
+    if r["diverged"] or data is None:
         return {"fd": float("nan"), "nearest": np.full(n, np.nan)}
     x = r["x"][-1]
-    return {"fd": Q.frechet_from_moments(*Q.moments(Q.features(x, dataset)), *reference_moments(dataset)),
-            "nearest": Q.nearest_training_distance(x, model_for(dataset, kind).train_images())}
+    return {"fd": Q.frechet_from_moments(*Q.moments(Q.features(x, data)), *reference_moments(data)),
+            "nearest": Q.nearest_training_distance(x, train_images(dataset, kind))}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def sweep_one(dataset: str, kind: str, solver: str, nfes: tuple, spacing: str, n: int, seed: int) -> list:
     """quality_vs_nfe of one solver (cached per solver, so adding one is cheap)."""
-    model = model_for(dataset, kind)
+    model, data = model_for(dataset, kind), data_of(dataset, kind)
     with Q.torch_threads(1):
-        return Q.quality_vs_nfe(model, [solver], nfes, dataset, reference_images(dataset), n=n, seed=seed,
-                                spacing=spacing, train_images=model.train_images())
+        return Q.quality_vs_nfe(model, [solver], nfes, data, reference_images(data), n=n, seed=seed,
+                                spacing=spacing, train_images=train_images(dataset, kind))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -110,12 +132,19 @@ st.caption(
 
 with st.sidebar:
     st.header("Model")
-    dataset = st.selectbox("Dataset", DATASETS, key="dataset", bind=URL,
-                           help="digits: 8x8, 1797 images. shapes: 16x48, three panels (triangle, square, pentagon).")
-    kind = st.radio("Model", list(MODELS), captions=["the shipped U-Net", "the exact optimum: a memoriser"], key="model",
-                    bind=URL,
-                    help="The shipped U-Net, or the closed-form optimum of the training loss on the finite training "
-                         "set (a mixture of point masses at the training images: perfect score, zero generalisation).")
+    plugins = [name for name in ex.models.registered("image") if name not in DATASETS]
+    dataset = st.selectbox("Dataset", DATASETS + tuple(plugins), key="dataset", bind=URL,
+                           help="digits: 8x8, 1797 images. shapes: 16x48, three panels (triangle, square, pentagon)."
+                                + (f" After them, the registered image models: {', '.join(plugins)}." if plugins else ""))
+    if dataset in plugins:
+        kind = PLUGIN
+        about = ex.models.info(dataset)
+        st.caption(f"A registered model ({about['source']})" + (f": {about['summary']}" if about["summary"] else "."))
+    else:
+        kind = st.radio("Model", list(MODELS), captions=["the shipped U-Net", "the exact optimum: a memoriser"],
+                        key="model", bind=URL,
+                        help="The shipped U-Net, or the closed-form optimum of the training loss on the finite training "
+                             "set (a mixture of point masses at the training images: perfect score, zero generalisation).")
     st.header("Sampler")
     solver = st.selectbox("Solver", SOLVERS, SOLVERS.index("dpmpp-2m"), key="solver", bind=URL,
                           help="Any solver of the explorer; its options below come from its declaration.")
@@ -139,6 +168,10 @@ except ValueError as err:  # no pretrained U-Net shipped for this dataset: say s
 except Exception as err:  # an unreadable file
     controls.report_core_error(err)
     st.stop()
+data = data_of(dataset, kind)  # None: a registered model trained on other data (no classifier, no training set)
+if kind == PLUGIN and data is None:
+    st.info(f"**{dataset}** declares no dataset of this page ({', '.join(DATASETS)}): its samples are shown, but the "
+            "Frechet distance, the nearest training image and the quality sweep need one (wrap(..., dataset=...)).")
 
 opts = tuple(sorted(options.items()))
 try:
@@ -154,16 +187,18 @@ if r["diverged"]:
 m = st.columns(4)
 m[0].metric("NFE spent", r["nfe"], help=f"{r['n_steps']} steps.")
 m[1].metric("Sampling time", f"{r['seconds']:.2f} s", help=f"{n} images on the CPU.")
-m[2].metric("Frechet distance", f"{sc['fd']:.3g}", delta=f"real vs real: {floor(dataset, n):.3g}", delta_color="off",
+m[2].metric("Frechet distance", "—" if data is None else f"{sc['fd']:.3g}",
+            delta=None if data is None else f"real vs real: {floor(data, n):.3g}", delta_color="off",
             delta_arrow="off", help="In the feature space of a small classifier trained on the same data (lower is better); "
                                     "real images of the same count land at the floor shown.")
-m[3].metric("Nearest training image", f"{np.nanmean(sc['nearest']):.3f}",
+m[3].metric("Nearest training image", "—" if data is None else f"{np.nanmean(sc['nearest']):.3f}",
             help="Mean RMS pixel distance of each sample to its nearest training image (0: a copy).")
 
-reading = shapes_reading(dataset, kind, solver, opts, nfe, spacing, n, seed) if dataset == "shapes" and not r["diverged"] else None
+reading = shapes_reading(dataset, kind, solver, opts, nfe, spacing, n, seed) if data == "shapes" and not r["diverged"] else None
 final = r["x"][-1]
-st.plotly_chart(FI.sample_grid(final, cols=8 if dataset == "shapes" else 16,
-                               title=f"{MODELS[kind]}, {solver}, {r['nfe']} NFE"
+wide = final.shape[-1] > 2 * final.shape[-2]  # shapes' 16x48 panels: fewer per row
+st.plotly_chart(FI.sample_grid(final, cols=8 if wide else 16,
+                               title=f"{MODELS.get(kind, dataset)}, {solver}, {r['nfe']} NFE"
                                      + (" — flagged shapes outlined in red" if reading is not None else ""),
                                flagged=None if reading is None else reading.flagged), config=CONFIG)
 
@@ -189,12 +224,12 @@ with b_cols[0]:
     solver_b = st.selectbox("Second solver", SOLVERS, SOLVERS.index("euler"), key="solver_b", bind=URL)
 with b_cols[1]:
     options_b = controls.solver_options_for(solver_b, "b")
-n_side = int(b_cols[2].slider("Images shown", 4, max(4, min(n, 64)), max(4, min(n, 24 if dataset == "shapes" else 32)),
+n_side = int(b_cols[2].slider("Images shown", 4, max(4, min(n, 64)), max(4, min(n, 24 if wide else 32)),
                               key="n_side", bind=URL))
 try:
     rb = run(dataset, kind, solver_b, tuple(sorted(options_b.items())), nfe, spacing, n, seed)
     st.plotly_chart(FI.side_by_side(r["x"][-1][:n_side], rb["x"][-1][:n_side], f"{solver}: NFE {r['nfe']}",
-                                    f"{solver_b}: NFE {rb['nfe']}", cols=4 if dataset == "shapes" else 8), config=CONFIG)
+                                    f"{solver_b}: NFE {rb['nfe']}", cols=4 if wide else 8), config=CONFIG)
 except Exception as err:
     controls.report_core_error(err)
 
@@ -254,7 +289,9 @@ with st.form("sweep"):
             controls.report_core_error(err)
     q_n = int(q[2].number_input("Samples", 16, 512, 64, 16, key="q_n", bind=URL))
     start = st.form_submit_button("Run the sweep")
-if (start or st.session_state.get("sweep_done")) and q_nfes and q_solvers:
+if data is None:
+    st.info("The sweep measures samples against the data the model was trained on: this model declares none.")
+elif (start or st.session_state.get("sweep_done")) and q_nfes and q_solvers:
     st.session_state["sweep_done"] = True
     bar = st.progress(0.0, "sampling…")
     records = []
@@ -262,8 +299,8 @@ if (start or st.session_state.get("sweep_done")) and q_nfes and q_solvers:
         bar.progress(i / len(q_solvers), f"{name}…")
         records += sweep_one(dataset, kind, name, q_nfes, spacing, q_n, seed)
     memoriser = None
-    if kind == "learned":
-        mem = sweep_one(dataset, "empirical", "dpmpp-2m", (max(q_nfes),), spacing, q_n, seed)
+    if kind != "empirical":
+        mem = sweep_one(data, "empirical", "dpmpp-2m", (max(q_nfes),), spacing, q_n, seed)
         memoriser = mem[0] if mem else None
     bar.empty()
-    st.plotly_chart(FI.quality_vs_nfe(records, floor=floor(dataset, q_n), empirical=memoriser), config=CONFIG)
+    st.plotly_chart(FI.quality_vs_nfe(records, floor=floor(data, q_n), empirical=memoriser), config=CONFIG)

@@ -1,4 +1,5 @@
-"""Trajectories: how a sampler carries particles from noise to a Gaussian-mixture target."""
+"""Trajectories: how a sampler carries particles from noise to a Gaussian-mixture target, with the
+exact denoiser or a registered model (a plug-in's network, measured against its target's exact answer)."""
 
 from __future__ import annotations
 
@@ -14,42 +15,62 @@ from explorer import figures
 URL = controls.URL
 
 
+EXACT = "exact"  # the Model choice for the exact denoiser of the chosen target
+
+
 # The core, cached on hashable parameters. `setup` is (target key, schedule, spacing, steps,
-# (t_start, t_end), particles, seed, exact start): everything but the solver.
+# (t_start, t_end), particles, seed, exact start, model): everything but the solver. The model is
+# EXACT, or a registered model's name (then it brings its own target and schedule, and the target
+# key and schedule are None).
+
+
+def _exact(setup: tuple) -> ex.AnalyticModel:
+    """The exact model of the setup's target under its schedule: the registered model's own target
+    and schedule when one is chosen (the reference and the metrics measure against it)."""
+    target_key, schedule, *_, model_name = setup
+    if model_name != EXACT:
+        model = ex.models.get(model_name)
+        return ex.AnalyticModel(model.target, model.schedule)
+    return ex.AnalyticModel(controls.load_target(target_key), ex.schedules.get(schedule))
 
 
 def _problem(setup: tuple):
-    """The model, the starting points x_T and the time grid a setup stands for (cheap)."""
-    target_key, schedule, spacing, steps, t_range, n, seed, exact = setup
-    model = ex.AnalyticModel(controls.load_target(target_key), ex.schedules.get(schedule))
-    ts = ex.timesteps(model.schedule, steps, spacing, *t_range)
-    x_T = model.prior_sample(n, np.random.default_rng(seed), t=ts[0], exact=exact)
-    return model, x_T, ts
+    """The model that samples, the starting points x_T and the time grid a setup stands for (cheap)."""
+    _, _, spacing, steps, t_range, n, seed, exact, model_name = setup
+    reference_model = _exact(setup)
+    ts = ex.timesteps(reference_model.schedule, steps, spacing, *t_range)
+    x_T = reference_model.prior_sample(n, np.random.default_rng(seed), t=ts[0], exact=exact)
+    return (reference_model if model_name == EXACT else ex.models.get(model_name)), x_T, ts
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def run(setup: tuple, solver: str, options: tuple) -> ex.Trajectory:
     model, x_T, ts = _problem(setup)
     noise = np.random.default_rng([setup[6], 1])  # the solver's own stream, apart from x_T's
-    return ex.sample(model, x_T, ts, solver, rng=noise, **dict(options))
+    if setup[-1] == EXACT:
+        return ex.sample(model, x_T, ts, solver, rng=noise, **dict(options))
+    from explorer.learned import torch_threads
+
+    with torch_threads(1):  # a network on a shared machine: one thread is far faster (see torch_threads)
+        return ex.sample(model, x_T, ts, solver, rng=noise, **dict(options))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def reference(setup: tuple) -> ex.Trajectory:
-    model, x_T, ts = _problem(setup)
-    return ex.reference(model, x_T, ts, method="DOP853")  # same tolerance, ~1/3 fewer evaluations than RK45
+    _, x_T, ts = _problem(setup)
+    return ex.reference(_exact(setup), x_T, ts, method="DOP853")  # same tolerance, ~1/3 fewer evaluations than RK45
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def reference_distance(setup: tuple) -> float:
     """How close the exact ODE's samples get: the floor set by the finite sample and the start."""
-    return ex.metrics.distance_to_target(reference(setup).sample, controls.load_target(setup[0]))
+    return ex.metrics.distance_to_target(reference(setup).sample, _exact(setup).target)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def scores(setup: tuple, solver: str, options: tuple, against_reference: bool) -> dict:
     ref = reference(setup) if against_reference else None
-    return ex.metrics.summary(run(setup, solver, options), controls.load_target(setup[0]), ref)
+    return ex.metrics.summary(run(setup, solver, options), _exact(setup).target, ref)
 
 
 # Figures are plotly objects: cache_resource hands back the same object without a pickle round trip.
@@ -57,7 +78,7 @@ def scores(setup: tuple, solver: str, options: tuple, against_reference: bool) -
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def main_figures(setup: tuple, solver: str, options: tuple, show_x0: bool, axis: str, against_reference: bool) -> tuple:
-    model = _problem(setup)[0]
+    model = _exact(setup)  # the exact density and flow under the paths (a registered model's own target)
     traj = run(setup, solver, options)
     if model.dim == 1:
         paths = figures.density_heatmap_1d(model, traj, show_x0=show_x0, time_axis=axis, height=440)
@@ -82,12 +103,29 @@ st.caption(
 )
 
 with st.sidebar:
-    st.header("Target")
-    target_key = controls.target()
+    registered = ex.models.registered("mixture")
+    model_name = EXACT
+    if registered:  # plug-ins declared models: choose one, or the exact denoiser
+        st.header("Model")
+        model_name = st.selectbox(
+            "Model", [EXACT, *registered], key="denoiser", bind=URL,
+            help="exact: the target's exact E[x0 | x_t]. Otherwise a registered model (a plug-in's network): it "
+                 "brings its own target and schedule, and the metrics measure it against that target's exact answer.",
+        )
+    if model_name == EXACT:
+        st.header("Target")
+        target_key = controls.target()
+    else:
+        target_key = None
+        summary = ex.models.info(model_name)["summary"]
+        st.caption(f"*{model_name}* ({ex.models.info(model_name)['source']})" + (f": {summary}" if summary else ""))
 
     st.header("Sampler")
-    schedules = ex.schedules.names()
-    schedule = st.selectbox("Schedule", schedules, schedules.index("edm"), key="schedule", bind=URL)
+    if model_name == EXACT:
+        schedules = ex.schedules.names()
+        schedule = st.selectbox("Schedule", schedules, schedules.index("edm"), key="schedule", bind=URL)
+    else:
+        schedule = None
     spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL, help=inspect.cleandoc(ex.timesteps.__doc__))
     solvers = ex.solvers.names()
     solver = st.selectbox("Solver", solvers, solvers.index("dpmpp-2m"), key="solver", bind=URL)
@@ -104,7 +142,15 @@ with st.sidebar:
         help="Draw x_T from the true noised marginal p_T instead of N(0, σ(T)² I): removes the prior mismatch.",
     )
     with st.expander("Time range"):
-        defaults = ex.schedules.get(schedule)
+        defaults = None
+        if model_name == EXACT:
+            defaults = ex.schedules.get(schedule)
+        else:
+            try:
+                defaults = ex.models.get(model_name).schedule
+            except Exception:  # a model that fails to build says so below, once
+                pass
+        defaults = defaults or ex.schedules.get("edm")
         t_start = st.number_input(
             "t start (noise end)", value=None, format="%g", key="t_start", bind=URL, placeholder=f"{defaults.t_max:g}"
         )
@@ -112,12 +158,16 @@ with st.sidebar:
             "t end (data end)", value=None, format="%g", key="t_end", bind=URL, placeholder=f"{defaults.t_min:g}"
         )
 
-setup = (target_key, schedule, spacing, int(steps), (t_start, t_end), int(n), int(seed), bool(exact))
+setup = (target_key, schedule, spacing, int(steps), (t_start, t_end), int(n), int(seed), bool(exact), model_name)
 try:
-    model = _problem(setup)[0]
+    model = _exact(setup)  # a registered model that fails to build says so here
+    if model_name != EXACT:
+        st.info(f"**Model {model_name}** samples on its own target ({model.target.n_components} modes in "
+                f"{model.dim}D) and schedule ({model.schedule!r}); the density, the flow field and every metric "
+                "are the exact ones of that target.", icon=":material/extension:")
     with st.spinner(f"Sampling with {solver}…"):
         traj = run(setup, solver, options)
-except Exception as err:  # bad input or a bug in the core: a message, never a traceback
+except Exception as err:  # bad input, a broken model or a bug in the core: a message, never a traceback
     controls.report_core_error(err)
     st.stop()
 
@@ -148,7 +198,9 @@ cols[1].metric(
 cols[2].metric(
     "Error vs reference", _format(summary.get("error_vs_reference"), ".3g"),
     help="RMS distance between each final sample and the rk45 path from the same x_T."
-         + (" A stochastic solver is not meant to follow that path." if info["stochastic"] else ""),
+         + (" A stochastic solver is not meant to follow that path." if info["stochastic"] else "")
+         + ("" if model_name == EXACT else f" The path is the exact denoiser's: this is {model_name}'s own error "
+                                           "plus the solver's."),
 )
 cols[3].metric(
     "Mode mass error", _format(summary.get("coverage_tv"), ".3f"),
