@@ -128,7 +128,8 @@ def test_a_wrapped_exact_network_samples_as_the_exact_model(prediction, schedule
         ours, exact = ex.sample(mine, x, ts, solver), ex.sample(model, x, ts, solver)
         assert not exact.diverged
         scale = np.abs(exact.x).max()
-        assert np.abs(ours.x - exact.x).max() <= 1e-11 * scale, (solver, np.abs(ours.x - exact.x).max(), scale)
+        # measured: at most 5e-15 of the largest state over all 100 cases (median 5e-16)
+        assert np.abs(ours.x - exact.x).max() <= 1e-13 * scale, (solver, np.abs(ours.x - exact.x).max(), scale)
     # the four methods at a grid time: the exact ones
     t = float(ts[3])
     for method in ("denoise", "eps", "score", "velocity"):
@@ -236,7 +237,7 @@ def test_the_shipped_unet_rewrapped_is_the_image_model():
     with torch.no_grad():
         a, b = ex.sample(unet, x, ts, "dpmpp-2m"), ex.sample(mine, x, ts, "dpmpp-2m")
     assert isinstance(b.x, torch.Tensor) and b.x.dtype == torch.float32
-    assert torch.allclose(a.x, b.x, rtol=0, atol=2e-6), (a.x - b.x).abs().max()  # v / (alpha^2 + sigma^2): 1 to 1e-16
+    assert torch.equal(a.x, b.x)  # v / (alpha^2 + sigma^2): that 1 + 1e-16 is 1 in float32
 
 
 # Errors: named, with the model and the time.
