@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import importlib
 import inspect
 import json
@@ -101,8 +102,17 @@ CANDIDATES = {
     "steps_offset": (1,), "shift": (3.0,), "stochastic_sampling": (True,),
 }
 
-FLAGS = ("duplicate-timesteps", "zero-size-steps", "final-sigma-nonzero", "model-update-mismatch",
-         "landing-mismatch", "init-noise-sigma", "clipping", "nonfinite", "not-converging")
+FLAGS = {  # name -> what it means (the module docstring has the thresholds and the columns behind each)
+    "duplicate-timesteps": "two steps start at the same (rounded) timestep",
+    "zero-size-steps": "two consecutive states at the same noise level",
+    "final-sigma-nonzero": "the last state keeps noise (sigma > 0)",
+    "model-update-mismatch": "the model is told one noise level and the update uses another",
+    "landing-mismatch": "a step lands at one noise level and the next step starts from another",
+    "init-noise-sigma": "init_noise_sigma is not the first sample's standard deviation",
+    "clipping": "clip_sample / thresholding changes the output",
+    "nonfinite": "NaN or inf",
+    "not-converging": "the error does not fall from the smallest to the largest number of steps",
+}
 
 
 def columns(nfes) -> list[str]:
@@ -261,13 +271,22 @@ def configurations(cls) -> list[dict]:
     one option changed at a time (CANDIDATES), each kept when the class's constructor accepts it and
     it changes the effective configuration (a value the constructor maps back to the default, as
     DEIS does with algorithm_type, is dropped)."""
+    return [overrides for overrides, _ in _built_configurations(cls)]
+
+
+@functools.lru_cache(maxsize=None)
+def _built_configurations(cls) -> list[tuple[dict, object]]:
+    """(overrides, the scheduler built with them, or the exception its constructor raised), built
+    once per class and process (some constructors are slow: KDPM2's maps 1000 sigmas to timesteps one
+    by one, 0.2 s). The schedulers are never stepped: every run works on its own deep copy."""
     params = inspect.signature(cls.__init__).parameters
     with _quiet():
         try:
-            base = _effective(cls())
-        except Exception:  # noqa: BLE001  (the row for {} reports it)
-            return [{}]
-        seen, out = [base], [{}]
+            default = cls()
+        except Exception as err:  # noqa: BLE001  (the row for {} reports it)
+            return [({}, err)]
+        base = _effective(default)
+        seen, out = [base], [({}, default)]
         for key, values in CANDIDATES.items():
             if key not in params:
                 continue
@@ -275,13 +294,23 @@ def configurations(cls) -> list[dict]:
                 if base.get(key, params[key].default) == value:
                     continue
                 try:
-                    effective = _effective(cls(**{key: value}))
+                    scheduler = cls(**{key: value})
                 except Exception:  # noqa: BLE001  (a value this class does not offer)
                     continue
+                effective = _effective(scheduler)
                 if effective not in seen:
                     seen.append(effective)
-                    out.append({key: value})
+                    out.append(({key: value}, scheduler))
     return out
+
+
+def _build(cls, overrides: dict):
+    """The scheduler cls(**overrides), or the exception its constructor raised."""
+    with _quiet():
+        try:
+            return cls(**overrides)
+        except Exception as err:  # noqa: BLE001
+            return err
 
 
 def config_label(overrides: dict) -> str:
@@ -373,18 +402,21 @@ def _fit(nfes, errors, floors=None) -> float:
     return fitted_order(nfes, errors)
 
 
-def _audit_one(cls, name: str, overrides: dict, nfes, path: ExactPath, distances: _Distances, seed: int,
-               oracle: bool, float64: bool, row: dict) -> dict:
-    """Fill row for one scheduler class x configuration x mode."""
+def _audit_one(cls, name: str, overrides: dict, scheduler, nfes, path: ExactPath, distances: _Distances,
+               seed: int, oracle: bool, float64: bool, row: dict) -> dict:
+    """Fill row for one scheduler class x configuration x mode (scheduler: cls(**overrides), built)."""
     from .adapters.diffusers import schedule_of
 
+    if isinstance(scheduler, Exception):
+        row.update(status="error", message=f"{name}({config_label(overrides)}) could not be built: "
+                                           f"{type(scheduler).__name__}: {scheduler}")
+        return row
     with _quiet() as quiet:
         try:
-            scheduler = cls(**overrides)
             schedule_of(scheduler)
         except Exception as err:  # noqa: BLE001
-            row.update(status="error", message=f"{name}({config_label(overrides)}) could not be built: "
-                                               f"{type(err).__name__}: {err}")
+            row.update(status="error", message=f"the adapter cannot represent the noise table of "
+                                               f"{name}({config_label(overrides)}): {err}")
             return row
         clipped = bool(scheduler.config.get("clip_sample", False) or scheduler.config.get("thresholding", False))
         if clipped:
@@ -506,7 +538,8 @@ def _summarise(row: dict, per: dict, nfes, stochastic, clipped: bool, problems: 
         flags.append("nonfinite")
         details.append("NaN/inf at " + ", ".join(bad))
     first, last = per[ran[0]]["error0"], per[ran[-1]]["error0"]
-    if len(ran) > 1 and not last < first:
+    noise = 2.0 * row["floor0"] if stochastic else 0.0  # a distance at the sampling floor is not a trend
+    if len(ran) > 1 and np.isfinite(first) and np.isfinite(last) and last >= first and last > noise:
         flags.append("not-converging")
         details.append(f"error at sigma 0 {first:.3g} (n={ran[0]}) -> {last:.3g} (n={ran[-1]})")
     row["flags"], row["details"] = flags, "; ".join(details)
@@ -517,7 +550,7 @@ def _summarise(row: dict, per: dict, nfes, stochastic, clipped: bool, problems: 
 
 
 def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=None, oracle=False,
-              n_particles: int = 400, seed: int = 0, float64: bool = False, progress=None) -> list[dict]:
+              n_particles: int = 2000, seed: int = 0, float64: bool = False, progress=None) -> list[dict]:
     """One row per installed diffusers scheduler x configuration (x mode): errors against the exact
     ODE per number of inference steps, fitted orders, NFE spent, flags (see the module docstring).
 
@@ -544,7 +577,7 @@ def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=Non
     common = {"target": spec, "n_particles": int(n_particles), "seed": int(seed), "float64": bool(float64),
               "nfes": list(nfes)}
     rows = []
-    for done, (name, cls, overrides, mode) in enumerate(plan, start=1):
+    for done, (name, cls, overrides, scheduler, mode) in enumerate(plan, start=1):
         start = time.perf_counter()
         row = dict.fromkeys(columns(nfes))
         row.update(scheduler=name, config=config_label(overrides or {}), overrides=dict(overrides or {}),
@@ -555,7 +588,7 @@ def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=Non
             row.update(status="unsupported", message=f"not supported by the adapter: {name} is none of the "
                        "scheduler families ex.adapters.run_diffusers drives (see explorer/adapters/diffusers.py)")
         else:
-            _audit_one(cls, name, overrides, nfes, path, distances, int(seed), mode, bool(float64), row)
+            _audit_one(cls, name, overrides, scheduler, nfes, path, distances, int(seed), mode, bool(float64), row)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         if progress is not None:
@@ -576,7 +609,7 @@ def _check_nfes(nfes) -> tuple:
 
 
 def _plan(schedulers, configs, modes) -> list[tuple]:
-    """(name, class or error message, overrides, oracle) for every row, in order."""
+    """(name, class or error message, overrides, built scheduler, oracle) for every row, in order."""
     available = scheduler_classes()
     if schedulers is not None:
         if isinstance(schedulers, str) or inspect.isclass(schedulers):
@@ -596,19 +629,19 @@ def _plan(schedulers, configs, modes) -> list[tuple]:
     plan = []
     for name, cls in available:
         if isinstance(cls, str) or not supported(cls):
-            plan.append((name, cls, {}, modes[0]))
+            plan.append((name, cls, {}, None, modes[0]))
             continue
-        if configs is None:
-            chosen = configurations(cls)
-        elif isinstance(configs, dict):
-            chosen = configs.get(name, configurations(cls))
+        if configs is None or (isinstance(configs, dict) and name not in configs):
+            chosen = _built_configurations(cls)
         else:
-            chosen = configs
-        for overrides in chosen:
-            if not isinstance(overrides, dict):
-                raise ValueError(f"configs: each configuration must be a dict of overrides, got {overrides!r}")
+            chosen = configs[name] if isinstance(configs, dict) else configs
+            for overrides in chosen:
+                if not isinstance(overrides, dict):
+                    raise ValueError(f"configs: each configuration must be a dict of overrides, got {overrides!r}")
+            chosen = [(dict(overrides), _build(cls, overrides)) for overrides in chosen]
+        for overrides, scheduler in chosen:
             for mode in modes:
-                plan.append((name, cls, overrides, mode))
+                plan.append((name, cls, overrides, scheduler, mode))
     return plan
 
 
