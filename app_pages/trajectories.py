@@ -162,9 +162,10 @@ setup = (target_key, schedule, spacing, int(steps), (t_start, t_end), int(n), in
 try:
     model = _exact(setup)  # a registered model that fails to build says so here
     if model_name != EXACT:
+        clock = model.schedule
         st.info(f"**Model {model_name}** samples on its own target ({model.target.n_components} modes in "
-                f"{model.dim}D) and schedule ({model.schedule!r}); the density, the flow field and every metric "
-                "are the exact ones of that target.", icon=":material/extension:")
+                f"{model.dim}D) and schedule ({clock.name}, t from {clock.t_max:g} to {clock.t_min:g}); the density, "
+                "the flow field and every metric are the exact ones of that target.", icon=":material/extension:")
     with st.spinner(f"Sampling with {solver}…"):
         traj = run(setup, solver, options)
 except Exception as err:  # bad input, a broken model or a bug in the core: a message, never a traceback

@@ -1,7 +1,8 @@
 """Plug-ins in a real browser: `streamlit run app.py` with EXPLORER_PLUGINS naming the example
-plug-in and a broken file, driven by headless Chromium (fixtures from test_browser.py). The
-Trajectories page opens with the plug-in solver chosen, draws its charts, and shows the broken
-plug-in's error in the sidebar. Screenshot: artifacts/browser-plugins.png."""
+solver and model plug-ins and a broken file, driven by headless Chromium (fixtures from
+test_browser.py). The Trajectories page opens with the plug-in solver chosen, draws its charts, and
+shows the broken plug-in's error in the sidebar; it opens with a plug-in model chosen as well.
+Screenshots: artifacts/browser-plugins.png, artifacts/browser-model-plugin.png."""
 
 from __future__ import annotations
 
@@ -15,17 +16,18 @@ from selenium.webdriver.common.by import By
 from test_browser import ROOT, _free_port, _no_exception, _open, _shot, browser, serve  # noqa: F401  (fixtures)
 
 EXAMPLE = ROOT / "examples" / "my_solver.py"
+MODEL_EXAMPLE = ROOT / "examples" / "my_model.py"
 
 
 @pytest.fixture(scope="module")
 def plugin_server(tmp_path_factory):
-    """The app on a free port with EXPLORER_PLUGINS = the example and a broken file."""
+    """The app on a free port with EXPLORER_PLUGINS = the two examples and a broken file."""
     broken = tmp_path_factory.mktemp("plugins") / "broken_plugin.py"
     broken.write_text("import explorer as ex\nraise RuntimeError('this plug-in is broken on purpose')\n")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     args = [
-        "env", f"EXPLORER_PLUGINS={os.pathsep.join([str(EXAMPLE), str(broken)])}",
+        "env", f"EXPLORER_PLUGINS={os.pathsep.join([str(EXAMPLE), str(MODEL_EXAMPLE), str(broken)])}",
         sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
@@ -52,3 +54,23 @@ def test_the_plugin_solver_runs_and_the_broken_one_is_reported(plugin_server, br
     assert len(errors) == 1, [e.text for e in errors]
     assert str(broken) in errors[0].text and "this plug-in is broken on purpose" in errors[0].text
     assert "heun-sigma" in sidebar.text and "my_solver.py" in sidebar.text
+
+
+def test_a_plugin_model_samples_on_trajectories(plugin_server, browser):  # noqa: F811
+    url, broken = plugin_server
+    _open(browser, f"{url}/?{urlencode({'denoiser': 'my-mlp-1d', 'steps': '10', 'n': '500'})}", charts=3)
+    _no_exception(browser)
+    _shot(browser, "browser-model-plugin")
+    sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]')
+    chosen = {
+        box.get_attribute("aria-label"): box.get_attribute("value")
+        for box in sidebar.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"] input')
+    }
+    assert chosen["Model"] == "my-mlp-1d" and "Target" not in chosen and "Schedule" not in chosen
+    assert "my-flow-2d" in sidebar.text and "my_model.py" in sidebar.text
+    metrics = {m.text.splitlines()[0]: m.text.splitlines()[1] for m in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')}
+    assert metrics["NFE"] == "10" and float(metrics["Distance to target"]) < 0.5
+    main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]')
+    assert "Model my-mlp-1d samples on its own target" in main.text
+    assert not main.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
+    assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
