@@ -20,6 +20,15 @@ def open_app(page: str | None = None, timeout: float = 120, **query) -> AppTest:
     return at
 
 
+def open_page_from_url(page: str | None = None, timeout: float = 120, **query) -> AppTest:
+    """open_app, then one more run of `page`: the default page ran first with the same URL, and the
+    extra run lets `page`'s URL-bound widgets take it."""
+    at = open_app(page, timeout=timeout, **query)
+    if page is not None:
+        at.run()
+    return at
+
+
 def assert_clean(at: AppTest) -> None:
     """No exception and no error box on the page."""
     assert not at.exception, [e.message for e in at.exception]

@@ -36,16 +36,19 @@ def plugin_server(tmp_path_factory):
         yield url, broken
 
 
+def _selected(sidebar) -> dict:
+    """The sidebar's select boxes: label -> chosen value."""
+    return {box.get_attribute("aria-label"): box.get_attribute("value")
+            for box in sidebar.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"] input')}
+
+
 def test_the_plugin_solver_runs_and_the_broken_one_is_reported(plugin_server, browser):  # noqa: F811
     url, broken = plugin_server
     _open(browser, f"{url}/?{urlencode({'solver': 'heun-sigma', 'steps': '8', 'n': '500'})}", charts=3)
     _no_exception(browser)
     _shot(browser, "browser-plugins")
     sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]')
-    chosen = {
-        box.get_attribute("aria-label"): box.get_attribute("value")
-        for box in sidebar.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"] input')
-    }
+    chosen = _selected(sidebar)
     assert chosen["Solver"] == "heun-sigma"
     nfe = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')[0].text
     assert nfe.splitlines()[-1] == "16"  # 8 Heun steps, 2 evaluations each
@@ -62,10 +65,7 @@ def test_a_plugin_model_samples_on_trajectories(plugin_server, browser):  # noqa
     _no_exception(browser)
     _shot(browser, "browser-model-plugin")
     sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]')
-    chosen = {
-        box.get_attribute("aria-label"): box.get_attribute("value")
-        for box in sidebar.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"] input')
-    }
+    chosen = _selected(sidebar)
     assert chosen["Model"] == "my-mlp-1d" and "Target" not in chosen and "Schedule" not in chosen
     assert "my-flow-2d" in sidebar.text and "my_model.py" in sidebar.text
     metrics = {m.text.splitlines()[0]: m.text.splitlines()[1] for m in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')}

@@ -20,6 +20,7 @@ import torch
 import explorer as ex
 from explorer import wrapped
 from explorer.learned import EpsMLP
+from apptest import open_page_from_url
 from fakes import smooth_mixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -603,15 +604,6 @@ def model_app(tmp_path, monkeypatch):
     controls.load_plugins.clear()
 
 
-def _open(page=None, **query):
-    from apptest import open_app
-
-    at = open_app(page, timeout=120, **query)
-    if page is not None:
-        at.run()  # the default page ran first with the same URL: one more run lets this page's widgets take it
-    return at
-
-
 def _shown(at) -> dict:
     return {m.label: m.value for m in at.metric}
 
@@ -634,7 +626,7 @@ def _clean(at) -> None:
 
 
 def test_app_samples_with_the_example_models(model_app):
-    at = _open(denoiser="my-flow-2d", steps="6", n="300")
+    at = open_page_from_url(denoiser="my-flow-2d", steps="6", n="300")
     _clean(at)
     box = at.selectbox(key="denoiser")
     assert box.value == "my-flow-2d" and box.options == ["exact", "my-mlp-1d", "my-flow-2d", "nan-net", "no-weights"]
@@ -661,7 +653,7 @@ def test_app_samples_with_the_example_models(model_app):
 def test_the_default_view_is_unchanged_with_models_registered(model_app):
     from test_app import _core_metrics
 
-    at = _open()
+    at = open_page_from_url()
     _clean(at)
     assert at.selectbox(key="denoiser").value == "exact"
     shown, expected = _shown(at), _core_metrics({})
@@ -673,7 +665,7 @@ def test_the_default_view_is_unchanged_with_models_registered(model_app):
     ("no-weights", ["model 'no-weights' failed to build", "FileNotFoundError: weights.pt is not here"]),
 ])
 def test_a_broken_model_shows_its_message(model_app, name, words):
-    at = _open(denoiser=name, steps="4", n="100")
+    at = open_page_from_url(denoiser=name, steps="4", n="100")
     assert not at.exception, [e.message for e in at.exception]
     errors = [e.value for e in at.error]
     assert len(errors) == 1, errors
@@ -686,12 +678,12 @@ def test_a_broken_model_shows_its_message(model_app, name, words):
 
 def test_images_page_lists_and_runs_a_registered_image_model(model_app):
     query = dict(nfe="6", images="16", solver="dpmpp-2m", solver_b="euler")
-    plugin = _open("app_pages/images.py", dataset="digits-again", **query)
+    plugin = open_page_from_url("app_pages/images.py", dataset="digits-again", **query)
     _clean(plugin)
     box = plugin.selectbox(key="dataset")
     assert box.value == "digits-again" and box.options == ["digits", "shapes", "digits-again"]
     assert not plugin.radio  # the registered model replaces the learned / memoriser choice
-    learned = _open("app_pages/images.py", dataset="digits", model="learned", **query)
+    learned = open_page_from_url("app_pages/images.py", dataset="digits", model="learned", **query)
     _clean(learned)
     shown = _shown(plugin)
     assert shown["NFE spent"] == "6" and shown["Frechet distance"] != "—"

@@ -17,6 +17,7 @@ import pytest
 
 import explorer as ex
 from explorer import stability as S
+from apptest import open_page_from_url
 from fakes import TorchModel, smooth_mixture
 from test_core_solvers import measured_order
 
@@ -499,15 +500,6 @@ def plugin_app(tmp_path, monkeypatch):
     controls.load_plugins.clear()
 
 
-def _open_page(page=None, **query):
-    from apptest import open_app
-
-    at = open_app(page, timeout=120, **query)
-    if page is not None:
-        at.run()  # the default page ran first with the same URL: one more run lets this page's widgets take it
-    return at
-
-
 def _only_the_broken_plugin_failed(at, broken: Path) -> None:
     assert not at.exception, [e.message for e in at.exception]
     errors = [e.value for e in at.error]
@@ -517,7 +509,7 @@ def _only_the_broken_plugin_failed(at, broken: Path) -> None:
 
 
 def test_app_runs_the_example_on_trajectories(plugin_app):
-    at = _open_page(solver="heun-sigma", steps="6", n="300")
+    at = open_page_from_url(solver="heun-sigma", steps="6", n="300")
     _only_the_broken_plugin_failed(at, plugin_app)
     box = at.selectbox(key="solver")
     assert box.value == "heun-sigma" and "heun-sigma" in box.options
@@ -546,7 +538,7 @@ def test_app_runs_the_example_on_trajectories(plugin_app):
     ("app_pages/mode_interpolation.py", dict(), {}),
 ])
 def test_every_page_lists_the_plugin_and_shows_the_broken_one(plugin_app, page, query, widgets):
-    at = _open_page(page, **query)
+    at = open_page_from_url(page, **query)
     _only_the_broken_plugin_failed(at, plugin_app)
     for kind, key in widgets.items():
         widget = getattr(at, kind)(key=key)
