@@ -462,11 +462,28 @@ def _measure(traj, t0, sched, path: ExactPath, distances: _Distances, stochastic
         else:
             out["error"] = endpoint_error(x, path.at(alpha, sigma))
             out["error0"] = endpoint_error(output, path.data)
-    a0, s0 = float(s.alpha(t0)), float(s.sigma(t0))
-    scale = a0 if traj.extras["coordinates"] == "ve" else 1.0
     out["init"] = float(getattr(sched, "init_noise_sigma", 1.0))
-    out["init_expected"] = math.hypot(a0, s0) / scale
+    out["init_expected"] = _first_sample_std(sched, s, t0)
     return out
+
+
+def _first_sample_std(sched, schedule, t0: float) -> float:
+    """The standard deviation of the first sample, in the scheduler's coordinates, for data of unit
+    variance: hypot(alpha, sigma) at the first level, divided by the factor scale_model_input applies
+    there for a VP table (1 where the sample is x, alpha where it is x / alpha), as it is for flow
+    matching and EDM (whose scale_model_input is the network's preconditioning). Read from
+    scale_model_input, not from init_noise_sigma, which is what it checks."""
+    import torch
+
+    from .adapters.diffusers import _family
+
+    a0, s0 = float(schedule.alpha(t0)), float(schedule.sigma(t0))
+    std = math.hypot(a0, s0)
+    if _family(sched) != "vp" or not hasattr(sched, "scale_model_input"):
+        return std
+    probe = copy.deepcopy(sched)  # scale_model_input may set the step index
+    scale = float(probe.scale_model_input(torch.ones(1, 1, dtype=torch.float64), probe.timesteps[0]).flatten()[0])
+    return std / scale
 
 
 def _summarise(row: dict, per: dict, nfes, stochastic, clipped: bool, problems: list) -> dict:
@@ -550,7 +567,7 @@ def _summarise(row: dict, per: dict, nfes, stochastic, clipped: bool, problems: 
 
 
 def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=None, oracle=False,
-              n_particles: int = 2000, seed: int = 0, float64: bool = False, progress=None) -> list[dict]:
+              n_particles: int = 1000, seed: int = 0, float64: bool = False, progress=None) -> list[dict]:
     """One row per installed diffusers scheduler x configuration (x mode): errors against the exact
     ODE per number of inference steps, fitted orders, NFE spent, flags (see the module docstring).
 

@@ -158,6 +158,22 @@ def test_nonfinite_flag():
 # ---------------------------------------------------------------- failures are rows
 
 
+class _WrongInitNoise(diffusers.EulerDiscreteScheduler):
+    """Euler whose init_noise_sigma forgets the VE scaling (a pipeline would draw x_T ~ N(0, 1))."""
+
+    @property
+    def init_noise_sigma(self):
+        return 1.0
+
+
+def test_init_noise_flag():
+    right, wrong = audit.diffusers(schedulers=["EulerDiscreteScheduler", _WrongInitNoise], configs=[{}], nfes=(5,))
+    assert right["init_noise_sigma"] == pytest.approx(right["init_noise_expected"], rel=1e-4)  # sqrt(1 + sigma^2)
+    assert "init-noise-sigma" not in right["flags"] and right["flags"] == []
+    assert wrong["flags"] == ["init-noise-sigma"] and wrong["init_noise_sigma"] == 1.0
+    assert wrong["init_noise_expected"] == pytest.approx(157.41, abs=0.01) and "init_noise_sigma 1 vs 157.4" in wrong["details"]
+
+
 class _Raises(diffusers.EulerDiscreteScheduler):
     def step(self, *args, **kwargs):
         raise RuntimeError("this scheduler breaks")
