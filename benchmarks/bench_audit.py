@@ -41,7 +41,8 @@ def main():
     import explorer as ex
 
     start = time.perf_counter()
-    rows = ex.audit.diffusers(nfes=tuple(args.nfes), n_particles=args.particles, oracle="both" if args.oracle else False)
+    oracle = "both" if args.oracle else False
+    rows = ex.audit.diffusers(nfes=tuple(args.nfes), n_particles=args.particles, oracle=oracle)
     seconds = time.perf_counter() - start
     nfes = rows[0]["nfes"]
 
@@ -56,8 +57,9 @@ def main():
         errs = " ".join(f"{mark}{_fmt(r[f'error_{n}']):>8s}" for n in nfes)
         nfe = r[f"nfe_{nfes[-1]}"]
         tail = ",".join(r["flags"]) + (f"  [{r['message'][:110]}]" if r["message"] else "")
-        print(f"{r['scheduler']:34s} {r['config'][:40]:40s} {mode:6s} {errs}  {_order(r['order'])}  {_order(r['order0'])}"
-              f"  {nfe if nfe is not None else '--':>3}  {tail}")
+        orders = f"{_order(r['order'])}  {_order(r['order0'])}"
+        spent = nfe if nfe else "--"
+        print(f"{r['scheduler']:34s} {r['config'][:40]:40s} {mode:6s} {errs}  {orders}  {spent:>3}  {tail}")
 
     status = collections.Counter(r["status"] for r in rows)
     flags = collections.Counter(f for r in rows for f in r["flags"])

@@ -26,6 +26,7 @@ for n in (5, 10, 20):
     for t in s.timesteps:  # as a pipeline runs it; the "model" predicts zero noise
         s.scale_model_input(x, t)
         x = s.step(torch.zeros_like(x), t, x, generator=g).prev_sample
-    print(f"{n:2d} steps: first step sigma {sigma_from:.0f} -> {sigma_to:.4g}; sigma_down {float(s.sigmas_down[0]):.3g} "
+    down = float(s.sigmas_down[0])
+    print(f"{n:2d} steps: first step sigma {sigma_from:.0f} -> {sigma_to:.4g}; sigma_down {down:.3g} "
           f"(exact {sigma_to ** 2 / sigma_from:.3g}); first timesteps {[round(float(t), 2) for t in s.timesteps[:3]]}; "
           f"output finite: {bool(torch.isfinite(x).all())}")

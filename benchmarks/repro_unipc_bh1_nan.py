@@ -30,7 +30,8 @@ for label, scheduler in [
     ("UniPC bh2 (default)", UniPCMultistepScheduler()),
     ("UniPC bh1", UniPCMultistepScheduler(solver_type="bh1")),
     ("UniPC lower_order_final=False", UniPCMultistepScheduler(lower_order_final=False)),
-    ("UniPC bh1, final_sigmas_type=sigma_min", UniPCMultistepScheduler(solver_type="bh1", final_sigmas_type="sigma_min")),
+    ("UniPC bh1, final_sigmas_type=sigma_min",
+     UniPCMultistepScheduler(solver_type="bh1", final_sigmas_type="sigma_min")),
     ("DPM-Solver++ lower_order_final=False", DPMSolverMultistepScheduler(lower_order_final=False)),
 ]:
     bad, size = run(scheduler)

@@ -38,7 +38,7 @@ What is measured, and against what:
   with std 0.3 that is far above the tables' smallest sigma (0.01-0.03), so 10-40 steps are in the
   asymptotic range: Euler 1.0, Heun 2.0, DPM-Solver++(2M) with Karras sigmas 2.0, PNDM 3.9. With the
   preset's std 0.05 every scheduler is still switching particles between modes at 40 steps (errors
-  0.03-0.1, Euler 0.6, DPM++ Karras 0.4-1.1): the fitted orders say little. One dimension keeps the
+  0.03-0.1; Euler 0.4-0.6, DPM++(2M) with Karras sigmas 0.4-1.3): the fitted orders say little. One dimension keeps the
   exact solve cheap and makes the sliced W2 the exact W2.
 - Modes. "normal": the model sees the timestep the scheduler passes (a rounded timestep means the
   table's noise level there); oracle=True: the model is fed the update's own noise level. The
@@ -53,8 +53,8 @@ Flags (row["flags"], short names; row["details"] says where and how much):
   landing-mismatch      a step lands at one noise level and the next step treats the sample as being
                         at another (landing_mismatch: largest relative gap in sigma)
   init-noise-sigma      init_noise_sigma is more than 1% off the standard deviation of the first
-                        sample for data of unit variance, sqrt(alpha^2 + sigma^2) in the
-                        scheduler's coordinates (init_noise_sigma, init_noise_expected)
+                        sample for data of unit variance, in the scheduler's coordinates (read from
+                        scale_model_input; init_noise_sigma, init_noise_expected)
   clipping              clip_sample / thresholding is on and changes the output: clip_effect is the
                         RMS distance to the same run with both off (flagged above 1e-6)
   nonfinite             a run produced NaN or inf (nonfinite: "n=<n>: step <i>")
@@ -196,13 +196,6 @@ def _target_of(target):
     raise ValueError(f"target must be a GaussianMixture, a preset name or (name, params), got {target!r}")
 
 
-def _target_label(spec: dict) -> str:
-    if "name" in spec:
-        params = ", ".join(f"{k}={v}" for k, v in spec["params"].items())
-        return f"{spec['name']}({params})" if params else spec["name"]
-    return f"GaussianMixture(K={len(spec['means'])}, D={len(spec['means'][0])})"
-
-
 # ---------------------------------------------------------------- schedulers and configurations
 
 
@@ -329,10 +322,10 @@ def config_label(overrides: dict) -> str:
 
 def _first_level(scheduler, n_steps: int, schedule):
     """(t0, the scheduler copy after set_timesteps): the explorer time of the first sample."""
-    from .adapters.diffusers import _base, _family, _input_level, _Levels  # the adapter's own reading
+    from .adapters.diffusers import _base, _call, _family, _input_level, _Levels  # the adapter's own reading
 
     sched = copy.deepcopy(scheduler)
-    sched.set_timesteps(int(n_steps))
+    _call(f"{type(scheduler).__name__}.set_timesteps({n_steps})", sched.set_timesteps, int(n_steps))
     t0, _ = _input_level(sched, _base(scheduler), 0, sched.timesteps[0], _Levels(_family(scheduler), schedule))
     return t0, sched
 
@@ -427,7 +420,8 @@ def _audit_one(cls, name: str, overrides: dict, scheduler, nfes, path: ExactPath
             return row
         clipped = bool(scheduler.config.get("clip_sample", False) or scheduler.config.get("thresholding", False))
         if clipped:
-            unclipped = cls(**{**overrides, **{k: False for k in ("clip_sample", "thresholding") if k in scheduler.config}})
+            off = {k: False for k in ("clip_sample", "thresholding") if k in scheduler.config}
+            unclipped = _build(cls, {**overrides, **off})
         stochastic, problems = None, []
         per = {n: {} for n in nfes}
         for n in nfes:
@@ -443,6 +437,8 @@ def _audit_one(cls, name: str, overrides: dict, scheduler, nfes, path: ExactPath
                 stochastic = bool(stochastic) or draws
                 per[n] = _measure(traj, t0, sched, path, distances, draws)
                 if clipped:  # the same run with clip_sample and thresholding off
+                    if isinstance(unclipped, Exception):
+                        raise ValueError(f"{name} with clipping off could not be built: {unclipped}")
                     plain, _, _ = _run(unclipped, path, n, seed if draws else None, oracle, float64)
                     per[n]["clip_effect"] = endpoint_error(_final(traj)[1], _final(plain)[1])
             except Exception as err:  # noqa: BLE001

@@ -171,7 +171,8 @@ def test_init_noise_flag():
     assert right["init_noise_sigma"] == pytest.approx(right["init_noise_expected"], rel=1e-4)  # sqrt(1 + sigma^2)
     assert "init-noise-sigma" not in right["flags"] and right["flags"] == []
     assert wrong["flags"] == ["init-noise-sigma"] and wrong["init_noise_sigma"] == 1.0
-    assert wrong["init_noise_expected"] == pytest.approx(157.41, abs=0.01) and "init_noise_sigma 1 vs 157.4" in wrong["details"]
+    assert wrong["init_noise_expected"] == pytest.approx(157.41, abs=0.01)
+    assert "init_noise_sigma 1 vs 157.4" in wrong["details"]
 
 
 class _Raises(diffusers.EulerDiscreteScheduler):
