@@ -16,6 +16,7 @@ import pytest
 
 from test_browser import ARTIFACTS, CHROMIUM, ROOT, _free_port, browser, serve  # noqa: F401  (fixtures)
 
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -61,6 +62,22 @@ def _prompts(driver) -> list[str]:
     return [e.text.strip() for e in driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
 
 
+def _wait(driver, seconds: float, condition, what: str):
+    """WebDriverWait(...).until(condition), failing with what was awaited, the prompts and kernel
+    status, and a screenshot (artifacts/jupyterlab-timeout.png) when it times out."""
+    try:
+        return WebDriverWait(driver, seconds, poll_frequency=0.25).until(condition)
+    except TimeoutException:
+        driver.save_screenshot(str(ARTIFACTS / "jupyterlab-timeout.png"))
+        pytest.fail(f"no {what} within {seconds} s: prompts {_prompts(driver)}, kernel {_status(driver)!r}")
+
+
+def _errors(driver) -> list[str]:
+    """Text of every error or stderr output shown."""
+    return [e.text[:500] for e in driver.find_elements(
+        By.CSS_SELECTOR, '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+
+
 def _figures(driver) -> list[str]:
     return [e.get_attribute("innerHTML") for e in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")]
 
@@ -69,22 +86,24 @@ def test_notebook_runs_all_cells_in_jupyterlab(lab, browser):  # noqa: F811
     url, log = lab
     before = (ROOT / "notebooks" / NOTEBOOK).read_bytes()
     browser.get(url)
-    WebDriverWait(browser, 60).until(lambda d: _status(d) == "idle" and _prompts(d))
+    _wait(browser, 60, lambda d: _status(d) == "idle" and _prompts(d), "idle kernel on the opened notebook")
 
-    # Run > Run All Cells, as a user would.
-    next(m for m in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if m.text.strip() == "Run").click()
-    WebDriverWait(browser, 10).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, 'li.lm-Menu-item[data-command="runmenu:run-all"]'))[0].click()
-    WebDriverWait(browser, 120, poll_frequency=0.5).until(
-        lambda d: _status(d) == "idle" and all(p[1:-2].isdigit() for p in _prompts(d)))
+    # Run > Run All Cells, as a user would (the menu bar may not take the first click while the page settles).
+    for _ in range(5):
+        next(m for m in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if m.text.strip() == "Run").click()
+        item = browser.find_elements(By.CSS_SELECTOR, 'li.lm-Menu-item[data-command="runmenu:run-all"]')
+        if item:
+            break
+        time.sleep(1)
+    assert item, "the Run menu did not open"
+    item[0].click()
+    _wait(browser, 120, lambda d: _errors(d) or (_status(d) == "idle" and all(p[1:-2].isdigit() for p in _prompts(d))),
+          "end of Run All (every prompt numbered, kernel idle)")
+    assert not _errors(browser), _errors(browser)
     n_code = len(_prompts(browser))
     assert _prompts(browser) == [f"[{i}]:" for i in range(1, n_code + 1)]
-
-    errors = [e.text[:500] for e in browser.find_elements(
-        By.CSS_SELECTOR, '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
-    assert not errors, errors
     # Every figure drawn: 2 + 2 static ones, the two FigureWidgets of the explorer.
-    WebDriverWait(browser, 30).until(lambda d: len(_figures(d)) >= 6 and all(_figures(d)))
+    _wait(browser, 30, lambda d: len(_figures(d)) >= 6 and all(_figures(d)), "six drawn figures")
     widgets = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output .widget-slider, "
                                     ".jp-OutputArea-output .widget-dropdown, .jp-OutputArea-output .widget-checkbox")
     assert len(widgets) >= 9  # four dropdowns, two sliders, start, x0, step (and the solver's options)
@@ -99,7 +118,7 @@ def test_notebook_runs_all_cells_in_jupyterlab(lab, browser):  # noqa: F811
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", handle)
     handle.click()
     handle.send_keys(Keys.ARROW_RIGHT)
-    WebDriverWait(browser, 30).until(lambda d: readout.text == "2" and _figures(d) != shown)
+    _wait(browser, 30, lambda d: readout.text == "2" and _figures(d) != shown, "redraw after the slider moved")
     assert sum(a != b for a, b in zip(shown, _figures(browser))) >= 1
     time.sleep(0.5)
     browser.save_screenshot(str(ARTIFACTS / "jupyterlab-01_trajectories.png"))
