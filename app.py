@@ -15,6 +15,7 @@ PAGES = [
     st.Page("app_pages/mode_interpolation.py", title="Mode interpolation", icon=":material/scatter_plot:", url_path="mode-interpolation"),
     st.Page("app_pages/images.py", title="Images", icon=":material/image:", url_path="images"),
     st.Page("app_pages/schedules.py", title="Schedules", icon=":material/schedule:", url_path="schedules"),
+    st.Page("app_pages/audit.py", title="Scheduler audit", icon=":material/fact_check:", url_path="audit"),
 ]
 
 st.navigation(PAGES).run()

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from . import hallucination, images, schedules, stability
+from . import audit, hallucination, images, schedules, stability
 from .metrics import path_error
 from .solver_lab import (
     distance_vs_nfe, guidance_failure, side_by_side, solver_rows, solver_table, step_errors, work_precision,
@@ -22,7 +22,7 @@ from .time_axis import TIME_AXES
 from .trajectories import density_heatmap_1d, final_histogram_1d, final_samples_2d, particles_2d
 
 __all__ = [
-    "json_safe", "sync", "widget", "hallucination", "images", "schedules", "stability", "TIME_AXES", "density_heatmap_1d", "final_histogram_1d", "final_samples_2d", "particles_2d", "path_error",
+    "json_safe", "sync", "widget", "audit", "hallucination", "images", "schedules", "stability", "TIME_AXES", "density_heatmap_1d", "final_histogram_1d", "final_samples_2d", "particles_2d", "path_error",
     "distance_vs_nfe", "guidance_failure", "side_by_side", "solver_rows", "solver_table", "step_errors", "work_precision",
 ]
 

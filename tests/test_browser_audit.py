@@ -1,0 +1,34 @@
+"""The Scheduler audit page in a real browser (headless Chromium; fixtures from test_browser.py):
+the table and the selected row's figures render without a Streamlit exception, from a URL that
+picks a small audit and a row. Screenshot: artifacts/browser-audit.png."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from test_browser import _no_exception, _open, _shot, browser, server  # noqa: F401  (fixtures)
+
+pytest.importorskip("diffusers")
+
+
+def test_audit_page_renders(server, browser):  # noqa: F811
+    query = {"schedulers": ["DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"],
+             "nfes": "5, 10, 20", "n": "300", "row": "DPMSolverMultistep · use_karras_sigmas=True", "at": "10"}
+    _open(browser, f"{server}/audit?{urlencode(query, doseq=True)}", charts=4, timeout=120)
+    _no_exception(browser)
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Scheduler audit")
+    assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+    text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    assert "model-update-mismatch" in text  # the selected row's flag, named under "One row"
+    assert "Download the table (CSV)" in text
+    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    assert "Error against NFE" in titles and "Step by step" in titles
+    browser.set_window_size(1400, 3300)  # the whole page: the table, and the row's four figures under it
+    try:
+        _open(browser, browser.current_url, charts=4, timeout=60)
+        _shot(browser, "browser-audit")
+    finally:
+        browser.set_window_size(1400, 1000)
