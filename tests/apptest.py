@@ -1,5 +1,7 @@
 """Opening the app under Streamlit's AppTest, shared by the page tests."""
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -27,6 +29,20 @@ def open_page_from_url(page: str | None = None, timeout: float = 120, **query) -
     if page is not None:
         at.run()
     return at
+
+
+@contextmanager
+def app_plugins(monkeypatch, *paths):
+    """EXPLORER_PLUGINS = paths for the app, its cached plug-in load cleared before and after, so
+    that no other test sees these plug-ins."""
+    from app_pages import controls
+
+    monkeypatch.setenv("EXPLORER_PLUGINS", os.pathsep.join(str(p) for p in paths))
+    controls.load_plugins.clear()
+    try:
+        yield
+    finally:
+        controls.load_plugins.clear()
 
 
 def assert_clean(at: AppTest) -> None:

@@ -8,7 +8,6 @@ Trajectories and Images pages."""
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import explorer as ex
 from explorer import wrapped
 from explorer.learned import EpsMLP
-from apptest import open_page_from_url
+from apptest import app_plugins, open_page_from_url
 from fakes import smooth_mixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -594,14 +593,9 @@ ex.models.register("digits-again", digits_again, kind="image", summary="The ship
 def model_app(tmp_path, monkeypatch):
     """EXPLORER_PLUGINS = the example and a file of broken and image models; the app's cached load is
     cleared before and after, so that no other test sees them."""
-    pytest.importorskip("streamlit")
-    from app_pages import controls
-
     extra = _write(tmp_path / "app_models.py", APP_MODELS)
-    monkeypatch.setenv("EXPLORER_PLUGINS", os.pathsep.join([str(EXAMPLE), str(extra)]))
-    controls.load_plugins.clear()
-    yield extra
-    controls.load_plugins.clear()
+    with app_plugins(monkeypatch, EXAMPLE, extra):
+        yield extra
 
 
 def _shown(at) -> dict:

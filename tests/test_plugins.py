@@ -17,7 +17,7 @@ import pytest
 
 import explorer as ex
 from explorer import stability as S
-from apptest import open_page_from_url
+from apptest import app_plugins, open_page_from_url
 from fakes import TorchModel, smooth_mixture
 from test_core_solvers import measured_order
 
@@ -490,14 +490,9 @@ BROKEN_TEXT = "import explorer as ex\nraise RuntimeError('this plug-in is broken
 def plugin_app(tmp_path, monkeypatch):
     """EXPLORER_PLUGINS = the example and a broken file; the app's cached load is cleared before
     and after, so that no other test sees these plug-ins."""
-    pytest.importorskip("streamlit")
-    from app_pages import controls
-
     broken = _write(tmp_path / "broken_plugin.py", BROKEN_TEXT)
-    monkeypatch.setenv("EXPLORER_PLUGINS", os.pathsep.join([str(EXAMPLE), str(broken)]))
-    controls.load_plugins.clear()
-    yield broken
-    controls.load_plugins.clear()
+    with app_plugins(monkeypatch, EXAMPLE, broken):
+        yield broken
 
 
 def _only_the_broken_plugin_failed(at, broken: Path) -> None:
