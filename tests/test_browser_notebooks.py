@@ -16,7 +16,8 @@ import pytest
 
 from test_browser import ARTIFACTS, CHROMIUM, ROOT, _free_port, browser, serve  # noqa: F401  (fixtures)
 
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -72,6 +73,26 @@ def _wait(driver, seconds: float, condition, what: str):
         pytest.fail(f"no {what} within {seconds} s: prompts {_prompts(driver)}, kernel {_status(driver)!r}")
 
 
+def _run_all(driver) -> None:
+    """Run > Run All Cells, as a user would, until the first cell starts: the command acts on the
+    current notebook and is disabled (the click goes nowhere) while the page is still settling."""
+    for _ in range(8):
+        try:
+            driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0].click()  # the notebook is the current widget
+            next(m for m in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if m.text.strip() == "Run").click()
+            item = driver.find_element(By.CSS_SELECTOR, 'li.lm-Menu-item[data-command="runmenu:run-all"]')
+            if "lm-mod-disabled" not in item.get_attribute("class"):
+                item.click()
+                WebDriverWait(driver, 15, poll_frequency=0.25).until(lambda d: _prompts(d)[0] != "[ ]:")
+                return
+        except (WebDriverException, IndexError):  # re-rendered, not yet interactable, or no start within 15 s
+            pass
+        ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+        time.sleep(1)
+    driver.save_screenshot(str(ARTIFACTS / "jupyterlab-timeout.png"))
+    pytest.fail(f"Run > Run All Cells did not start the notebook: prompts {_prompts(driver)}, kernel {_status(driver)!r}")
+
+
 def _errors(driver) -> list[str]:
     """Text of every error or stderr output shown."""
     return [e.text[:500] for e in driver.find_elements(
@@ -88,15 +109,7 @@ def test_notebook_runs_all_cells_in_jupyterlab(lab, browser):  # noqa: F811
     browser.get(url)
     _wait(browser, 60, lambda d: _status(d) == "idle" and _prompts(d), "idle kernel on the opened notebook")
 
-    # Run > Run All Cells, as a user would (the menu bar may not take the first click while the page settles).
-    for _ in range(5):
-        next(m for m in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if m.text.strip() == "Run").click()
-        item = browser.find_elements(By.CSS_SELECTOR, 'li.lm-Menu-item[data-command="runmenu:run-all"]')
-        if item:
-            break
-        time.sleep(1)
-    assert item, "the Run menu did not open"
-    item[0].click()
+    _run_all(browser)
     _wait(browser, 120, lambda d: _errors(d) or (_status(d) == "idle" and all(p[1:-2].isdigit() for p in _prompts(d))),
           "end of Run All (every prompt numbered, kernel idle)")
     assert not _errors(browser), _errors(browser)
