@@ -27,33 +27,40 @@ __all__ = [
 ]
 
 
-def _finite_or_none(value):
-    """value with every NaN/inf float replaced by None (JSON null), recursively; numeric arrays
-    without one are returned as they are (plotly keeps them base64-encoded: {dtype, bdata, shape})."""
+def _finite_or_none(value, replaced: list):
+    """value with every NaN/inf float replaced by None (JSON null), recursively, noting each
+    replacement in `replaced`; numeric arrays without one are returned as they are (plotly keeps them
+    base64-encoded: {dtype, bdata, shape})."""
     if isinstance(value, dict):
         if set(value) >= {"dtype", "bdata"}:
             array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
             if "shape" in value:
                 array = array.reshape([int(n) for n in str(value["shape"]).split(",")])
-            return _finite_or_none(array) if array.dtype.kind in "fc" and not np.isfinite(array).all() else value
-        return {k: _finite_or_none(v) for k, v in value.items()}
+            finite = array.dtype.kind not in "fc" or np.isfinite(array).all()
+            return value if finite else _finite_or_none(array, replaced)
+        return {k: _finite_or_none(v, replaced) for k, v in value.items()}
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            replaced.append(True)
             return np.where(np.isfinite(value), value, None).tolist()
         if value.dtype.kind == "O":
-            return [_finite_or_none(v) for v in value.tolist()]
+            return [_finite_or_none(v, replaced) for v in value.tolist()]
         return value
     if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
+        return [_finite_or_none(v, replaced) for v in value]
     if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        replaced.append(True)
         return None
     return value
 
 
 def json_safe(fig: go.Figure) -> go.Figure:
     """fig with NaN/inf values drawn as gaps (None): a notebook widget sends its figure as strict
-    JSON, where NaN is not allowed (static figures and Streamlit convert NaN to null themselves)."""
-    return go.Figure(_finite_or_none(fig.to_plotly_json()), skip_invalid=False)
+    JSON, where NaN is not allowed (static figures and Streamlit convert NaN to null themselves).
+    A figure with none is returned as it is (no second validation of every trace)."""
+    replaced = []
+    clean = _finite_or_none(fig.to_plotly_json(), replaced)
+    return go.Figure(clean, skip_invalid=False) if replaced else fig
 
 
 def widget(fig: go.Figure | None = None) -> go.FigureWidget:
