@@ -117,8 +117,8 @@ with st.sidebar:
         target_key = controls.target()
     else:
         target_key = None
-        summary = ex.models.info(model_name)["summary"]
-        st.caption(f"*{model_name}* ({ex.models.info(model_name)['source']})" + (f": {summary}" if summary else ""))
+        about = ex.models.info(model_name)
+        st.caption(f"*{model_name}* ({about['source']})" + (f": {about['summary']}" if about["summary"] else ""))
 
     st.header("Sampler")
     if model_name == EXACT:
