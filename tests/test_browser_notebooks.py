@@ -16,7 +16,7 @@ import pytest
 
 from test_browser import ARTIFACTS, CHROMIUM, ROOT, _free_port, browser, serve  # noqa: F401  (fixtures)
 
-from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -67,7 +67,9 @@ def _wait(driver, seconds: float, condition, what: str):
     """WebDriverWait(...).until(condition), failing with what was awaited, the prompts and kernel
     status, and a screenshot (artifacts/jupyterlab-timeout.png) when it times out."""
     try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.25).until(condition)
+        # JupyterLab re-renders cells while it settles: an element read mid-render is asked again.
+        return WebDriverWait(driver, seconds, poll_frequency=0.25,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(condition)
     except TimeoutException:
         driver.save_screenshot(str(ARTIFACTS / "jupyterlab-timeout.png"))
         pytest.fail(f"no {what} within {seconds} s: prompts {_prompts(driver)}, kernel {_status(driver)!r}")
