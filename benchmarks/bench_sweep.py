@@ -2,7 +2,7 @@
 
 1. The sweep: 10 deterministic solvers x 8 NFE values (each solver at NFE / k steps for k model
    evaluations per step), 10,000 particles on a 2D mixture, under the EDM schedule on a karras grid:
-   explorer.experiments.work_precision, with the rk45 reference and the distances to the target.
+   explorer.analyses.experiments.work_precision, with the rk45 reference and the distances to the target.
    Prints the total wall time (target: < 10 s on 2 cores), split into model evaluations, the rest of
    the solvers' work, and the measurements (reference solve, errors, distances).
 2. Overhead per step: everything a solver does that is not the model, as a fraction of the model's

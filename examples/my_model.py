@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import explorer as ex
-from explorer.data_files import DATA_DIR
+from explorer.foundations.data_files import DATA_DIR
 from explorer.learned import EpsMLP
 
 

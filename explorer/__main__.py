@@ -42,7 +42,8 @@ def main(argv=None):
     args.steps = 5000 if args.steps is None else args.steps
     args.batch_size = 2000 if args.batch_size is None else args.batch_size
 
-    from . import learned, targets
+    from .learned import mlp as learned
+    from .foundations import targets
 
     name = args.name or args.target
     target = targets.get(args.target)
@@ -59,8 +60,8 @@ def main(argv=None):
 def _train_image(args):
     import torch
 
-    from . import image_training
-    from .data_files import DATA_DIR
+    from .learned import image_training
+    from .foundations.data_files import DATA_DIR
 
     name = args.name or args.dataset
     started = time.perf_counter()

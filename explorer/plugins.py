@@ -23,7 +23,8 @@ import types
 from pathlib import Path
 from typing import NamedTuple
 
-from . import models, solvers
+from . import solvers
+from .learned import registry as models
 
 ENV = "EXPLORER_PLUGINS"  # paths or module names, os.pathsep-separated
 GROUP = "diffusion_explorer.solvers"  # entry points: a module, or a callable that registers

@@ -120,7 +120,7 @@ def test_a_diverged_run_warns_and_still_draws():
 def _core_metrics(query: dict) -> dict:
     """The Trajectories page's metrics for a URL, recomputed with the core API alone (not the page's
     code): the run the URL stands for (x_T from the seed, the solver's noise from [seed, 1]), its rk45
-    reference (DOP853), and explorer.metrics on both, formatted as the page shows them."""
+    reference (DOP853), and explorer.analyses.metrics on both, formatted as the page shows them."""
     import numpy as np
 
     name = query.get("target", "gmm-1d-3modes")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import explorer as ex
 from explorer import conversion as C
 from explorer import interpolants as I
+from explorer.solvers import interpolant_sde as SDE
 
 
 def two_aniso():
@@ -113,14 +114,14 @@ def test_constant_diffusion_converts_to_its_time_changed_coefficient():
     gaps = []
     for n in (320, 1280):
         ts = ex.timesteps(a, n, "uniform-t")
-        conv = ex.convert_path(I.sample_sde(ma, x, ts, "constant", rng=7, scale=0.3), b, from_schedule=a,
+        conv = ex.convert_path(SDE.sample_sde(ma, x, ts, "constant", rng=7, scale=0.3), b, from_schedule=a,
                                diffusion="constant", scale=0.3)
         # the coefficient conv names is the time-changed one: the same kappa on every converted time
         eps_conv, ts_b = conv.options["diffusion"], np.asarray(conv.t)
         assert conv.options["scale"] == 1.0
         np.testing.assert_allclose(eps_conv(ts_b) / (b.alpha(ts_b) ** 2 * rho_dot(b, ts_b)),
                                    0.3 / (a.alpha(ts) ** 2 * rho_dot(a, ts)), rtol=1e-9)
-        direct = I.sample_sde(mb, conv.x[0], conv.t, eps_b, rng=7)
+        direct = SDE.sample_sde(mb, conv.x[0], conv.t, eps_b, rng=7)
         gaps.append(np.abs(direct.x - conv.x).max())
     assert gaps[1] < gaps[0] / 2, gaps  # measured 0.016 -> 0.0048
 
@@ -132,7 +133,7 @@ def test_stochastic_conversion_preserves_the_law():
     a, b = ex.schedules.get("vp-cosine"), ex.schedules.get("rectified-flow")
     ma = ex.AnalyticModel(gm, a)
     n = 3000
-    traj = I.sample_sde(ma, ma.prior_sample(n, 1, exact=True), ex.timesteps(a, 300, "uniform-t"), "constant",
+    traj = SDE.sample_sde(ma, ma.prior_sample(n, 1, exact=True), ex.timesteps(a, 300, "uniform-t"), "constant",
                         rng=2, scale=0.5)
     conv = ex.convert_path(traj, b, from_schedule=a, diffusion="constant", scale=0.5)
     rng = np.random.default_rng(3)

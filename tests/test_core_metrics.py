@@ -90,7 +90,7 @@ def test_core_imports_no_ui_library():
     import sys
 
     code = (
-        "import sys, explorer, explorer.solvers, explorer.metrics; "
+        "import sys, explorer, explorer.solvers, explorer.analyses.metrics; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('streamlit', 'ipywidgets', 'plotly')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

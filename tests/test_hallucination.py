@@ -16,7 +16,8 @@ from selenium.webdriver.common.by import By
 from test_browser import CHROMIUM, _no_exception, _open, _shot, browser, server  # noqa: F401  (fixtures)
 
 import explorer as ex
-from explorer import hallucination as H, learned
+from explorer import hallucination as H
+from explorer.learned import mlp as learned
 
 G1 = ex.targets.get("gmm-1d-3modes")  # modes 1, 2, 3; std 0.05
 

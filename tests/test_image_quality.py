@@ -1,5 +1,5 @@
-"""Sample quality for image models (explorer.image_quality) and the Simple Shapes reader
-(explorer.shapes_analysis): the Frechet distance is the closed form on Gaussians, symmetric, 0 on a
+"""Sample quality for image models (explorer.analyses.image_quality) and the Simple Shapes reader
+(explorer.analyses.shapes_analysis): the Frechet distance is the closed form on Gaussians, symmetric, 0 on a
 set against itself and grows with noise; the empirical-optimal denoiser memorises (nearest training
 image at ~0); the shapes detector reads the dataset's ground truth, and flags the combinations the
 data never has."""

@@ -337,7 +337,7 @@ def test_digit_samples_look_like_digits(digit_samples):
 def test_shape_samples_are_crisp_shapes_in_their_panels():
     """Shipped shapes model, 64 samples: nearly binary pixels; in each panel either nothing or about
     one shape's worth of lit pixels (within 30% of its template); presence rates near the data's.
-    (Which samples are hallucinations is explorer/shapes_analysis.py's job.)"""
+    (Which samples are hallucinations is explorer/analyses/shapes_analysis.py's job.)"""
     model = ex.models.load_pretrained("shapes")
     x = ex.sample(model, model.prior_sample(64, rng=0), ex.timesteps(model.schedule, 20), "dpmpp-2m").x[-1].numpy()
     assert (np.abs(np.abs(x) - 1) < 0.25).mean() > 0.95

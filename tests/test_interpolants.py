@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import explorer as ex
 from explorer import conversion as C
 from explorer import interpolants as I
+from explorer.solvers import interpolant_sde as SDE
 
 
 def ring():
@@ -191,7 +192,7 @@ def _moments_of_the_scheme(model, ts, eps, mean0, var0):
     mean, var = mean0, var0
     for t, t1 in zip(ts[:-1], ts[1:]):
         e = float(I.diffusion_coefficient(s, t, *eps))
-        out = I.em_step(s, probe, model.denoise(probe, t), t, t1, e, 0.0)[:, 0]
+        out = SDE.em_step(s, probe, model.denoise(probe, t), t, t1, e, 0.0)[:, 0]
         noise = math.sqrt(2 * e * abs(t1 - t))
         A, B = out[1] - out[0], out[0]
         mean, var = A * mean + B, A * A * var + noise * noise

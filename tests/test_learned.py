@@ -1,4 +1,4 @@
-"""Learned models (explorer/learned.py): the shipped checkpoints, the model contract on numpy and
+"""Learned models (explorer/learned/mlp.py): the shipped checkpoints, the model contract on numpy and
 torch inputs, reproducible training, every deterministic solver on a learned model, and the
 mode-interpolation picture: the learned 1D denoiser matches the exact one near the modes and is
 much smoother than it between them."""
@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import explorer as ex  # noqa: E402
-from explorer import learned  # noqa: E402
+from explorer.learned import mlp as learned  # noqa: E402
 
 SHIPPED = ["gmm-1d-3modes", "gmm-2d-grid25"]
 # Measured on the shipped 1D model (the paper's betas) at t = 4 (the first timestep with sigma >= 0.08:

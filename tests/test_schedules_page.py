@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import explorer as ex
 from explorer import interpolants as I
 from explorer.figures import schedules as F
-from explorer.timesteps import sigmas_of
+from explorer.foundations.timesteps import sigmas_of
 
 from apptest import assert_clean, open_app
 from test_browser import browser, server  # noqa: F401  (fixtures)

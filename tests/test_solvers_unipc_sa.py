@@ -248,7 +248,7 @@ def test_torch_states_give_the_numpy_answer(solver, options):
     x = model.prior_sample(30, 7)
     ts = ex.timesteps(s, 9, "karras")
     # numpy Generators on both sides (an integer seed with torch states is re-seeded at every draw
-    # by explorer.random.standard_normal_like: reported, not ours to change here)
+    # by explorer.foundations.random.standard_normal_like: reported, not ours to change here)
     ours = ex.sample(model, x, ts, solver, rng=np.random.default_rng(3), **options)
     theirs = ex.sample(TorchModel(model), torch.from_numpy(x), ts, solver, rng=np.random.default_rng(3), **options)
     np.testing.assert_allclose(np.asarray(theirs.x), ours.x, rtol=1e-12, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Stability regions read off the solvers' own code (explorer.stability), against closed-form
+"""Stability regions read off the solvers' own code (explorer.analyses.stability), against closed-form
 oracles: Euler 1 + z, Heun 1 + z + z^2/2, the Adams-Bashforth polynomials rho - z sigma, and
 the Heavy Ball / GHVB characteristic polynomials of the momentum paper."""
 

@@ -90,7 +90,7 @@ import time
 
 import numpy as np
 
-from ..schedules import Discrete, EDM, RectifiedFlow, Schedule, VE, from_alphas_cumprod, get
+from ..foundations.schedules import Discrete, EDM, RectifiedFlow, Schedule, VE, from_alphas_cumprod, get
 
 # Scheduler families, by class name (a subclass belongs to its base's family).
 SIGMA_TABLE = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
@@ -306,7 +306,7 @@ class _Draws:
         elif isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
             self.seed = int(rng)
         else:
-            from ..random import as_generator
+            from ..foundations.random import as_generator
 
             self.seed = int(as_generator(rng).integers(2**62))
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -327,7 +327,7 @@ def _as_model_of(model, schedule: Schedule):
         raise ValueError("model must have a denoise(x, t) method and a .schedule")
     if _same_coordinates(model.schedule, schedule):
         return model
-    from ..conversion import ConvertedModel  # the same model seen under the scheduler's schedule
+    from ..foundations.conversion import ConvertedModel  # the same model seen under the scheduler's schedule
 
     return ConvertedModel(model, schedule)
 
@@ -370,7 +370,7 @@ def run_diffusers(scheduler, model, n_steps: int, x_T, rng=None, *, oracle: bool
     """
     import torch
 
-    from ..trajectory import Trajectory, _jsonable
+    from ..foundations.trajectory import Trajectory, _jsonable
 
     base, family = _base(scheduler), _family(scheduler)
     name = type(scheduler).__name__

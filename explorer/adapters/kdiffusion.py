@@ -55,7 +55,7 @@ import math
 
 import numpy as np
 
-from ..random import as_generator, standard_normal_like
+from ..foundations.random import as_generator, standard_normal_like
 from ..solvers import registry
 
 EDM = "Elucidating the Design Space of Diffusion-Based Generative Models"

@@ -1,4 +1,5 @@
 """Figures: pure functions from results (models, trajectories, samples) to plotly figures.
+Import everything below them (foundations, solvers, learned, analyses); never the UI.
 
 Shared by the Streamlit app and the notebooks (`widget(fig)` wraps a figure in a plotly
 FigureWidget, `sync(widget, fig)` updates it in place). Plotly only: explorer/__init__.py does not import this package,

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .. import metrics
-from ..audit import FLAGS, MISMATCH_TOL
+from ..analyses import metrics
+from ..analyses.audit import FLAGS, MISMATCH_TOL
 from . import style
 
 COLORS = [style.SAMPLE_COLOR, *qualitative.D3[1:]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .. import hallucination as H
+from ..analyses import hallucination as H
 from . import style
 
 GOOD_COLOR = style.SAMPLE_COLOR  # in-support samples

@@ -210,7 +210,7 @@ def shapes_counts(summary: dict, title: str = "What each panel holds", height: i
 
 def flagged_images(images, analysis, max_images: int = 24, cols: int = 8, title: str | None = None) -> go.Figure:
     """The flagged images (up to max_images), each hovering the flags it raised."""
-    from ..shapes_analysis import FLAGS
+    from ..analyses.shapes_analysis import FLAGS
 
     x = _np(images)
     idx = np.flatnonzero(analysis.flagged)[: int(max_images)]

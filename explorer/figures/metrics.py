@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from .. import metrics
+from ..analyses import metrics
 from . import style
 from .time_axis import log_dtick
 from .time_axis import time_axis as _time_axis

@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..conversion import convert_time, state_scale
+from ..foundations.conversion import convert_time, state_scale
 from . import style
 from .time_axis import log_dtick
 from .trajectories import _f32, _np, _polylines, _spread_indices

@@ -1,6 +1,6 @@
 """Solver lab figures: work-precision, two solvers side by side, guidance, and the solver table.
 
-Pure functions from the records of explorer.experiments / explorer.guidance to plotly figures.
+Pure functions from the records of explorer.analyses.experiments / explorer.analyses.guidance to plotly figures.
 A run that diverged is drawn, not dropped: a red cross at the top of the plot whose hover
 says at which step it stopped and why.
 """
@@ -13,7 +13,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .. import solvers as _solvers
-from ..experiments import orders as _orders
+from ..analyses.experiments import orders as _orders
 from . import style
 from .time_axis import time_axis as _time_axis
 from .trajectories import _f32, _np, _spread_indices, _target_contour

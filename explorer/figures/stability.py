@@ -1,7 +1,7 @@
 """Stability figures: regions in the complex plane, a run's h*eigenvalues on them step by step,
 the momentum paper's toy system, and what guidance does to stability.
 
-The numbers come from explorer.stability (the regions from the solvers' own step code, the
+The numbers come from explorer.analyses.stability (the regions from the solvers' own step code, the
 exact Jacobians of mixture denoisers); these functions only arrange them. `region_data` and
 `run_data` compute once into plain dicts that the figures draw (and the app caches).
 A point z = h*lambda is "outside" when the method's characteristic roots at z leave the unit disk.
@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import stability as _stability
+from ..analyses import stability as _stability
 from . import style
 from .trajectories import _f32, _np, _target_contour
 
@@ -448,7 +448,7 @@ def nested_classes(std_sharp: float = 0.3, std_broad: float = 3.0):
     class 1, a broad one N(0, std_broad^2 I). The unconditional posterior keeps the broad class's
     spread where the conditional one is sharp, so D_w = (1 + w) D(x | 0) - w D(x) has a Jacobian
     with large negative eigenvalues at moderate noise: large |h*lambda| at large w."""
-    from ..mixture import GaussianMixture
+    from ..foundations.mixture import GaussianMixture
 
     return GaussianMixture(np.zeros((2, 2)), np.array([std_sharp**2, std_broad**2]), labels=np.array([0, 1]))
 
@@ -457,10 +457,10 @@ def guided_runs(target, schedule, w: float, methods: dict, n_steps: int, n: int 
                 spacing: str = "uniform-lambda", label_: int = 0) -> dict:
     """Each method (label -> (solver, options)) on classifier-free guidance of scale w toward class
     label_ of a labelled mixture, from the same x_T: {label: (model, trajectory)}."""
-    from .. import guidance as _G
-    from ..models import AnalyticModel
-    from ..sampling import sample
-    from ..timesteps import timesteps
+    from ..analyses import guidance as _G
+    from ..foundations.analytic import AnalyticModel
+    from ..solvers.sampling import sample
+    from ..foundations.timesteps import timesteps
 
     model = _G.guided_model(target, schedule, label_, w)
     x_T = AnalyticModel(target, schedule).prior_sample(n, np.random.default_rng(seed))
@@ -473,7 +473,7 @@ def guidance_sweep(target, schedule, ws, methods: dict, n_steps: int, n: int = 3
     """guided_runs at each w: records with w, label, max_norm (largest |x| of the final samples over
     the conditional target's range; inf when the run diverged) and worst_fraction (share of
     particles with h*lambda outside the region at the worst step)."""
-    from .. import guidance as _G
+    from ..analyses import guidance as _G
 
     scale = _G.data_range(_G.conditional_target(target, label_))
     out = []

@@ -1,4 +1,7 @@
-"""Samplers: each one plain function fn(model, x, ts, rng, record, **options).
+"""Samplers: every solver, one short file each, and ex.sample (sampling.py), which runs any
+registered solver on any model and grid. Imports foundations only.
+
+Each solver is one plain function fn(model, x, ts, rng, record, **options).
 
 `x = record(i, x_next, denoised)` is called once per step with the state after step i
 and the x0-prediction the step started from; it returns the state to continue from
@@ -12,7 +15,7 @@ import pkgutil
 from .registry import Option, SolverSpec, info, names, order, register, spec, unregister
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("registry", "common"):
+    if _module.name not in ("registry", "common", "sampling"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["Option", "SolverSpec", "info", "names", "order", "register", "spec", "unregister"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..random import standard_normal_like
+from ..foundations.random import standard_normal_like
 from .common import grid, pf_drift
 from .registry import Option, solver
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from ..random import standard_normal_like
+from ..foundations.random import standard_normal_like
 from .common import combine, grid
 from .registry import Option, solver
 from .unipc import moment_weights, phi

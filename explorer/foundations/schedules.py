@@ -292,17 +292,103 @@ def from_alphas_cumprod(alphas_cumprod, **kwargs) -> Discrete:
     return Discrete(alphas_cumprod, **kwargs)
 
 
-_SCHEDULES = {cls.name: cls for cls in (VPLinear, VPCosine, VE, EDM, RectifiedFlow)}
+# The lazy schedules of the stochastic-interpolant papers (see explorer/foundations/interpolants.py).
 
 
-def _named() -> dict:
-    from .interpolants import NAMED  # trigonometric, point-mass (see explorer/interpolants.py)
+def _positive_data_var(data_var) -> float:
+    if not (math.isfinite(float(data_var)) and float(data_var) > 0):
+        raise ValueError(f"data_var must be a positive number, got {data_var!r}")
+    return float(data_var)
 
-    return {**_SCHEDULES, **NAMED}
+
+class Trigonometric(Schedule):
+    """alpha = cos(pi t / 2), sigma = sqrt(c) sin(pi t / 2) (c = data_var, 1 by default).
+
+    For data N(0, c I) the variance alpha^2 c + sigma^2 = c never changes, so the
+    probability-flow drift is identically zero: the deterministic lazy schedule."""
+
+    name = "trigonometric"
+
+    def __init__(self, data_var=1.0, t_min=1e-3, t_max=0.999):
+        super().__init__(t_min, t_max, 0.0, 1.0)
+        self.data_var = _positive_data_var(data_var)
+        self._k = math.sqrt(self.data_var)
+
+    def params(self):
+        return {"data_var": self.data_var, **super().params()}
+
+    def alpha(self, t):
+        return np.cos(0.5 * math.pi * np.asarray(t, dtype=np.float64))
+
+    def sigma(self, t):
+        return self._k * np.sin(0.5 * math.pi * np.asarray(t, dtype=np.float64))
+
+    def d_alpha(self, t):
+        return -0.5 * math.pi * np.sin(0.5 * math.pi * np.asarray(t, dtype=np.float64))
+
+    def d_sigma(self, t):
+        return 0.5 * math.pi * self._k * np.cos(0.5 * math.pi * np.asarray(t, dtype=np.float64))
+
+    def lambda_(self, t):
+        return -np.log(np.tan(0.5 * math.pi * np.asarray(t, dtype=np.float64))) - math.log(self._k)
+
+    def t_of_lambda(self, lam):
+        # tan(pi t / 2) = e^{-lambda} / sqrt(c)
+        return (2.0 / math.pi) * np.arctan(np.exp(-np.asarray(lam, dtype=np.float64) - math.log(self._k)))
+
+
+class PointMass(Schedule):
+    """alpha = 1 - t, sigma = sqrt(c t (1 - t)): at t = 1 both vanish and the base is the point 0.
+
+    The Brownian bridge from 0 to x0 run backwards (a Foellmer process): its optimal diffusion
+    coefficient is the constant c / 2, and for data N(0, c I) the SDE drift v - eps* s is
+    identically zero: the stochastic lazy schedule. The default interval stops at t_max = 0.999
+    (a Gaussian of std ~0.03 sqrt(c)); the point itself, t = t_hi = 1, is a valid start only for
+    the stochastic sampler 'interpolant-sde' (a deterministic flow cannot leave a point)."""
+
+    name = "point-mass"
+
+    def __init__(self, data_var=1.0, t_min=1e-3, t_max=0.999):
+        super().__init__(t_min, t_max, 0.0, 1.0)
+        self.data_var = _positive_data_var(data_var)
+
+    def params(self):
+        return {"data_var": self.data_var, **super().params()}
+
+    def alpha(self, t):
+        return 1.0 - np.asarray(t, dtype=np.float64)
+
+    def sigma(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        return np.sqrt(self.data_var * t * (1.0 - t))
+
+    def d_alpha(self, t):
+        return -np.ones_like(np.asarray(t, dtype=np.float64))
+
+    def d_sigma(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return 0.5 * self.data_var * (1.0 - 2.0 * t) / self.sigma(t)
+
+    def lambda_(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return 0.5 * (np.log1p(-t) - np.log(t)) - 0.5 * math.log(self.data_var)
+
+    def t_of_lambda(self, lam):
+        # (1 - t) / t = c e^{2 lambda}
+        return np.exp(-np.logaddexp(0.0, 2.0 * np.asarray(lam, dtype=np.float64) + math.log(self.data_var)))
+
+    def optimal_diffusion(self, t):
+        """eps*(t) = -sigma^2 lambda'(t) = c / 2, also at the point t = 1."""
+        return np.full_like(np.asarray(t, dtype=np.float64), 0.5 * self.data_var)
+
+
+_SCHEDULES = {cls.name: cls for cls in (VPLinear, VPCosine, VE, EDM, RectifiedFlow, Trigonometric, PointMass)}
 
 
 def names() -> list[str]:
-    return list(_named())
+    return list(_SCHEDULES)
 
 
 def get(name: str, **params) -> Schedule:
@@ -310,7 +396,7 @@ def get(name: str, **params) -> Schedule:
     if isinstance(name, Schedule):
         return name
     try:
-        cls = _named()[name]
+        cls = _SCHEDULES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown schedule {name!r}; choose from {names()}") from None
     try:

@@ -79,11 +79,11 @@ import warnings
 
 import numpy as np
 
+from ..foundations.mixture import GaussianMixture
+from ..foundations.random import as_generator
+from ..foundations.trajectory import Trajectory
 from .experiments import SlicedW2, fitted_order
 from .metrics import endpoint_error
-from .mixture import GaussianMixture
-from .random import as_generator
-from .trajectory import Trajectory
 
 DEFAULT_TARGET = ("gmm-1d-3modes", {"std": 0.3})
 THETA_END = 1e-7  # the exact path's end: |x(theta) - x(0)| = O(theta^2), far below round-off
@@ -176,7 +176,7 @@ class ExactPath:
 
 def _target_of(target):
     """(GaussianMixture, a JSON-able spec that rebuilds it)."""
-    from . import targets
+    from ..foundations import targets
 
     if target is None:
         target = DEFAULT_TARGET
@@ -217,7 +217,7 @@ def scheduler_classes() -> list[tuple[str, object]]:
 
 def supported(cls) -> bool:
     """Whether ex.adapters.run_diffusers drives this class (or a class it derives from)."""
-    from .adapters.diffusers import SUPPORTED
+    from ..adapters.diffusers import SUPPORTED
 
     return any(c.__name__ in SUPPORTED for c in cls.__mro__)
 
@@ -322,7 +322,7 @@ def config_label(overrides: dict) -> str:
 
 def _first_level(scheduler, n_steps: int, schedule):
     """(t0, the scheduler copy after set_timesteps): the explorer time of the first sample."""
-    from .adapters.diffusers import _base, _call, _family, _input_level, _Levels  # the adapter's own reading
+    from ..adapters.diffusers import _base, _call, _family, _input_level, _Levels  # the adapter's own reading
 
     sched = copy.deepcopy(scheduler)
     _call(f"{type(scheduler).__name__}.set_timesteps({n_steps})", sched.set_timesteps, int(n_steps))
@@ -332,8 +332,8 @@ def _first_level(scheduler, n_steps: int, schedule):
 
 def _run(scheduler, path: ExactPath, n_steps: int, rng, oracle: bool, float64: bool):
     """The scheduler from the exact state at its first level -> (traj, t0, set-up copy)."""
-    from .adapters.diffusers import run_diffusers, schedule_of
-    from .models import AnalyticModel
+    from ..adapters.diffusers import run_diffusers, schedule_of
+    from ..foundations.analytic import AnalyticModel
 
     schedule = schedule_of(scheduler)
     t0, sched = _first_level(scheduler, n_steps, schedule)
@@ -405,7 +405,7 @@ def _fit(nfes, errors, floors=None) -> float:
 def _audit_one(cls, name: str, overrides: dict, scheduler, nfes, path: ExactPath, distances: _Distances,
                seed: int, oracle: bool, float64: bool, row: dict) -> dict:
     """Fill row for one scheduler class x configuration x mode (scheduler: cls(**overrides), built)."""
-    from .adapters.diffusers import schedule_of
+    from ..adapters.diffusers import schedule_of
 
     if isinstance(scheduler, Exception):
         row.update(status="error", message=f"{name}({config_label(overrides)}) could not be built: "
@@ -478,7 +478,7 @@ def _first_sample_std(sched, schedule, t0: float) -> float:
     scale_model_input, not from init_noise_sigma, which is what it checks."""
     import torch
 
-    from .adapters.diffusers import _family
+    from ..adapters.diffusers import _family
 
     a0, s0 = float(schedule.alpha(t0)), float(schedule.sigma(t0))
     std = math.hypot(a0, s0)
@@ -691,12 +691,12 @@ def rerun(row: dict, nfe: int, target=None):
     sig = np.asarray(traj.extras["sigma"])
     xs = np.stack([path.data if (g == 0.0 or not np.isfinite(t)) else path.at(s.alpha(t), s.sigma(t))
                    for t, g in zip(traj.t, sig)])
-    from .models import AnalyticModel
+    from ..foundations.analytic import AnalyticModel
 
     model = AnalyticModel(gm, s)
     ds = np.stack([model.denoise(xs[i], traj.t[i]) if sig[i] > 0 else xs[i] for i in range(traj.n_steps)])
     ref = Trajectory(t=np.asarray(traj.t, dtype=np.float64), x=xs, denoised=ds, nfe=0, solver="exact",
-                     options={"source": "explorer.audit.ExactPath", "theta_end": THETA_END},
+                     options={"source": "explorer.analyses.audit.ExactPath", "theta_end": THETA_END},
                      schedule=s, extras={"sigma": sig.copy()})
     return traj, ref
 

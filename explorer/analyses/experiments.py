@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 
-from . import solvers as _solvers
+from .. import solvers as _solvers
+from ..foundations.random import as_generator
+from ..foundations.timesteps import timesteps
+from ..solvers.sampling import reference, sample
 from .metrics import endpoint_error
-from .random import as_generator
-from .sampling import reference, sample
-from .timesteps import timesteps
 
 # Errors below this are the rk45 reference's own (rtol = atol = 1e-10 on x / sigma): not fitted.
 ERROR_FLOOR = 1e-8

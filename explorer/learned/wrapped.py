@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .mixture import GaussianMixture
-from .models import DenoiserModel
-from .schedules import Discrete, Schedule
+from ..foundations.analytic import DenoiserModel
+from ..foundations.mixture import GaussianMixture
+from ..foundations.schedules import Discrete, Schedule
 
 PREDICTIONS = ("eps", "x0", "v", "velocity")
 
@@ -201,7 +201,7 @@ class WrappedModel(DenoiserModel):
     def prior_sample(self, n: int, rng, t=None):
         """Starting points sigma(t) N(0, I) at t (default t_max): float64 numpy (n, D) for a model of
         vectors, a float32 torch tensor (n, C, H, W) for an image model."""
-        from .random import as_generator
+        from ..foundations.random import as_generator
 
         t = self.schedule.t_max if t is None else float(t)
         sigma = float(self.schedule.sigma(t))
@@ -305,7 +305,7 @@ def _as_schedule(schedule) -> Schedule:
     if isinstance(schedule, Schedule):
         return schedule
     if isinstance(schedule, str):
-        from . import schedules
+        from ..foundations import schedules
 
         return schedules.get(schedule)
     raise ValueError(f"schedule must be a Schedule or a schedule name, got {type(schedule).__name__}")

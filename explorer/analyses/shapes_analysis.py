@@ -1,4 +1,4 @@
-"""Reading generated Simple Shapes images (explorer.datasets.shapes): which shape sits in which panel,
+"""Reading generated Simple Shapes images (explorer.learned.datasets.shapes): which shape sits in which panel,
 and the combinations the data never has, after "Understanding Hallucinations in Diffusion Models
 through Mode Interpolation" (Aithal et al.), where a model trained on these images makes some with
 two shapes in a panel.
@@ -17,7 +17,7 @@ of a panel border), "blob" (a component that is none of the shapes, e.g. two mer
 shape at all: the data drops empty images).
 
 Then the paper's filter on image trajectories: the variance of the x0-prediction over the last
-steps, averaged over pixels (explorer.hallucination.trajectory_variance), removes flagged images.
+steps, averaged over pixels (explorer.analyses.hallucination.trajectory_variance), removes flagged images.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 import scipy.ndimage
 import scipy.signal
 
+from ..learned.datasets import SHAPES, shape_template
 from . import hallucination as H
-from .datasets import SHAPES, shape_template
 
 MIN_IOU = 0.65  # noisy real shapes (std 0.5) stay above 0.83; two merged squares fit nothing above 0.58
 MARGIN = 0.1  # another shape must fit this much better than the panel's own to be read instead
@@ -191,14 +191,14 @@ def detection_accuracy(images, info, **options) -> dict:
 
 def sample_run(model, n: int, seed: int = 0, solver: str = "ddpm", n_steps: int = 100, keep: int = 50,
                progress=None, **options) -> H.Run:
-    """n images from seeded prior noise down explorer.hallucination.ddpm_grid(n_steps), then the
+    """n images from seeded prior noise down explorer.analyses.hallucination.ddpm_grid(n_steps), then the
     paper's last step (the x0-prediction at t = 0 is the sample). Keeps the last `keep`
     x0-predictions (float32 numpy (keep, N, C, H, W)) for the score; DDPM uses variance="beta"
     as the paper does."""
     import torch
 
-    from .random import as_generator
-    from .sampling import sample
+    from ..foundations.random import as_generator
+    from ..solvers.sampling import sample
 
     ts = H.ddpm_grid(model.schedule, n_steps)
     x_T = model.prior_sample(int(n), as_generator(seed))
@@ -219,7 +219,7 @@ def sample_run(model, n: int, seed: int = 0, solver: str = "ddpm", n_steps: int 
 
 def trajectory_variance(run_or_denoised, window: int = H.WINDOW) -> np.ndarray:
     """(N,) the paper's score on images: Var over the last `window` x0-predictions of each pixel,
-    averaged over pixels (explorer.hallucination.trajectory_variance on (steps, N, C, H, W))."""
+    averaged over pixels (explorer.analyses.hallucination.trajectory_variance on (steps, N, C, H, W))."""
     d = run_or_denoised.denoised if isinstance(run_or_denoised, H.Run) else run_or_denoised
     return H.trajectory_variance(np.asarray(d, dtype=np.float64), window)
 

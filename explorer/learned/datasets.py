@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .random import as_generator
+from ..foundations.random import as_generator
 
 SHAPES = ("triangle", "square", "pentagon")  # panel j holds only SHAPES[j], left to right
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # explorer/ (this file is explorer/foundations/data_files.py)
 
 
 def data_dir() -> Path:

@@ -1,7 +1,7 @@
 """Sample-path conversion between schedules (Damsholt, Frellsen & Ditlevsen, "Fast Sampling for
 Flows and Diffusions with Lazy and Point Mass Stochastic Interpolants").
 
-Derivation in our time (t grows toward the noise; see explorer/interpolants.py). Write
+Derivation in our time (t grows toward the noise; see explorer/foundations/interpolants.py). Write
 z = x / alpha and rho = sigma / alpha = e^{-lambda}. Under a schedule (alpha, sigma) the SDE
 dx = [v - eps s] dt + sqrt(2 eps) dW_bar becomes, in z and with rho as the clock,
 
@@ -26,8 +26,8 @@ import math
 
 import numpy as np
 
+from .analytic import DenoiserModel
 from .interpolants import diffusion_coefficient
-from .models import DenoiserModel
 from .schedules import Schedule
 from .trajectory import Trajectory
 
@@ -87,7 +87,7 @@ def convert_path(traj: Trajectory, to_schedule, from_schedule=None, diffusion="z
     x'_i = alpha_B(t'_i) / alpha_A(t_i) x_i; denoised (E[x0 | x_t], schedule-free) carried over.
 
     from_schedule: the schedule traj was sampled under (default traj.schedule). diffusion, scale: its SDE's
-    coefficient (as for ex.interpolants.sample_sde); the result's options name the matching
+    coefficient (as for explorer.solvers.interpolant_sde.sample_sde); the result's options name the matching
     coefficient under to_schedule (see converted_diffusion): for the SDE the path is the one driven by
     the time-changed noise, for the ODE (diffusion "zero") the one of the probability-flow ODE.
     start: convert from this state on (a point-mass start, x = 0 at alpha = sigma = 0, has no image

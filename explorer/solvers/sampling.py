@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
-from . import solvers
-from .random import as_generator, standard_normal_like
-from .trajectory import Trajectory
+from ..foundations.random import as_generator, standard_normal_like
+from ..foundations.trajectory import Trajectory
+from . import registry
 
 
 class _Diverged(Exception):
@@ -112,7 +112,7 @@ def sample(
     every step but the last with that many Langevin corrector steps at the new time
     (predictor-corrector sampling; each costs one evaluation).
     """
-    spec = solvers.spec(solver)
+    spec = registry.spec(solver)
     opts = spec.resolve(options)
     x_T, ts = _check_inputs(model, x_T, ts)
     if solver != "interpolant-sde" and float(model.schedule.sigma(ts[0])) == 0.0:

@@ -1,7 +1,7 @@
 """A small U-Net for CPU-sized images, after DDPM's (Ho et al.) network: a sinusoidal time
 embedding fed to every residual block, GroupNorm + SiLU, two or three resolutions joined by skip
 connections, one self-attention block at the lowest resolution (a few dozen tokens: cheap).
-It predicts v (or eps) from (x_t, t); explorer/image_models.py turns that into the denoiser."""
+It predicts v (or eps) from (x_t, t); explorer/learned/image_models.py turns that into the denoiser."""
 
 from __future__ import annotations
 

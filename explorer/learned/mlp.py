@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data_files import DATA_DIR
-from .mixture import GaussianMixture
-from .models import DenoiserModel
-from .schedules import Discrete
+from ..foundations.analytic import DenoiserModel
+from ..foundations.data_files import DATA_DIR
+from ..foundations.mixture import GaussianMixture
+from ..foundations.schedules import Discrete
 
 # DDPM's linear betas (Ho et al.): beta_1 = 1e-4 ... beta_T = 0.02, T = 1000.
 DDPM_BETAS = {"beta_start": 1e-4, "beta_end": 0.02, "T": 1000}
@@ -130,7 +130,7 @@ class LearnedModel(DenoiserModel):
 
     def prior_sample(self, n: int, rng, t=None):
         """Starting points sigma(t) N(0, I) at t (default t_max)."""
-        from .random import as_generator
+        from ..foundations.random import as_generator
 
         t = self.schedule.t_max if t is None else float(t)
         return float(self.schedule.sigma(t)) * as_generator(rng).standard_normal((int(n), self.dim))
@@ -255,7 +255,7 @@ def cosine_lr(step: int, steps: int, lr: float, lr_final: float) -> float:
 
 
 def save(model, path, dtype=torch.float16) -> Path:
-    """Write a learned model (the mixture MLPs here, the image U-Nets of explorer.image_training) as
+    """Write a learned model (the mixture MLPs here, the image U-Nets of explorer.learned.image_training) as
     {"state_dict", "config", "history"}: tensors and plain Python only, so it loads with
     weights_only=True. Weights are stored in `dtype` (float16 halves the file; the network still
     runs in float32 after loading, on the rounded weights)."""

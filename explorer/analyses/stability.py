@@ -49,8 +49,8 @@ import math
 
 import numpy as np
 
-from . import solvers
-from .schedules import SigmaIsTime
+from .. import solvers
+from ..foundations.schedules import SigmaIsTime
 
 H_LAMBDA = 0.5  # default step in lambda for the exponential integrators' test problem
 TOL = 1e-9  # |zeta| <= 1 + TOL counts as stable (roots on the unit circle: z = 0 has zeta = 1)
@@ -376,7 +376,7 @@ def linear_system(solver: str, A, x0, t_end: float, n_steps: int, **options) -> 
     variable is A x: t (or sigma/alpha) runs backwards as 1 + t_end - t; for the exponential
     integrators lambda = t and the model's x0_hat = (I + A) x, so that dx/dlambda = -x + x0_hat = A x.
     States after a step that overflows are NaN (as in ex.sample)."""
-    from .sampling import sample
+    from ..solvers.sampling import sample
 
     options = dict(options)
     options.pop("h", None)
@@ -413,7 +413,7 @@ def denoise_jacobian(model, x, t: float) -> np.ndarray:
     component probabilities, m_k, C_k the posterior mean and covariance given component k,
     m = sum_k r_k m_k. Classifier-free guidance combines its two models' Jacobians linearly."""
     from .guidance import CFGModel
-    from .models import AnalyticModel
+    from ..foundations.analytic import AnalyticModel
 
     if isinstance(model, CFGModel):
         J = denoise_jacobian(model.cond, x, t)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mixture import GaussianMixture
-from .random import as_generator
+from ..foundations.mixture import GaussianMixture
+from ..foundations.random import as_generator
 
 
 def _np(x) -> np.ndarray:

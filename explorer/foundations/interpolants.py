@@ -1,7 +1,8 @@
-"""Stochastic interpolants: general schedules, the SDE family with a chosen diffusion
-coefficient, and lazy schedules (Albergo, Boffi & Vanden-Eijnden, "Stochastic Interpolants:
-A Unifying Framework for Flows and Diffusions"; Damsholt, Frellsen & Ditlevsen, "Fast
-Sampling for Flows and Diffusions with Lazy and Point Mass Stochastic Interpolants").
+"""Stochastic interpolants: general schedules, the SDE family's coefficients (its sampler is the
+solver 'interpolant-sde', explorer/solvers/interpolant_sde.py), and lazy schedules (Albergo,
+Boffi & Vanden-Eijnden, "Stochastic Interpolants: A Unifying Framework for Flows and
+Diffusions"; Damsholt, Frellsen & Ditlevsen, "Fast Sampling for Flows and Diffusions with Lazy
+and Point Mass Stochastic Interpolants").
 
 Our time runs the other way from the papers'. They write I_u = a_u Z + b_u X with the base Z
 at u = 0 and the data X at u = 1; we write x_t = alpha(t) x0 + sigma(t) eps with t growing
@@ -30,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from .schedules import Schedule
+from .schedules import PointMass, Schedule, Trigonometric  # the two named lazy schedules live with the others
 
 _BISECTIONS = 200  # enough to reach adjacent floats on any finite [t_lo, t_hi]
 
@@ -155,95 +156,6 @@ class Interpolant(Schedule):
         return _bisect_decreasing(self.lambda_, lam, self.t_lo, self.t_hi)
 
 
-def _positive_data_var(data_var) -> float:
-    if not (math.isfinite(float(data_var)) and float(data_var) > 0):
-        raise ValueError(f"data_var must be a positive number, got {data_var!r}")
-    return float(data_var)
-
-
-class Trigonometric(Schedule):
-    """alpha = cos(pi t / 2), sigma = sqrt(c) sin(pi t / 2) (c = data_var, 1 by default).
-
-    For data N(0, c I) the variance alpha^2 c + sigma^2 = c never changes, so the
-    probability-flow drift is identically zero: the deterministic lazy schedule."""
-
-    name = "trigonometric"
-
-    def __init__(self, data_var=1.0, t_min=1e-3, t_max=0.999):
-        super().__init__(t_min, t_max, 0.0, 1.0)
-        self.data_var = _positive_data_var(data_var)
-        self._k = math.sqrt(self.data_var)
-
-    def params(self):
-        return {"data_var": self.data_var, **super().params()}
-
-    def alpha(self, t):
-        return np.cos(0.5 * math.pi * _f64(t))
-
-    def sigma(self, t):
-        return self._k * np.sin(0.5 * math.pi * _f64(t))
-
-    def d_alpha(self, t):
-        return -0.5 * math.pi * np.sin(0.5 * math.pi * _f64(t))
-
-    def d_sigma(self, t):
-        return 0.5 * math.pi * self._k * np.cos(0.5 * math.pi * _f64(t))
-
-    def lambda_(self, t):
-        return -np.log(np.tan(0.5 * math.pi * _f64(t))) - math.log(self._k)
-
-    def t_of_lambda(self, lam):
-        # tan(pi t / 2) = e^{-lambda} / sqrt(c)
-        return (2.0 / math.pi) * np.arctan(np.exp(-_f64(lam) - math.log(self._k)))
-
-
-class PointMass(Schedule):
-    """alpha = 1 - t, sigma = sqrt(c t (1 - t)): at t = 1 both vanish and the base is the point 0.
-
-    The Brownian bridge from 0 to x0 run backwards (a Foellmer process): its optimal diffusion
-    coefficient is the constant c / 2, and for data N(0, c I) the SDE drift v - eps* s is
-    identically zero: the stochastic lazy schedule. The default interval stops at t_max = 0.999
-    (a Gaussian of std ~0.03 sqrt(c)); the point itself, t = t_hi = 1, is a valid start only for
-    the stochastic sampler 'interpolant-sde' (a deterministic flow cannot leave a point)."""
-
-    name = "point-mass"
-
-    def __init__(self, data_var=1.0, t_min=1e-3, t_max=0.999):
-        super().__init__(t_min, t_max, 0.0, 1.0)
-        self.data_var = _positive_data_var(data_var)
-
-    def params(self):
-        return {"data_var": self.data_var, **super().params()}
-
-    def alpha(self, t):
-        return 1.0 - _f64(t)
-
-    def sigma(self, t):
-        t = _f64(t)
-        return np.sqrt(self.data_var * t * (1.0 - t))
-
-    def d_alpha(self, t):
-        return -np.ones_like(_f64(t))
-
-    def d_sigma(self, t):
-        t = _f64(t)
-        with np.errstate(divide="ignore"):
-            return 0.5 * self.data_var * (1.0 - 2.0 * t) / self.sigma(t)
-
-    def lambda_(self, t):
-        t = _f64(t)
-        with np.errstate(divide="ignore"):
-            return 0.5 * (np.log1p(-t) - np.log(t)) - 0.5 * math.log(self.data_var)
-
-    def t_of_lambda(self, lam):
-        # (1 - t) / t = c e^{2 lambda}
-        return np.exp(-np.logaddexp(0.0, 2.0 * _f64(lam) + math.log(self.data_var)))
-
-    def optimal_diffusion(self, t):
-        """eps*(t) = -sigma^2 lambda'(t) = c / 2, also at the point t = 1."""
-        return np.full_like(_f64(t), 0.5 * self.data_var)
-
-
 class Tabulated(Schedule):
     """A schedule tabulated at times t_j: alpha and sigma interpolated by monotone cubics
     (PCHIP), derivatives exact for the interpolant, lambda inverted by bisection."""
@@ -338,7 +250,7 @@ def diffusion_coefficient(schedule: Schedule, t, diffusion="optimal", scale: flo
     return out
 
 
-def _sde_coefficients(schedule: Schedule, t: float, eps: float):
+def sde_coefficients(schedule: Schedule, t: float, eps: float):
     """alpha, alpha' and k = (sigma sigma' + eps) / sigma^2 with drift = alpha' x0_hat + k (x - alpha x0_hat)."""
     a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
     da, ds = float(schedule.d_alpha(t)), float(schedule.d_sigma(t))
@@ -351,138 +263,11 @@ def drift(model, x, t: float, diffusion="optimal", scale: float = 1.0):
     alpha' x0_hat + (sigma sigma' + eps) / sigma^2 (x - alpha x0_hat). Its norm is the papers' |b + eps s|."""
     s = model.schedule
     eps = float(diffusion_coefficient(s, float(t), diffusion, scale))
-    a, da, k = _sde_coefficients(s, float(t), eps)
+    a, da, k = sde_coefficients(s, float(t), eps)
     d = model.denoise(x, float(t))
     if float(s.sigma(float(t))) == 0.0:  # at a point-mass base every particle sits at 0
         return da * d + 0.0 * x
     return da * d + k * (x - a * d)
-
-
-def _at_point(schedule, t) -> bool:
-    return float(schedule.sigma(t)) == 0.0
-
-
-def em_step(schedule, x, d, t: float, t_next: float, eps: float, xi):
-    """Euler-Maruyama: x + (alpha' x0_hat + k (x - alpha x0_hat)) dt + sqrt(2 eps |dt|) xi."""
-    dt = t_next - t
-    a, da, k = _sde_coefficients(schedule, t, eps)
-    if _at_point(schedule, t):
-        out = x + dt * da * d  # x - alpha x0_hat = 0 at the point: only alpha' x0_hat is left
-    else:
-        out = x + dt * (da * d + k * (x - a * d))
-    return out + math.sqrt(2.0 * eps * abs(dt)) * xi if eps > 0 else out
-
-
-def exponential_step(schedule, x, d, t: float, t_next: float, c: float, xi):
-    """The exact solve of the linear part for eps = c eps*, x0_hat frozen (h = lambda' - lambda):
-    x' = alpha' x0_hat + (sigma'/sigma) e^{-c h} (x - alpha x0_hat) + sigma' sqrt(1 - e^{-2 c h}) xi.
-    c = 0 is DDIM, c = 1 is DDPM's posterior step; in z = x / alpha it depends on lambda only,
-    so converted grids give the same discrete path."""
-    a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
-    a1, s1 = float(schedule.alpha(t_next)), float(schedule.sigma(t_next))
-    if s == 0.0:  # from the point: nothing of x survives, the whole step is fresh noise
-        return a1 * d + s1 * xi + 0.0 * x
-    h = float(schedule.lambda_(t_next)) - float(schedule.lambda_(t))
-    out = a1 * d + (s1 / s) * math.exp(-c * h) * (x - a * d)
-    return out + s1 * math.sqrt(-math.expm1(-2.0 * c * h)) * xi if c > 0 else out
-
-
-def _check_start(schedule, x, t0: float, eps0: float):
-    if not _at_point(schedule, t0):
-        return
-    if float(schedule.alpha(t0)) != 0.0:
-        raise ValueError(f"sigma({t0}) = 0 with alpha > 0: that is the data end, sampling cannot start there")
-    if not (math.isfinite(eps0) and eps0 > 0):
-        raise ValueError(
-            f"ts[0] = {t0} is the point-mass base (alpha = sigma = 0): a deterministic flow cannot leave a "
-            f"point; use a diffusion with eps(t) > 0 there (got eps = {eps0}), or start at t < {t0}"
-        )
-    flat = x.reshape(x.shape[0], -1)
-    if (flat != 0).any():
-        raise ValueError(f"x_T must be the point 0 at the point-mass base t = {t0}")
-
-
-def integrate(model, x, ts, rng, record, eps_of_t, method="euler-maruyama", exponential_scale=None, noise=None):
-    """Run the SDE family from ts[0] down to ts[-1]: record(i, x_next, x0_hat) after each step.
-
-    eps_of_t: t -> eps(t) (float); method "euler-maruyama" (any eps) or "exponential" (eps =
-    c eps*, c = exponential_scale). noise: optional (n_steps, *x.shape) standard normals
-    (else drawn from rng)."""
-    from .random import standard_normal_like
-
-    s = model.schedule
-    eps0 = float(eps_of_t(ts[0]))
-    _check_start(s, x, float(ts[0]), eps0)
-    for i in range(len(ts) - 1):
-        t, t_next = float(ts[i]), float(ts[i + 1])
-        eps = eps0 if i == 0 else float(eps_of_t(t))
-        stochastic = (exponential_scale or 0.0) > 0 if method == "exponential" else eps > 0
-        if stochastic:
-            xi = noise[i] if noise is not None else standard_normal_like(x, rng)
-        else:
-            xi = 0.0
-        d = model.denoise(x, t)
-        if method == "exponential":
-            # The exponential step is exact in the linear part.
-            x_next = exponential_step(s, x, d, t, t_next, exponential_scale, xi)
-        else:
-            # Euler-Maruyama step.
-            x_next = em_step(s, x, d, t, t_next, eps, xi)
-        x = record(i, x_next, d)
-
-
-def sample_sde(model, x_T, ts, diffusion="optimal", rng=None, scale: float = 1.0, method="euler-maruyama",
-               noise=None):
-    """Sample dX = [v - eps s] dt + sqrt(2 eps) dW_bar from x_T at ts[0] down to ts[-1] -> Trajectory.
-
-    diffusion: "zero" | "constant" | "optimal" (with scale) or a callable eps(t) (Euler-Maruyama
-    only). A named diffusion runs through ex.sample(solver="interpolant-sde"); a callable or an
-    explicit noise array (n_steps, N, D) runs here with the same steps."""
-    if not callable(diffusion) and noise is None:
-        from .sampling import sample
-
-        return sample(model, x_T, ts, solver="interpolant-sde", rng=rng, diffusion=diffusion, scale=scale,
-                      method=method)
-    from .sampling import _check_inputs, _stack
-    from .trajectory import Trajectory
-
-    if method != "euler-maruyama" and callable(diffusion):
-        raise ValueError("a callable diffusion runs with method='euler-maruyama' only")
-    x_T, ts = _check_inputs(model, x_T, ts)
-    s = model.schedule
-    eps_of_t = lambda t: float(diffusion_coefficient(s, t, diffusion, scale))  # noqa: E731
-    if noise is not None:
-        noise = np.asarray(noise, dtype=np.float64)
-        if noise.shape != (len(ts) - 1,) + tuple(x_T.shape):
-            raise ValueError(f"noise must have shape {(len(ts) - 1,) + tuple(x_T.shape)}, got {noise.shape}")
-    elif rng is None:
-        raise ValueError("sample_sde draws noise: pass rng (a seed or numpy Generator) or noise")
-    else:
-        from .random import as_generator
-
-        rng = as_generator(rng)
-    xs, ds = [x_T], []
-
-    def record(i, x_next, d):
-        xs.append(x_next)
-        ds.append(d)
-        return x_next
-
-    c = float(scale) if method == "exponential" else None
-    if method == "exponential" and diffusion not in ("zero", "optimal"):
-        raise ValueError("method 'exponential' solves eps = scale * eps* exactly: diffusion must be 'optimal' or 'zero'")
-    if method == "exponential" and diffusion == "zero":
-        c = 0.0
-    with np.errstate(all="ignore"):
-        integrate(model, x_T, ts, rng, record, eps_of_t, method, c, noise)
-    x = _stack(xs, x_T)
-    bad = [i for i in range(1, len(xs)) if not np.all(np.isfinite(xs[i]))]
-    diverged_at = bad[0] - 1 if bad else None
-    return Trajectory(
-        t=ts, x=x, denoised=_stack(ds, x_T), nfe=len(ds), solver="interpolant-sde",
-        options={"diffusion": diffusion, "scale": scale, "method": method}, diverged_at=diverged_at,
-        diverged_reason=None if diverged_at is None else f"step {diverged_at} produced NaN or inf",
-    )
 
 
 # Lazy schedules.
@@ -523,4 +308,3 @@ def lazy(target_or_mean_cov, stochastic: bool = False, **kwargs) -> Schedule:
     return PointMass(c, **kwargs) if stochastic else Trigonometric(c, **kwargs)
 
 
-NAMED = {cls.name: cls for cls in (Trigonometric, PointMass)}

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from . import solvers as _solvers
+from .. import solvers as _solvers
+from ..foundations.analytic import AnalyticModel
+from ..foundations.random import as_generator
+from ..foundations.schedules import Schedule
+from ..foundations.timesteps import SPACINGS, check_grid, sigmas_of, timesteps
+from ..solvers.sampling import reference as _rk45, sample
 from .experiments import steps_for
 from .metrics import endpoint_error
-from .models import AnalyticModel
-from .random import as_generator
-from .sampling import reference as _rk45, sample
-from .schedules import Schedule
-from .timesteps import SPACINGS, check_grid, sigmas_of, timesteps
 
 DEFAULT_SPACING = "uniform-lambda"
 

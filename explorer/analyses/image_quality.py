@@ -6,7 +6,7 @@ training image (memorisation: the empirical-optimal denoiser's samples ARE train
 
 The classifier: digits -> its 10 classes; shapes -> which of the three panels hold their shape
 (three independent bits) and where (the shape's centre in its panel), so its features see both. Features are its penultimate layer (FEATURES wide). Its weights are
-shipped in data/classifiers/<dataset>.pt (made by `python -m explorer.image_quality`, seeded) and
+shipped in data/classifiers/<dataset>.pt (made by `python -m explorer.analyses.image_quality`, seeded) and
 load with weights_only=True; train_classifier re-makes them in seconds.
 """
 
@@ -22,9 +22,9 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from .data_files import DATA_DIR
-from .learned import torch_threads  # noqa: F401  (one torch thread for small nets; used by the Images page)
-from .random import as_generator
+from ..foundations.data_files import DATA_DIR
+from ..learned.mlp import torch_threads  # noqa: F401  (one torch thread for small nets; used by the Images page)
+from ..foundations.random import as_generator
 
 DATASETS = ("digits", "shapes")
 CLASSIFIER_DIR = DATA_DIR / "classifiers"
@@ -57,7 +57,7 @@ def labelled_data(dataset: str, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 1, H, W) in [-1, 1], targets): digits -> (1797,) int classes; shapes ->
     (SHAPES_TRAIN, 9) float: presence of each panel's shape (3), then its centre (row, column)
     in the panel scaled to [-1, 1] (6; 0 where absent), from a seeded draw."""
-    from . import datasets
+    from ..learned import datasets
 
     if _check_dataset(dataset) == "digits":
         images, labels = datasets.digits()
@@ -161,7 +161,7 @@ def classifier(dataset: str) -> Classifier:
     path = CLASSIFIER_DIR / f"{_check_dataset(dataset)}.pt"
     if not path.exists():
         raise ValueError(f"no classifier shipped for {dataset!r} at {path}; make it with "
-                         f"`python -m explorer.image_quality {dataset}`")
+                         f"`python -m explorer.analyses.image_quality {dataset}`")
     blob = torch.load(path, map_location="cpu", weights_only=True)
     cfg = blob["config"]
     net = Classifier(cfg["n_out"], tuple(cfg["pool"]), cfg["width"])
@@ -270,8 +270,8 @@ def sample_images(model, n: int, solver: str, nfe: int, seed: int = 0, spacing: 
     """n images from one seeded prior draw with `solver` at (about) `nfe` model evaluations
     (nfe // nfe_per_step steps); returns the Trajectory (torch tensors)."""
     from .experiments import steps_for
-    from .sampling import sample
-    from .timesteps import timesteps
+    from ..solvers.sampling import sample
+    from ..foundations.timesteps import timesteps
 
     n_steps = steps_for(solver, int(nfe)) or 1
     x_T = model.prior_sample(int(n), as_generator(seed))
@@ -314,7 +314,7 @@ def quality_vs_nfe(model, solvers, nfes, dataset: str, reference_images, n: int 
     return records
 
 
-if __name__ == "__main__":  # python -m explorer.image_quality [digits shapes]
+if __name__ == "__main__":  # python -m explorer.analyses.image_quality [digits shapes]
     import sys
 
     torch.set_num_threads(1)

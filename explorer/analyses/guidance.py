@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import targets as _targets
-from .mixture import GaussianMixture
-from .models import AnalyticModel, DenoiserModel
-from .sampling import reference as _reference
-from .sampling import sample as _sample
+from ..foundations import targets as _targets
+from ..foundations.analytic import AnalyticModel, DenoiserModel
+from ..foundations.mixture import GaussianMixture
+from ..solvers.sampling import reference as _reference
+from ..solvers.sampling import sample as _sample
 
 
 # Labelled targets.
@@ -202,10 +202,10 @@ def guidance_sweep(target: GaussianMixture, schedule, label: int, ws=FAILURE_SCA
     range: far above 1 means the run blew up without reaching inf), diverged_at and reason.
     Solvers not registered are skipped (so the list may name solvers still to come).
     """
-    from . import solvers as _solvers
+    from .. import solvers as _solvers
     from .metrics import endpoint_error, sliced_wasserstein
-    from .random import as_generator
-    from .timesteps import timesteps
+    from ..foundations.random import as_generator
+    from ..foundations.timesteps import timesteps
 
     rng = as_generator(seed)
     known = set(_solvers.names())

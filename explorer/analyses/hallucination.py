@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .mixture import GaussianMixture
-from .random import as_generator
+from ..foundations.mixture import GaussianMixture
+from ..foundations.random import as_generator
 
 K_STD = 3.0
 WINDOW = 10
@@ -156,7 +156,7 @@ def sample_run(model, n: int, seed=0, solver: str = "ddpm", n_steps: int = 1000,
     paper's fixed-large variance). Returns every x0-prediction (n_steps of them)."""
     import time
 
-    from .sampling import sample
+    from ..solvers.sampling import sample
 
     rng = as_generator(seed)
     ts = ddpm_grid(model.schedule, n_steps, t_start)
@@ -277,7 +277,7 @@ def recursive_training(target: GaussianMixture, generations: int = 3, n_samples:
     if not 0 <= drop < 1:
         raise ValueError(f"drop must be in [0, 1), got {drop}")
     if trainer is None:
-        from . import models
+        from ..learned import registry as models
 
         trainer = models.train
     train_kwargs = dict(train_kwargs or {})

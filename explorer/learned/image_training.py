@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .image_models import UNetModel, schedule_from_config, training_set
-from .learned import TrainingProgress, save  # noqa: F401  (save: the same file layout for both kinds of model)
+from .mlp import TrainingProgress, save  # noqa: F401  (save: the same file layout for both kinds of model)
 from .unet import UNet, n_parameters
 
 # Presets: the data and network of each shipped model (CPU-sized; see data/PRETRAINED.md).

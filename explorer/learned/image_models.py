@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 
-from .data_files import DATA_DIR
-from .models import DenoiserModel
-from .random import as_generator
-from .schedules import Discrete, Schedule
+from ..foundations.analytic import DenoiserModel
+from ..foundations.data_files import DATA_DIR
+from ..foundations.random import as_generator
+from ..foundations.schedules import Discrete, Schedule
 
 
 def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Discrete:
@@ -151,7 +151,7 @@ def _logsumexp(z):
     return m + np.log(np.sum(np.exp(z - m[:, None]), axis=1))
 
 
-# Learned U-Nets (explorer/unet.py, trained by explorer/image_training.py, shipped in data/).
+# Learned U-Nets (explorer/learned/unet.py, trained by explorer/learned/image_training.py, shipped in data/).
 
 PRETRAINED = ("digits", "shapes")
 
@@ -235,7 +235,7 @@ class UNetModel(DenoiserModel):
 
 def load(name_or_path) -> UNetModel:
     """A shipped image model by name ("digits", "shapes") or a .pt path written by
-    explorer.image_training.save (torch.load with weights_only=True)."""
+    explorer.learned.image_training.save (torch.load with weights_only=True)."""
     import torch
     from pathlib import Path
 

@@ -16,15 +16,15 @@ import time
 
 import numpy as np
 
+from .. import solvers as _solvers
+from ..foundations.analytic import AnalyticModel
+from ..foundations.conversion import ConvertedModel, convert_path, convert_time, state_scale
+from ..foundations.schedules import Schedule, get
+from ..foundations.timesteps import timesteps
+from ..solvers.sampling import sample
 from . import grid_search as gs
-from . import solvers as _solvers
-from .conversion import ConvertedModel, convert_path, convert_time, state_scale
 from .experiments import steps_for
 from .metrics import endpoint_error
-from .models import AnalyticModel
-from .sampling import sample
-from .schedules import Schedule, get
-from .timesteps import timesteps
 
 KINDS = ("original", "converted", "optimised", "converted-optimised")
 
@@ -35,7 +35,7 @@ def as_schedule(model, spec) -> Schedule:
     if isinstance(spec, Schedule):
         return spec
     if spec in ("lazy", "lazy-stochastic"):
-        from .interpolants import lazy
+        from ..foundations.interpolants import lazy
 
         target = getattr(model, "target", None)
         if target is None:
