@@ -109,9 +109,8 @@ with st.sidebar:
         if target_name == default_name and p in default_params:
             default = default_params[p]  # the audit's default: std 0.3, where orders are measurable
         params[p] = controls.number(p.replace("_", " "), f"audit.{target_name}.{p}", default)
-    n = st.number_input("Particles", 10, 20000, 1000, 100, key="n", bind=URL,
-                        help="Particles on the exact path (the cost is mostly per step, not per particle).")
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, 1, key="seed", bind=URL)
+    n = controls.particles(1000, help="Particles on the exact path (the cost is mostly per step, not per particle).")
+    seed = controls.seed()
 
 if isinstance(nfes, ValueError):
     st.error(f"**Can't run this audit.** {nfes}")
@@ -167,7 +166,7 @@ if row["message"]:
 if not ran:
     st.stop()
 
-config = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+config = controls.CONFIG
 left, right = st.columns([3, 2])
 left.plotly_chart(figures.audit.error_vs_nfe([row], height=440), theme=None, config=config, key="row_nfe")
 metric = "sliced W2" if row["stochastic"] else "RMS error"

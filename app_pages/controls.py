@@ -4,6 +4,7 @@ UI cannot drift from the code and every view is a shareable link."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -12,6 +13,9 @@ import streamlit as st
 import explorer as ex
 
 URL = "query-params"
+# Every chart's mode bar: no plotly logo, no selection tools (nothing on these pages reads a selection).
+CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+MAX_SEED = 2**31 - 1
 
 
 def _step(value: float) -> float:
@@ -35,6 +39,22 @@ def number(label: str, key: str, default, help: str | None = None, low=None, hig
         label, None if low is None else float(low), None if high is None else float(high), float(default),
         step, format=fmt, key=key, help=help, bind=URL, disabled=disabled,
     )
+
+
+def seed(key: str = "seed", where=st, label: str = "Seed") -> int:
+    """The seed of every random draw on the page (a numpy Generator is built from it), bound to the URL."""
+    return int(where.number_input(label, 0, MAX_SEED, 0, 1, key=key, bind=URL))
+
+
+def particles(default: int, key: str = "n", where=st, high: int = 20000, step: int = 100, help: str | None = None) -> int:
+    """How many particles a run carries (from 10 to `high`), bound to the URL."""
+    return int(where.number_input("Particles", 10, high, default, step, key=key, bind=URL, help=help))
+
+
+def spacing(key: str = "spacing", where=st, label: str = "Time grid", explain: bool = True) -> str:
+    """One of ex.SPACINGS, with ex.timesteps' docstring as help."""
+    return where.selectbox(label, ex.SPACINGS, key=key, bind=URL,
+                           help=inspect.cleandoc(ex.timesteps.__doc__) if explain else None)
 
 
 def target(default: str = "gmm-1d-3modes") -> tuple:

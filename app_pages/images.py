@@ -21,7 +21,7 @@ PLUGIN = "plug-in"  # the kind of a registered image model: `dataset` then holds
 # The registry as it is on this run (a page file runs top to bottom on every rerun), plug-ins
 # included; rk45 picks its own NFE.
 SOLVERS = tuple(n for n in ex.solvers.names() if n != "rk45")
-CONFIG = {"displaylogo": False}
+CONFIG = controls.CONFIG
 REFERENCE_SEED = 12345  # real images the samples are measured against: a draw the models never trained on
 
 
@@ -152,9 +152,9 @@ with st.sidebar:
     options = controls.solver_options(solver)
     nfe = int(st.slider("NFE (model evaluations)", 1, 100, 20, key="nfe", bind=URL,
                         help="Steps = NFE / evaluations per step of the solver."))
-    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL)
+    spacing = controls.spacing()
     n = int(controls.number("Samples", "images", 64, "Images drawn from the same seeded noise.", 8, 512))
-    seed = int(controls.number("Seed", "image_seed", 0, None, 0, 2**31 - 1))
+    seed = controls.seed("image_seed")
 
 try:
     model = model_for(dataset, kind)

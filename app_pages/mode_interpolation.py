@@ -17,7 +17,7 @@ from explorer.learned import torch_threads
 URL = controls.URL
 PAPER = "Understanding Hallucinations in Diffusion Models through Mode Interpolation"
 MODELS = ("gmm-1d-3modes", "gmm-2d-grid25")
-CONFIG = {"displaylogo": False}
+CONFIG = controls.CONFIG
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -91,7 +91,7 @@ with st.sidebar:
                         "The shipped 1D model puts about 0.45% of its samples beyond 3 std (the exact denoiser about 0.15%, "
                         "the target's tails 0.27%): a few per thousand. Raise this for steadier rates and filter fractions "
                         "(the measured figures use 20,000; about 2 s per 1,000).", 100, 20000)
-    seed = controls.number("Seed", "sample_seed", 0, None, 0, 2**31 - 1)
+    seed = controls.seed("sample_seed")
     st.header("Detection")
     window = st.slider("Window (last x0-predictions)", 2, 100, H.WINDOW, key="window", bind=URL,
                        help="The score is the variance of the x0-prediction over this many last steps "

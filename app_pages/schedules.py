@@ -14,7 +14,7 @@ from explorer import interpolants as I
 from explorer.figures import schedules as F
 
 URL = controls.URL
-CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+CONFIG = controls.CONFIG
 LAZY = "lazy (fitted to the target)"
 LAZY_SDE = "lazy point-mass (stochastic)"
 DDPM = "ddpm-discrete (1000 steps)"  # a tabulated schedule, as real checkpoints ship it
@@ -36,11 +36,10 @@ def schedule_of(name: str, target_key: tuple) -> ex.schedules.Schedule:
 
 
 def gaussian_key(target_key: tuple) -> tuple:
-    """The target key of N(0, c I) with the target's second moment per dimension c = (|m|^2 + tr C) / D,
-    the Gaussian whose lazy schedule is the target's (and has zero drift on it)."""
+    """The target key of N(0, c I) with the target's second moment per dimension c (the data_var of its lazy
+    schedule): the Gaussian whose lazy schedule is the target's (and has zero drift on it)."""
     gm = controls.load_target(target_key)
-    mean, cov = gm.mean(), gm.covariance()
-    c = float((mean @ mean + np.trace(cov)) / gm.dim)
+    c = I.lazy(gm).data_var
     return target_key[0], (), ", ".join(["0"] * gm.dim + [repr(float(np.sqrt(c)))])
 
 
@@ -48,22 +47,13 @@ def _model(target_key: tuple, name: str) -> ex.AnalyticModel:
     return ex.AnalyticModel(controls.load_target(target_key), schedule_of(name, target_key))
 
 
-def shared_range(sa, sb) -> tuple:
-    """A's sampling interval, cut to the log-SNR range B reaches (so that every state converts):
-    (t_start, t_end), None where A's own end is kept."""
-    with np.errstate(divide="ignore"):
-        lam_lo, lam_hi = float(sb.lambda_(sb.t_hi)), float(sb.lambda_(sb.t_lo))
-    t_start = float(sa.t_of_lambda(lam_lo)) if float(sa.lambda_(sa.t_max)) < lam_lo else None
-    t_end = float(sa.t_of_lambda(lam_hi)) if float(sa.lambda_(sa.t_min)) > lam_hi else None
-    return t_start, t_end
-
-
 @st.cache_data(max_entries=16, show_spinner=False)
 def run_a(setup: tuple) -> ex.Trajectory:
     """The particles' path under schedule A, from A's prior, on A's grid over the shared log-SNR range."""
     target_key, a, b, solver, spacing, steps, n, seed = setup
     model = _model(target_key, a)
-    ts = ex.timesteps(model.schedule, steps, spacing, *shared_range(model.schedule, schedule_of(b, target_key)))
+    ends = schedule_experiments.shared_range(model.schedule, schedule_of(b, target_key))
+    ts = ex.timesteps(model.schedule, steps, spacing, *ends)
     return ex.sample(model, model.prior_sample(n, np.random.default_rng(seed), t=ts[0]), ts, solver)
 
 
@@ -77,18 +67,14 @@ def converted(setup: tuple, name: str) -> ex.Trajectory:
 def direct_gap(setup: tuple) -> float:
     """Largest distance between B's converted path and the same solver run under B on the converted
     grid from the converted start (0 for a solver that commutes with the conversion)."""
-    path = converted(setup, setup[2])
-    direct = ex.sample(_model(setup[0], setup[2]), path.x[0], path.t, setup[3])
-    return float(np.max(np.abs(np.asarray(direct.x) - np.asarray(path.x))))
+    return schedule_experiments.commutation_gap(converted(setup, setup[2]), _model(setup[0], setup[2]), setup[3])
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def drift_curve(setup: tuple, name: str, diffusion: str) -> dict:
     """Mean |drift| over particles at every grid time of A's path converted to schedule `name`."""
     path = run_a(setup) if name == setup[1] else converted(setup, name)
-    model = _model(setup[0], name)
-    drift = [F.mean_norm(I.drift(model, path.x[i], float(t), diffusion)) for i, t in enumerate(path.t)]
-    return dict(t=np.asarray(path.t), lam=np.asarray(model.schedule.lambda_(path.t)), drift=np.asarray(drift))
+    return schedule_experiments.drift_along(path, _model(setup[0], name), diffusion)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -175,10 +161,10 @@ with st.sidebar:
     st.header("Sampler (under A)")
     solver = st.selectbox("Solver", deterministic, deterministic.index("dpmpp-2m"), key="path_solver", bind=URL,
                           help="Deterministic solvers: the converted path is compared with a direct solve under B.")
-    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL)
+    spacing = controls.spacing()
     steps = st.slider("Steps", 2, 60, 12, key="path_steps", bind=URL)
-    n = st.number_input("Particles", 10, 5000, 500, 100, key="particles", bind=URL)
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, 1, key="seed", bind=URL)
+    n = controls.particles(500, key="particles", high=5000)
+    seed = controls.seed()
 
 setup = (target_key, a, b, solver, spacing, int(steps), int(n), int(seed))
 log_t = {"auto": None, "linear": False, "log": True}[log_choice]
@@ -267,7 +253,7 @@ if sweep_error is not None:
     st.error(f"**Can't run this sweep.** {sweep_error}")
 else:
     sa = schedule_of(a, target_key)
-    unreachable = [c for c in convert_to if shared_range(sa, schedule_of(c, target_key)) != (None, None)]
+    unreachable = [c for c in convert_to if schedule_experiments.shared_range(sa, schedule_of(c, target_key)) != (None, None)]
     if unreachable:
         st.info(f"Left out: {', '.join(unreachable)} never reach(es) {a}'s whole log-SNR range, so its runs cannot "
                 "be measured against the same exact endpoints.")

@@ -15,7 +15,7 @@ from explorer import guidance as G
 
 URL = controls.URL
 DEFAULT_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc", "deis", "dpm-solver-3")
-CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+CONFIG = controls.CONFIG
 
 # `setup` = (target key, guidance, schedule, spacing, particles, seed), guidance = (label, w,
 # thresholding) or None: everything but the solvers, hashable for the caches.
@@ -105,7 +105,7 @@ with st.sidebar:
     st.header("Sweep")
     schedules = ex.schedules.names()
     schedule = st.selectbox("Schedule", schedules, schedules.index("vp-linear"), key="schedule", bind=URL)
-    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL, help=inspect.cleandoc(ex.timesteps.__doc__))
+    spacing = controls.spacing()
     chosen = st.multiselect(
         "Solvers", runnable, [s for s in DEFAULT_SOLVERS if s in runnable], key="solvers", bind=URL,
         help="Each with its default options. A solver spending k evaluations per step gets NFE / k steps.",
@@ -116,8 +116,8 @@ with st.sidebar:
                                  help="Model evaluations per run, comma-separated.")
     except ValueError as err:
         nfes, bad_input = (), err
-    n = st.number_input("Particles", 10, 20000, 1000, 100, key="n", bind=URL)
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, 1, key="seed", bind=URL)
+    n = controls.particles(1000)
+    seed = controls.seed()
 
     st.header("Guidance")
     guided = st.toggle(

@@ -15,7 +15,7 @@ from explorer import stability as S
 from explorer.figures import stability as FS
 
 URL = controls.URL
-CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+CONFIG = controls.CONFIG
 DEFAULT_METHODS = ("euler", "plms", "heavy-ball", "ghvb")
 TARGETS_2D = [t for t in ex.targets.names() if ex.targets.get(t).dim == 2]
 
@@ -170,14 +170,14 @@ def run_section():
     run_target = cols[0].selectbox("Target", TARGETS_2D, TARGETS_2D.index("gmm-2d-ring8"), key="run_target", bind=URL)
     schedules = ex.schedules.names()
     run_schedule = cols[0].selectbox("Schedule", schedules, schedules.index("vp-linear"), key="run_schedule", bind=URL)
-    run_spacing = cols[1].selectbox("Time grid", ex.SPACINGS, key="run_spacing", bind=URL)
+    run_spacing = controls.spacing("run_spacing", cols[1])
     run_steps = cols[1].slider("Steps", 2, 50, 10, key="run_steps", bind=URL)
     runnable = S.covered()
     run_solver = cols[2].selectbox("Solver", runnable, runnable.index("plms") if "plms" in runnable else 0, key="run_solver", bind=URL)
     with cols[3]:
         run_options = controls.solver_options_for(run_solver, "run")
-    run_n = cols[2].number_input("Particles", 10, 2000, 300, 50, key="run_n", bind=URL)
-    run_seed = cols[2].number_input("Seed", 0, 2**31 - 1, 0, 1, key="run_seed", bind=URL)
+    run_n = controls.particles(300, "run_n", cols[2], high=2000, step=50)
+    run_seed = controls.seed("run_seed", cols[2])
 
     setup = (run_target, run_schedule, run_spacing, int(run_steps), int(run_n), int(run_seed))
     try:
@@ -267,7 +267,7 @@ def guidance_section():
     w = cols[0].slider("Guidance scale w", 0.0, 20.0, 10.0, 0.5, key="w", bind=URL)
     g_beta = cols[1].slider("β (GHVB, Heavy Ball)", 0.05, 1.0, 0.5, 0.05, key="g_beta", bind=URL)
     g_steps = cols[2].slider("Steps", 4, 40, 15, key="g_steps", bind=URL)
-    g_seed = cols[3].number_input("Seed", 0, 2**31 - 1, 0, 1, key="g_seed", bind=URL)
+    g_seed = controls.seed("g_seed", cols[3])
     with st.spinner("Running the guided sampler with each method…"):
         g_runs, g_data = guided(float(w), float(g_beta), int(g_steps), 300, int(g_seed))
     scale = G.data_range(G.conditional_target(FS.nested_classes(), 0))

@@ -3,7 +3,6 @@ exact denoiser or a registered model (a plug-in's network, measured against its 
 
 from __future__ import annotations
 
-import inspect
 
 import numpy as np
 import streamlit as st
@@ -126,7 +125,7 @@ with st.sidebar:
         schedule = st.selectbox("Schedule", schedules, schedules.index("edm"), key="schedule", bind=URL)
     else:
         schedule = None
-    spacing = st.selectbox("Time grid", ex.SPACINGS, key="spacing", bind=URL, help=inspect.cleandoc(ex.timesteps.__doc__))
+    spacing = controls.spacing()
     solvers = ex.solvers.names()
     solver = st.selectbox("Solver", solvers, solvers.index("dpmpp-2m"), key="solver", bind=URL)
     info = ex.solvers.info(solver)
@@ -135,8 +134,8 @@ with st.sidebar:
     steps = st.slider("Steps", 1, 200, 10, key="steps", bind=URL, help="Solver steps; NFE = model evaluations.")
 
     st.header("Particles")
-    n = st.number_input("Particles", 10, 20000, 2000, 100, key="n", bind=URL)
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, 1, key="seed", bind=URL)
+    n = controls.particles(2000)
+    seed = controls.seed()
     exact = st.checkbox(
         "Start from exact p_T", key="exact", bind=URL,
         help="Draw x_T from the true noised marginal p_T instead of N(0, σ(T)² I): removes the prior mismatch.",
@@ -217,10 +216,7 @@ axis = view[1].segmented_control(
 ) or "log-snr"
 
 paths, final, error = main_figures(setup, solver, options, bool(show_x0), axis, against_reference)
-config = {  # a short mode bar, so that it leaves the titles readable
-    "displaylogo": False,
-    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
-}
+config = controls.CONFIG  # a short mode bar, so that it leaves the titles readable
 if model.dim == 1:
     st.plotly_chart(paths, theme=None, config=config)
     st.caption(

@@ -304,3 +304,28 @@ def test_page_in_a_browser(server, browser):  # noqa: F811
     time.sleep(1.5)
     _shot(browser, "schedules")
     browser.set_window_size(1400, 1000)
+
+
+def test_the_pages_path_numbers_come_from_the_core():
+    """The three numbers the page draws about one path (schedule_experiments): the shared log-SNR range,
+    the commutation gap (0 for DPM++(2M) in lambda, not for Euler in t) and the drift along a path."""
+    from explorer import schedule_experiments as SE
+
+    vp, edm, rf = ex.schedules.get("vp-linear"), ex.schedules.get("edm"), ex.schedules.get("rectified-flow")
+    t_start, t_end = SE.shared_range(rf, vp)  # VP-linear's pure-noise end, lambda(1) = -5.0, is short of RF's t_max
+    assert t_end is None and float(rf.lambda_(t_start)) == pytest.approx(float(vp.lambda_(vp.t_hi)), rel=1e-9)
+    assert rf.t_min < t_start < rf.t_max
+    assert SE.shared_range(vp, edm) == (None, None)  # EDM reaches every log-SNR
+    t_start, t_end = None, None
+    gm = ex.targets.get("gmm-1d-3modes")
+    a, b = ex.AnalyticModel(gm, vp), ex.AnalyticModel(gm, edm)
+    gaps = {}
+    for solver, spacing in (("dpmpp-2m", "uniform-lambda"), ("euler", "uniform-t")):
+        ts = ex.timesteps(vp, 8, spacing, t_start, t_end)
+        path = ex.convert_path(ex.sample(a, a.prior_sample(50, 0, t=ts[0]), ts, solver), edm, from_schedule=vp)
+        gaps[solver] = SE.commutation_gap(path, b, solver)
+    assert gaps["dpmpp-2m"] < 1e-10 < 1e-2 < gaps["euler"]
+    curve = SE.drift_along(path, b, "zero")
+    x, t = path.x[3], float(path.t[3])
+    assert curve["drift"][3] == pytest.approx(np.mean(np.abs(b.velocity(x, t))), rel=1e-12)
+    assert np.array_equal(curve["lam"], edm.lambda_(path.t))

@@ -19,6 +19,7 @@ import numpy as np
 from .. import solvers as _solvers
 from ..foundations.analytic import AnalyticModel
 from ..foundations.conversion import ConvertedModel, convert_path, convert_time, state_scale
+from ..foundations.interpolants import drift
 from ..foundations.schedules import Schedule, get
 from ..foundations.timesteps import timesteps
 from ..solvers.sampling import sample
@@ -165,3 +166,34 @@ def _optimised(model, solver, nfe, b, fit_p, hold_p, moved, max_evals, options) 
     ts_a = r.ts if b is a else np.asarray(convert_time(b, a, r.ts), dtype=np.float64)
     return dict(ts=r.to_list(), ts_original=[float(t) for t in ts_a], error=r.holdout_error / scale,
                 fit_error=r.error / scale, diverged=not np.isfinite(r.holdout_error), start=r.start)
+
+
+# What the Schedules page draws about one path under two schedules.
+
+
+def shared_range(sa: Schedule, sb: Schedule) -> tuple:
+    """A's sampling interval cut to the log-SNR range B reaches, so that every state of a path under A
+    converts to B: (t_start, t_end) for ex.timesteps, None where A's own end is kept."""
+    with np.errstate(divide="ignore"):
+        lam_lo, lam_hi = float(sb.lambda_(sb.t_hi)), float(sb.lambda_(sb.t_lo))
+    t_start = float(sa.t_of_lambda(lam_lo)) if float(sa.lambda_(sa.t_max)) < lam_lo else None
+    t_end = float(sa.t_of_lambda(lam_hi)) if float(sa.lambda_(sa.t_min)) > lam_hi else None
+    return t_start, t_end
+
+
+def commutation_gap(path, model_b, solver: str) -> float:
+    """max |x| between a path converted to schedule B and `solver` run under B on the converted grid from
+    the converted start: 0 (to round-off) for a solver that commutes with the change of schedule."""
+    direct = sample(model_b, path.x[0], path.t, solver)
+    return float(np.max(np.abs(np.asarray(direct.x) - np.asarray(path.x))))
+
+
+def drift_along(path, model, diffusion: str = "zero") -> dict:
+    """The mean |drift| over particles at every time of a path (drift v - eps(t) s of the interpolant SDE
+    family, "zero" being the probability-flow velocity): dict(t, lam, drift) for figures.schedules.drift_magnitude."""
+    def mean_norm(v):
+        v = np.asarray(v, dtype=np.float64)
+        return float(np.mean(np.sqrt(np.sum(v * v, axis=-1))))
+
+    values = [mean_norm(drift(model, path.x[i], float(t), diffusion)) for i, t in enumerate(path.t)]
+    return dict(t=np.asarray(path.t), lam=np.asarray(model.schedule.lambda_(path.t)), drift=np.asarray(values))
