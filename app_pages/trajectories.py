@@ -76,7 +76,7 @@ def scores(setup: tuple, solver: str, options: tuple, against_reference: bool) -
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def main_figures(setup: tuple, solver: str, options: tuple, show_x0: bool, axis: str, against_reference: bool) -> tuple:
+def main_figures(setup: tuple, solver: str, options: tuple, show_x0: bool, axis: str) -> tuple:
     model = _exact(setup)  # the exact density and flow under the paths (a registered model's own target)
     traj = run(setup, solver, options)
     if model.dim == 1:
@@ -85,10 +85,12 @@ def main_figures(setup: tuple, solver: str, options: tuple, show_x0: bool, axis:
     else:
         paths = figures.particles_2d(model, traj, show_x0=show_x0, height=600)
         final = figures.final_samples_2d(model.target, traj.sample, height=480)
-    error = None
-    if against_reference:
-        error = figures.path_error(model, traj, reference(setup), time_axis=axis, height=340)
-    return paths, final, error
+    return paths, final
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def error_figure(setup: tuple, solver: str, options: tuple, axis: str):
+    return figures.path_error(_exact(setup), run(setup, solver, options), reference(setup), time_axis=axis, height=340)
 
 
 def _format(value, spec: str) -> str:
@@ -171,42 +173,13 @@ except Exception as err:  # bad input, a broken model or a bug in the core: a me
     controls.report_core_error(err)
     st.stop()
 
-floor = None
-try:
-    with st.spinner("Integrating the rk45 reference path…"):
-        ref = reference(setup)
-        if not ref.diverged:
-            floor = reference_distance(setup)
-except Exception as err:  # the reference is an extra: the page goes on without it
-    ref = None
-    st.warning(f"**The rk45 reference failed** ({type(err).__name__}: {err}); comparisons against it are skipped.")
-against_reference = ref is not None and not ref.diverged
-summary = scores(setup, solver, options, against_reference)
-
 if traj.diverged:
     st.warning(f"**The run diverged** at step {traj.diverged_at} of {traj.n_steps}: {traj.diverged_reason}. "
                "The figures show the steps before it.")
 
-cols = st.columns(5)
-cols[0].metric("NFE", traj.nfe, help="Model evaluations the solver spent.")
-cols[1].metric(
-    "Distance to target", _format(summary.get("sliced_w2"), ".3f"),
-    delta=None if floor is None else f"exact ODE: {floor:.3f}", delta_color="off", delta_arrow="off",
-    help="Sliced W2 between the final samples and fresh target draws. Below: the same for the rk45 "
-         "reference from the same start — the floor set by the finite sample.",
-)
-cols[2].metric(
-    "Error vs reference", _format(summary.get("error_vs_reference"), ".3g"),
-    help="RMS distance between each final sample and the rk45 path from the same x_T."
-         + (" A stochastic solver is not meant to follow that path." if info["stochastic"] else "")
-         + ("" if model_name == EXACT else f" The path is the exact denoiser's: this is {model_name}'s own error "
-                                           "plus the solver's."),
-)
-cols[3].metric(
-    "Mode mass error", _format(summary.get("coverage_tv"), ".3f"),
-    help="Total-variation distance between the samples' share of each mode and the mixture weights.",
-)
-cols[4].metric("Wall time", f"{traj.wall_time * 1e3:.1f} ms", help="The solver's run, model evaluations included.")
+metric_slots = [c.empty() for c in st.columns(5)]  # the distances fill in once the reference is in
+metric_slots[0].metric("NFE", traj.nfe, help="Model evaluations the solver spent.")
+metric_slots[4].metric("Wall time", f"{traj.wall_time * 1e3:.1f} ms", help="The solver's run, model evaluations included.")
 
 view = st.columns([2, 3, 5], vertical_alignment="center")
 show_x0 = view[0].toggle("x0-predictions", key="x0", bind=URL, help="Draw the model's x0-prediction at every step.")
@@ -215,7 +188,7 @@ axis = view[1].segmented_control(
     help="Spacing of the time axis: by log-SNR (ticks in t), t itself, or solver steps.",
 ) or "log-snr"
 
-paths, final, error = main_figures(setup, solver, options, bool(show_x0), axis, against_reference)
+paths, final = main_figures(setup, solver, options, bool(show_x0), axis)
 config = controls.CONFIG  # a short mode bar, so that it leaves the titles readable
 if model.dim == 1:
     st.plotly_chart(paths, theme=None, config=config)
@@ -234,5 +207,41 @@ else:
     )
     right.plotly_chart(final, theme=None, config=config)
     right = st
-if error is not None:
-    right.plotly_chart(error, theme=None, config=config)
+
+# The reference path (rk45, with scipy's first import on a fresh process) comes after the figures: they show
+# first, and the metrics row above and the error figure fill in when it is done.
+error_box = right.empty()
+floor = None
+try:
+    with error_box, st.spinner("Integrating the rk45 reference path…"):
+        ref = reference(setup)
+        if not ref.diverged:
+            floor = reference_distance(setup)
+except Exception as err:  # the reference is an extra: the page goes on without it
+    ref = None
+    st.warning(f"**The rk45 reference failed** ({type(err).__name__}: {err}); comparisons against it are skipped.")
+against_reference = ref is not None and not ref.diverged
+if against_reference:
+    error_box.plotly_chart(error_figure(setup, solver, options, axis), theme=None, config=config)
+else:
+    error_box.empty()
+summary = scores(setup, solver, options, against_reference)
+metric_slots[1].metric(
+    "Distance to target", _format(summary.get("sliced_w2"), ".3f"),
+    delta=None if floor is None else f"exact ODE: {floor:.3f}", delta_color="off", delta_arrow="off",
+    help="Sliced W2 between the final samples and fresh target draws. Below: the same for the rk45 "
+         "reference from the same start — the floor set by the finite sample.",
+)
+metric_slots[2].metric(
+    "Error vs reference", _format(summary.get("error_vs_reference"), ".3g"),
+    help="RMS distance between each final sample and the rk45 path from the same x_T."
+         + (" A stochastic solver is not meant to follow that path." if info["stochastic"] else "")
+         + ("" if model_name == EXACT else f" The path is the exact denoiser's: this is {model_name}'s own error "
+                                           "plus the solver's."),
+)
+metric_slots[3].metric(
+    "Mode mass error", _format(summary.get("coverage_tv"), ".3f"),
+    help="Total-variation distance between the samples' share of each mode and the mixture weights.",
+)
+
+

@@ -78,7 +78,7 @@ case "$cmd" in
     app)
         ensure_venv requirements.txt
         say "starting the app: open the URL printed below"
-        exec "$VENV/bin/python" -m streamlit run app.py "$@"
+        exec "$VENV/bin/python" app_pages/serve.py "$@"  # streamlit run app.py, its heavy imports done first
         ;;
     notebooks)
         ensure_venv requirements.txt

@@ -1,0 +1,49 @@
+"""Start the app with its heavy imports done before the server answers, so that the first visit
+of a page pays only for that page's own work:
+
+    python app_pages/serve.py [streamlit options]     (what `bash scripts/dev.sh app` runs)
+
+`streamlit run app.py` imports nothing of the app until the first browser session, which then
+waits for scipy's integrators (0.9 s on 2 cores), torch (1-2 s), plotly's figure classes and the
+explorer itself. Here they are imported first, in this process, then Streamlit's own command line
+runs app.py in the same process, where those imports are already done."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+MODULES = ("numpy", "scipy.integrate", "scipy.optimize", "pandas", "torch", "plotly.graph_objects",
+           "plotly.subplots", "streamlit", "explorer", "explorer.figures", "explorer.learned.mlp",
+           "explorer.learned.image_models", "explorer.learned.unet")
+TRACES = ("Scatter", "Scattergl", "Heatmap", "Histogram", "Bar", "Contour", "Image", "Surface")
+
+
+def warm() -> float:
+    """Import what every page needs and build one figure of each trace type the pages draw
+    (plotly builds its validators on first use). Returns the seconds it took."""
+    start = time.perf_counter()
+    for name in MODULES:
+        importlib.import_module(name)
+    import plotly.graph_objects as go
+
+    from explorer.figures import style
+
+    go.Figure([getattr(go, trace)() for trace in TRACES], layout=dict(template=style.TEMPLATE)).to_dict()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> None:
+    seconds = warm()
+    print(f"diffusion-explorer: imports done in {seconds:.1f} s; starting Streamlit", flush=True)
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", "run", str(APP), *argv]
+    sys.exit(cli.main())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,292 @@
+"""How live the app feels, measured in headless Chromium: for every page, a fresh app process is
+started and the page opened cold; the time to its first drawn figure and to a settled page (no
+spinner, skeleton, progress bar or running status) is printed; then each page's main controls are
+changed one at a time, and the time from the change to the first updated figure and to a settled
+page is printed.
+
+    python benchmarks/bench_app.py                 # every page
+    python benchmarks/bench_app.py trajectories    # some pages, by url path ("" is Trajectories)
+    python benchmarks/bench_app.py --markdown      # the table as the README shows it
+
+Budgets on a 2-core machine (issue 15): first figure <= 1.5 s cold, settled <= 3 s; a control that
+only redraws <= 0.3 s to the updated figure; one that changes the problem <= 1 s to its first
+updated figure. Needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium
+chromium-driver).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+ROOT = Path(__file__).resolve().parent.parent
+BUSY = ('[data-testid="stSpinner"], [data-testid="stSkeleton"], [data-testid="stStatusWidget"], '
+        '[data-testid="stProgress"]')
+FIGURE = ".js-plotly-plot .main-svg"
+REDRAW, PROBLEM = "redraw", "problem"
+BUDGET = {"first": 1.5, "settled": 3.0, REDRAW: 0.3, PROBLEM: 1.0}
+
+# url path -> the controls changed, in order: (kind of change, widget key, action, argument).
+# Actions: "right" (slider one step up), "up" (number input +), "pick" (selectbox option),
+# "click" (toggle or checkbox), "choose" (radio or segmented option by its text).
+PAGES = {
+    "": [(REDRAW, "x0", "click", None), (REDRAW, "axis", "choose", "t"),
+         (PROBLEM, "steps", "right", None), (PROBLEM, "solver", "pick", "euler"),
+         (PROBLEM, "gmm-1d-3modes.std", "up", None)],
+    "solver-lab": [(REDRAW, "x0", "click", None), (PROBLEM, "nfe", "right", None),
+                   (PROBLEM, "gmm-2d-ring8.radius", "up", None), (PROBLEM, "a", "pick", "heun")],
+    "stability": [(REDRAW, "h", "right", None), (REDRAW, "re", "right", None),
+                  (PROBLEM, "run_steps", "right", None), (PROBLEM, "w", "right", None)],
+    "mode-interpolation": [(REDRAW, "threshold", "right", None), (REDRAW, "denoiser_t", "right", None),
+                           (REDRAW, "window", "right", None), (PROBLEM, "sampler", "choose", "ddim")],
+    "images": [(REDRAW, "index", "right", None), (REDRAW, "n_side", "right", None),
+               (PROBLEM, "nfe", "right", None), (PROBLEM, "solver", "pick", "euler")],
+    "schedules": [(REDRAW, "time_axis", "choose", "log"), (REDRAW, "drift_axis", "choose", "t"),
+                  (PROBLEM, "path_steps", "right", None), (PROBLEM, "b", "pick", "vp-cosine"),
+                  (PROBLEM, "gmm-1d-3modes.std", "up", None)],
+    "audit": [(REDRAW, "at", "right", None), (PROBLEM, "audit.gmm-1d-3modes.std", "up", None)],
+}
+TITLES = {"": "Trajectories", "solver-lab": "Solver lab", "stability": "Stability",
+          "mode-interpolation": "Mode interpolation", "images": "Images", "schedules": "Schedules",
+          "audit": "Scheduler audit"}
+
+# Marks the first change drawn inside any figure (a replot redraws its SVG; a new chart adds one)
+# after the mark is set.
+WATCH = """
+window.__bench = {t0: performance.now(), first: null};
+if (!window.__benchObserver) {
+  const inFigure = n => n && n.nodeType === 1 && (n.closest('.js-plotly-plot') || (n.querySelector && n.querySelector('.main-svg')));
+  window.__benchObserver = new MutationObserver(ms => {
+    if (!window.__bench || window.__bench.first !== null) return;
+    for (const m of ms) {
+      const t = m.target.nodeType === 1 ? m.target : m.target.parentElement;
+      if (inFigure(t) || Array.from(m.addedNodes).some(inFigure)) { window.__bench.first = performance.now(); return; }
+    }
+  });
+  window.__benchObserver.observe(document.body, {childList: true, subtree: true, attributes: true, characterData: true});
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """The app as `bash scripts/dev.sh app` starts it (app_pages/serve.py: `streamlit run app.py` with
+    its heavy imports done before the server answers), in a fresh process on a free port; ended with
+    its process group. The clock starts once the server answers."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, str(ROOT / "app_pages" / "serve.py"), "--server.headless", "true",
+                "--server.port", str(self.port), "--server.address", "127.0.0.1",
+                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                raise RuntimeError(f"the app did not start: {self.log.read()[-2000:].decode()}")
+            time.sleep(0.1)
+
+    def close(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def chromium() -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", f"--user-data-dir={tempfile.mkdtemp(prefix='bench-chromium-')}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_window_size(1400, 1000)
+    return driver
+
+
+def busy(driver) -> bool:
+    return bool(driver.find_elements(By.CSS_SELECTOR, BUSY))
+
+
+def failed(driver) -> bool:
+    return bool(driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'))
+
+
+def open_cold(driver, url: str, timeout: float = 120) -> tuple[float, float]:
+    """Seconds from navigation to the first drawn figure and to a settled page (quiet for 0.5 s)."""
+    start = time.perf_counter()
+    driver.get(url)
+    first = settled = None
+    quiet_since = None
+    while time.perf_counter() - start < timeout:
+        now = time.perf_counter() - start
+        drawn = bool(driver.find_elements(By.CSS_SELECTOR, FIGURE))
+        if drawn and first is None:
+            first = now
+        if failed(driver):
+            raise RuntimeError(f"{url}: the page shows an exception")
+        if drawn and not busy(driver):
+            quiet_since = now if quiet_since is None else quiet_since
+            if now - quiet_since >= 0.5:
+                settled = quiet_since
+                break
+        else:
+            quiet_since = None
+        time.sleep(0.02)
+    return first, settled
+
+
+def widget(driver, key: str):
+    found = driver.find_elements(By.CSS_SELECTOR, f".st-key-{key.replace('.', '-')}")
+    if not found:
+        raise RuntimeError(f"no widget with key {key!r} on the page")
+    return found[0]
+
+
+def act(driver, key: str, action: str, arg, tries: int = 20) -> None:
+    """Do the action, retrying while the widget is being re-rendered."""
+    for attempt in range(tries):
+        try:
+            return _act(driver, key, action, arg)
+        except (NoSuchElementException, StaleElementReferenceException):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.1)
+
+
+def _act(driver, key: str, action: str, arg) -> None:
+    box = widget(driver, key)
+    if action == "right":
+        thumb = box.find_element(By.CSS_SELECTOR, 'input[type="range"], [role="slider"]')
+        driver.execute_script("arguments[0].focus()", thumb)
+        thumb.send_keys(Keys.ARROW_RIGHT)
+    elif action == "up":
+        box.find_element(By.CSS_SELECTOR, 'button[data-testid="stNumberInputStepUp"]').click()
+    elif action == "click":
+        box.find_element(By.CSS_SELECTOR, "label").click()
+    elif action == "choose":
+        options = [e for e in box.find_elements(By.CSS_SELECTOR, "label, button") if e.text.strip() == arg]
+        if not options:
+            raise RuntimeError(f"{key}: no option {arg!r}")
+        options[0].click()
+    elif action == "pick":
+        box.find_element(By.CSS_SELECTOR, '[role="combobox"]').click()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            items = [e for e in driver.find_elements(By.CSS_SELECTOR, '[role="option"]') if e.text.strip() == arg]
+            if items:
+                items[0].click()
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{key}: no option {arg!r} in the list")
+    else:
+        raise ValueError(f"unknown action {action!r}")
+
+
+def change(driver, key: str, action: str, arg, timeout: float = 120) -> tuple[float | None, float]:
+    """Seconds from the change to the first updated figure (None if no figure changed) and to a
+    settled page."""
+    driver.execute_script(WATCH)
+    act(driver, key, action, arg)
+    start = time.perf_counter()
+    settled, quiet_since, seen_busy = None, None, False
+    while time.perf_counter() - start < timeout:
+        now = time.perf_counter() - start
+        if busy(driver):
+            seen_busy, quiet_since = True, None
+        else:
+            quiet_since = now if quiet_since is None else quiet_since
+            # settled: quiet for 0.5 s after the rerun (which may have been too quick to be seen busy)
+            if now - quiet_since >= 0.5 and (seen_busy or now > 1.0):
+                settled = quiet_since
+                break
+        time.sleep(0.02)
+    if failed(driver):
+        raise RuntimeError(f"{key}: the page shows an exception after the change")
+    t0, first = driver.execute_script("return [window.__bench.t0, window.__bench.first]")
+    first = None if first is None else (first - t0) / 1e3
+    return first, max(settled, first or 0.0)
+
+
+def measure(pages: list[str]) -> list[dict]:
+    rows = []
+    driver = chromium()
+    try:
+        for path in pages:
+            app = App()
+            try:
+                first, settled = open_cold(driver, f"{app.url}/{path}")
+                rows.append(dict(page=TITLES[path], what="first view (cold)", kind="first", first=first, settled=settled))
+                print(f"{TITLES[path]:20s} cold: first figure {first:.2f} s, settled {settled:.2f} s", flush=True)
+                for kind, key, action, arg in PAGES[path]:
+                    try:
+                        f, s = change(driver, key, action, arg)
+                    except (RuntimeError, WebDriverException, StaleElementReferenceException) as err:
+                        print(f"  {key}: {err}", flush=True)
+                        continue
+                    label = f"{key} {action}" + (f" {arg}" if arg else "")
+                    rows.append(dict(page=TITLES[path], what=label, kind=kind, first=f, settled=s))
+                    print(f"  {label:32s} ({kind}): updated figure {'-' if f is None else f'{f:.2f} s'}, "
+                          f"settled {s:.2f} s", flush=True)
+            finally:
+                app.close()
+    finally:
+        driver.quit()
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| Page | Change | Kind | First updated figure (s) | Settled (s) | Budget (s) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        budget = BUDGET[r["kind"]]
+        first = "-" if r["first"] is None else f"{r['first']:.2f}"
+        mark = "" if r["first"] is None or r["first"] <= budget else " (over)"
+        out.append(f"| {r['page']} | {r['what']} | {r['kind']} | {first}{mark} | {r['settled']:.2f} | {budget} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pages", nargs="*", help="url paths (default: every page; '' or 'trajectories' for the first)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown at the end")
+    args = parser.parse_args(argv)
+    pages = [("" if p in ("", "trajectories") else p) for p in args.pages] or list(PAGES)
+    unknown = [p for p in pages if p not in PAGES]
+    if unknown:
+        parser.error(f"unknown pages {unknown}; choose from {[p or 'trajectories' for p in PAGES]}")
+    rows = measure(pages)
+    if args.markdown:
+        print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
