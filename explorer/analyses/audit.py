@@ -570,7 +570,8 @@ def _summarise(row: dict, per: dict, nfes, stochastic, clipped: bool, problems: 
 
 
 def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=None, oracle=False,
-              n_particles: int = 1000, seed: int = 0, float64: bool = False, progress=None) -> list[dict]:
+              n_particles: int = 1000, seed: int = 0, float64: bool = False, progress=None,
+              executor=None) -> list[dict]:
     """One row per installed diffusers scheduler x configuration (x mode): errors against the exact
     ODE per number of inference steps, fitted orders, NFE spent, flags (see the module docstring).
 
@@ -580,8 +581,12 @@ def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=Non
     configs: overrides to run instead of configurations(cls): a list of dicts (for every scheduler)
     or {class name: list of dicts}. oracle: False, True or "both" (a row per mode).
     n_particles, seed: the exact path's particles and the seed of every noise draw.
-    progress(done, total, label) is called after every row.
+    progress(done, total, label) is called after every row. executor: where the rows are computed
+    (ex.sweeps.run: None in-process, "local-cluster", a Dask Client or address; the exact path is
+    solved here once and sent along); the same rows on any.
     """
+    from . import sweeps
+
     nfes = _check_nfes(nfes)
     if oracle not in (False, True, "both"):
         raise ValueError(f"oracle must be False, True or 'both', got {oracle!r}")
@@ -596,24 +601,31 @@ def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=Non
     distances = _Distances(gm, seed)
     common = {"target": spec, "n_particles": int(n_particles), "seed": int(seed), "float64": bool(float64),
               "nfes": list(nfes)}
-    rows = []
-    for done, (name, cls, overrides, scheduler, mode) in enumerate(plan, start=1):
-        start = time.perf_counter()
-        row = dict.fromkeys(columns(nfes))
-        row.update(scheduler=name, config=config_label(overrides or {}), overrides=dict(overrides or {}),
-                   oracle=mode, status="ok", message="", flags=[], details="", warnings=[], **common)
-        if isinstance(cls, str):
-            row.update(status="unsupported", message=cls)
-        elif not supported(cls):
-            row.update(status="unsupported", message=f"not supported by the adapter: {name} is none of the "
-                       "scheduler families ex.adapters.run_diffusers drives (see explorer/adapters/diffusers.py)")
-        else:
-            _audit_one(cls, name, overrides, scheduler, nfes, path, distances, int(seed), mode, bool(float64), row)
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
+
+    def report(done, total, item, row):
         if progress is not None:
-            progress(done, len(plan), f"{name} {row['config']}" + (" (oracle)" if mode else ""))
-    return rows
+            progress(done, total, f"{item[0]} {row['config']}" + (" (oracle)" if item[4] else ""))
+
+    run = functools.partial(_audit_row, nfes, path, distances, int(seed), bool(float64), common)
+    return sweeps.run(plan, run, executor, report)
+
+
+def _audit_row(nfes, path: ExactPath, distances: _Distances, seed: int, float64: bool, common: dict, item) -> dict:
+    """The row of one plan item (name, class, overrides, built scheduler, oracle)."""
+    name, cls, overrides, scheduler, mode = item
+    start = time.perf_counter()
+    row = dict.fromkeys(columns(nfes))
+    row.update(scheduler=name, config=config_label(overrides or {}), overrides=dict(overrides or {}),
+               oracle=mode, status="ok", message="", flags=[], details="", warnings=[], **common)
+    if isinstance(cls, str):
+        row.update(status="unsupported", message=cls)
+    elif not supported(cls):
+        row.update(status="unsupported", message=f"not supported by the adapter: {name} is none of the "
+                   "scheduler families ex.adapters.run_diffusers drives (see explorer/adapters/diffusers.py)")
+    else:
+        _audit_one(cls, name, overrides, scheduler, nfes, path, distances, seed, mode, float64, row)
+    row["seconds"] = time.perf_counter() - start
+    return row
 
 
 def _check_nfes(nfes) -> tuple:

@@ -8,6 +8,7 @@ against the rk45 solve from that start.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -42,7 +43,7 @@ def _spec(value) -> tuple[str, dict]:
 
 def work_precision(model, x_T, solvers: dict, nfes, spacing: str = "uniform-lambda", t_start=None, t_end=None,
                    target=None, seed: int = 0, n_ref: int | None = None, progress=None,
-                   reference_sample=None) -> list[dict]:
+                   reference_sample=None, executor=None) -> list[dict]:
     """Every solver at every NFE from the same start x_T, measured at the final time.
 
     solvers: label -> name or (name, options). One record per run that fits its NFE budget:
@@ -52,7 +53,11 @@ def work_precision(model, x_T, solvers: dict, nfes, spacing: str = "uniform-lamb
     Stochastic solvers draw from np.random.default_rng([seed, 1]) on every run.
     progress(done, total, label, nfe), if given, is called after every run. reference_sample: the
     rk45 final state from x_T, if already known (else solved here; None if that solve diverges).
+    executor: where the runs go (ex.sweeps.run: None in-process, "local-cluster", a Dask Client or
+    address); the same records on any.
     """
+    from . import sweeps
+
     s = model.schedule
     ref_final = reference_sample
     if ref_final is None:
@@ -64,27 +69,34 @@ def work_precision(model, x_T, solvers: dict, nfes, spacing: str = "uniform-lamb
         n_ref = int(np.clip(4 * len(x_T), 5000, 20000)) if n_ref is None else int(n_ref)
         distance = SlicedW2(target.sample(n_ref, as_generator(seed)))
     specs = {label: _spec(v) for label, v in solvers.items()}
-    total, done, records = len(specs) * len(nfes), 0, []
-    for label, (name, options) in specs.items():
-        for nfe in nfes:
-            steps = steps_for(name, nfe)
-            if steps is not None:
-                ts = timesteps(s, steps, spacing, t_start, t_end)
-                traj = sample(model, x_T, ts, name, rng=np.random.default_rng([seed, 1]), **options)
-                rec = dict(label=label, solver=name, options=options, nfe=int(nfe), n_steps=steps, nfe_spent=traj.nfe,
-                           error=np.nan, distance=np.nan, diverged_at=traj.diverged_at, reason=traj.diverged_reason,
-                           wall_time=traj.wall_time)
-                if not traj.diverged:
-                    x = np.asarray(traj.sample)
-                    if ref_final is not None:
-                        rec["error"] = endpoint_error(x, ref_final)
-                    if distance is not None:
-                        rec["distance"] = distance(x)
-                records.append(rec)
-            done += 1
-            if progress is not None:
-                progress(done, total, label, nfe)
-    return records
+    cells = [(label, name, options, nfe) for label, (name, options) in specs.items() for nfe in nfes]
+    run = functools.partial(_work_precision_run, model, x_T, spacing, t_start, t_end, seed, ref_final, distance)
+
+    def report(done, total, cell, record):
+        if progress is not None:
+            progress(done, total, cell[0], cell[3])
+
+    return [r for r in sweeps.run(cells, run, executor, report) if r is not None]
+
+
+def _work_precision_run(model, x_T, spacing, t_start, t_end, seed, ref_final, distance, cell) -> dict | None:
+    """One cell of work_precision: one solver at one NFE (None when the NFE fits no whole step)."""
+    label, name, options, nfe = cell
+    steps = steps_for(name, nfe)
+    if steps is None:
+        return None
+    ts = timesteps(model.schedule, steps, spacing, t_start, t_end)
+    traj = sample(model, x_T, ts, name, rng=np.random.default_rng([seed, 1]), **options)
+    rec = dict(label=label, solver=name, options=options, nfe=int(nfe), n_steps=steps, nfe_spent=traj.nfe,
+               error=np.nan, distance=np.nan, diverged_at=traj.diverged_at, reason=traj.diverged_reason,
+               wall_time=traj.wall_time)
+    if not traj.diverged:
+        x = np.asarray(traj.sample)
+        if ref_final is not None:
+            rec["error"] = endpoint_error(x, ref_final)
+        if distance is not None:
+            rec["distance"] = distance(x)
+    return rec
 
 
 def reference_distance(model, x_T, spacing: str = "uniform-lambda", t_start=None, t_end=None, target=None,

@@ -16,6 +16,7 @@ fits on one seed of particles and reports the error on a held-out seed it never 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from ..foundations.schedules import Schedule
 from ..foundations.timesteps import SPACINGS, check_grid, sigmas_of, timesteps
 from ..solvers.sampling import reference as _rk45, sample
 from .experiments import steps_for
+from . import sweeps
 from .metrics import endpoint_error
 
 DEFAULT_SPACING = "uniform-lambda"
@@ -189,6 +191,37 @@ class GridResult:
         raise ValueError(f"kind must be 't' or 'sigma', got {kind!r}")
 
 
+def _search_run(setting, cell, on_eval=None) -> dict:
+    """One Nelder-Mead run of optimise from the grid cell = (origin spacing, its ts): every fit error
+    in order (history), the first grid reaching the lowest (best_error, best_ts), success, message."""
+    from scipy.optimize import minimize
+
+    model, solver, opts, fit, s, t0, t1, max_evals, xatol = setting
+    origin, ts0 = cell
+    z0 = params_of(s, ts0)
+    n_params = len(z0)
+    history, best = [], [np.inf, None]
+
+    def objective(z):
+        ts = grid_of(s, z, t0, t1)
+        err = grid_error(model, solver, ts, fit, **opts) if np.all(np.diff(ts) < 0) else np.inf
+        history.append(err)
+        if err < best[0]:
+            best[:] = [err, ts]
+        if on_eval is not None:
+            on_eval(err)
+        return np.log(err) if np.isfinite(err) and err > 0 else 1e3
+
+    # An initial simplex of unit steps in the log step ratios: each vertex multiplies one
+    # step by e relative to the first, wide enough to leave a local dip.
+    simplex = np.vstack([z0, z0 + np.eye(n_params)])
+    out = minimize(objective, z0, method="Nelder-Mead",
+                   options=dict(maxfev=max_evals, initial_simplex=simplex, xatol=xatol, fatol=1e-4,
+                                adaptive=n_params > 4))
+    return dict(origin=origin, history=history, best_error=best[0], best_ts=best[1], success=bool(out.success),
+                message=str(out.message))
+
+
 def grid_error(model, solver: str, ts, p: Particles, **options) -> float:
     """RMS distance of the solver's samples on grid ts from p.x_T to p's exact endpoint (inf if it diverges)."""
     traj = sample(model, p.x_T, ts, solver, **options)
@@ -232,7 +265,7 @@ def _progress(progress, total: int):
 
 def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), holdout=None, t_start=None, t_end=None,
              *, reference: str = "auto", start: str | None = None, starts: int = 2, max_evals: int | None = None,
-             xatol: float = 1e-3, progress=None, **options) -> GridResult:
+             xatol: float = 1e-3, progress=None, executor=None, **options) -> GridResult:
     """The grid of nfe evaluations minimising the solver's error against the exact ODE endpoint.
 
     min over grids t_0 = t_start > t_1 > ... > t_n = t_end of RMS_i ||x_i(grid) - Phi(x_T,i)|| on the
@@ -242,6 +275,8 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
     starts, or (n, seed); holdout defaults to as many particles from seed fit_seed + 1. max_evals
     bounds each run's objective evaluations (default 100 per parameter, at least 150). progress: a
     callable progress(done, total, best_error), or True for a tqdm bar. Deterministic solvers only.
+    executor: where the Nelder-Mead runs go (ex.sweeps.run: None in-process, "local-cluster", a Dask
+    Client or address): with starts=2 the two runs at once; the same result on any.
     """
     began = time.perf_counter()
     spec = _solvers.spec(solver)
@@ -298,26 +333,31 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
         start = begins[0]
         best_ts, converged, message = baseline[start]["ts"], True, "a single step has no interior times"
         best = [baseline[start]["error"], best_ts, start]
+        shown = [best[0]]  # the best fit error reported so far
 
-        def objective(z, origin):
-            ts = grid_of(s, z, t0, t1)
-            err = grid_error(model, solver, ts, fit, **opts) if np.all(np.diff(ts) < 0) else np.inf
+        def evaluated(err):
             history.append(err)
-            if err < best[0]:
-                best[:] = [err, ts, origin]
-            report(len(SPACINGS) + len(history), total, best[0])
-            return np.log(err) if np.isfinite(err) and err > 0 else 1e3
+            shown[0] = min(shown[0], err)
+            report(len(SPACINGS) + len(history), total, shown[0])
 
-        for origin in begins if n_params else []:
-            z0 = params_of(s, baseline[origin]["ts"])
-            # An initial simplex of unit steps in the log step ratios: each vertex multiplies one
-            # step by e relative to the first, wide enough to leave a local dip.
-            simplex = np.vstack([z0, z0 + np.eye(n_params)])
-            out = minimize(objective, z0, args=(origin,), method="Nelder-Mead",
-                           options=dict(maxfev=max_evals, initial_simplex=simplex, xatol=xatol, fatol=1e-4,
-                                        adaptive=n_params > 4))
-            if best[2] == origin:
-                converged, message = bool(out.success), str(out.message)
+        # The Nelder-Mead runs are independent cells of a sweep. In this process each evaluation is
+        # reported as it happens; from a cluster, a run's evaluations when the run returns.
+        setting = (model, solver, opts, fit, s, t0, t1, max_evals, xatol)
+        cells = [(origin, baseline[origin]["ts"]) for origin in (begins if n_params else [])]
+        if executor is None:
+            runs_out = sweeps.run(cells, functools.partial(_search_run, setting, on_eval=evaluated))
+        else:
+            def arrived(done, total_runs, cell, out):
+                for err in out["history"]:
+                    evaluated(err)
+
+            runs_out = sweeps.run(cells, functools.partial(_search_run, setting), executor, arrived)
+            history[:] = [err for out in runs_out for err in out["history"]]  # the runs one after another
+        for out in runs_out:  # as if run one after another: the first grid reaching the lowest error wins
+            if out["best_error"] < best[0]:
+                best[:] = [out["best_error"], out["best_ts"], out["origin"]]
+            if best[2] == out["origin"]:
+                converged, message = out["success"], out["message"]
         best_ts, start = best[1], best[2]
     finally:
         close()

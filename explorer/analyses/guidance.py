@@ -192,7 +192,7 @@ FAILURE_SCALES = (0.0, 1.0, 3.0, 8.0, 15.0)
 
 def guidance_sweep(target: GaussianMixture, schedule, label: int, ws=FAILURE_SCALES, solvers=FAILURE_SOLVERS,
                    nfe: int = 12, n: int = 1000, seed: int = 0, spacing: str = "uniform-lambda",
-                   thresholding: bool = False) -> list[dict]:
+                   thresholding: bool = False, executor=None, progress=None) -> list[dict]:
     """Each solver at each guidance scale w, at equal NFE, from the same noise.
 
     Each solver gets nfe // (its NFE per step) steps (12, the default, suits 1, 2 and 3 per step).
@@ -201,35 +201,58 @@ def guidance_sweep(target: GaussianMixture, schedule, label: int, ws=FAILURE_SCA
     conditional target), max_norm (largest |x| of the final samples, in units of the data
     range: far above 1 means the run blew up without reaching inf), diverged_at and reason.
     Solvers not registered are skipped (so the list may name solvers still to come).
+    executor: where the runs go (ex.sweeps.run): first the rk45 solve of each w, then every
+    (w, solver); the same records on any. progress(done, total, cell, record) as in ex.sweeps.run,
+    over the (w, solver) runs.
     """
+    import functools
+
     from .. import solvers as _solvers
-    from .metrics import endpoint_error, sliced_wasserstein
     from ..foundations.random import as_generator
-    from ..foundations.timesteps import timesteps
+    from . import sweeps
 
     rng = as_generator(seed)
     known = set(_solvers.names())
     chosen = [s for s in solvers if s in known]
     cond = conditional_target(target, label)
     target_draws = cond.sample(max(4 * n, 5000), rng)
-    scale = data_range(target)
     base = AnalyticModel(target, schedule)
     x_T = base.prior_sample(n, rng)
-    out = []
-    for w in ws:
-        model = guided_model(target, schedule, label, w, thresholding=thresholding)
-        ref_ts = timesteps(schedule, 1, spacing)
-        ref = _reference(model, x_T, ref_ts, rtol=1e-8, atol=1e-8)  # errors here are >= 1e-3
-        for name in chosen:
-            steps = max(1, int(nfe) // (_solvers.info(name)["nfe_per_step"] or 1))
-            traj = _sample(model, x_T, timesteps(schedule, steps, spacing), name, rng=np.random.default_rng([seed, 1]))
-            rec = dict(w=float(w), solver=name, nfe=traj.nfe, diverged_at=traj.diverged_at,
-                       reason=traj.diverged_reason, error=np.nan, distance=np.nan, max_norm=np.inf)
-            if not traj.diverged:
-                x = traj.sample
-                rec["max_norm"] = float(np.max(np.abs(x))) / scale
-                if not ref.diverged:
-                    rec["error"] = endpoint_error(x, ref.sample)
-                rec["distance"] = sliced_wasserstein(x, target_draws, n_projections=64, rng=0)
-            out.append(rec)
-    return out
+    ws = [float(w) for w in ws]
+    setting = (target, schedule, label, thresholding, spacing, x_T)
+    refs = sweeps.run(ws, functools.partial(_guided_reference, setting), executor)
+    cells = [(w, ref, name) for w, ref in zip(ws, refs) for name in chosen]
+    run = functools.partial(_guided_run, setting, nfe, seed, target_draws, data_range(target))
+    return sweeps.run(cells, run, executor, progress)
+
+
+def _guided_reference(setting, w: float):
+    """The rk45 final state of the guided ODE at scale w from x_T (None if it diverged)."""
+    from ..foundations.timesteps import timesteps
+
+    target, schedule, label, thresholding, spacing, x_T = setting
+    model = guided_model(target, schedule, label, w, thresholding=thresholding)
+    ref = _reference(model, x_T, timesteps(schedule, 1, spacing), rtol=1e-8, atol=1e-8)  # errors here are >= 1e-3
+    return None if ref.diverged else np.asarray(ref.sample)
+
+
+def _guided_run(setting, nfe, seed, target_draws, scale, cell) -> dict:
+    """One (w, solver) record of guidance_sweep."""
+    from .. import solvers as _solvers
+    from ..foundations.timesteps import timesteps
+    from .metrics import endpoint_error, sliced_wasserstein
+
+    target, schedule, label, thresholding, spacing, x_T = setting
+    w, ref, name = cell
+    model = guided_model(target, schedule, label, w, thresholding=thresholding)
+    steps = max(1, int(nfe) // (_solvers.info(name)["nfe_per_step"] or 1))
+    traj = _sample(model, x_T, timesteps(schedule, steps, spacing), name, rng=np.random.default_rng([seed, 1]))
+    rec = dict(w=float(w), solver=name, nfe=traj.nfe, diverged_at=traj.diverged_at,
+               reason=traj.diverged_reason, error=np.nan, distance=np.nan, max_norm=np.inf)
+    if not traj.diverged:
+        x = traj.sample
+        rec["max_norm"] = float(np.max(np.abs(x))) / scale
+        if ref is not None:
+            rec["error"] = endpoint_error(x, ref)
+        rec["distance"] = sliced_wasserstein(x, target_draws, n_projections=64, rng=0)
+    return rec

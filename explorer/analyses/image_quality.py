@@ -282,36 +282,51 @@ def sample_images(model, n: int, solver: str, nfe: int, seed: int = 0, spacing: 
 
 
 def quality_vs_nfe(model, solvers, nfes, dataset: str, reference_images, n: int = 256, seed: int = 0,
-                   spacing: str = "uniform-lambda", train_images=None, progress=None) -> list[dict]:
+                   spacing: str = "uniform-lambda", train_images=None, progress=None, executor=None) -> list[dict]:
     """For every solver (name or (name, options)) and NFE: FD of n samples (same prior draw for
     all) to reference_images in the classifier's feature space, the mean nearest-training-image
     distance (if train_images are given), the NFE spent and the wall time. NFE values a solver
-    cannot spend (fewer than one step, or not a multiple of its per-step cost) are skipped."""
+    cannot spend (fewer than one step, or not a multiple of its per-step cost) are skipped.
+    progress(fraction, message) after every run. executor: where the runs go (ex.sweeps.run: None
+    in-process, "local-cluster", a Dask Client or address; the model travels to the workers, which
+    load the classifier themselves); the same records on any."""
+    import functools
+
+    from . import sweeps
     from .experiments import _spec, steps_for
 
     ref = moments(features(reference_images, dataset))
     specs = [_spec(s) for s in solvers]
-    records, total, done = [], len(specs) * len(nfes), 0
-    for name, options in specs:
-        for nfe in sorted(int(v) for v in nfes):
-            done += 1
-            if steps_for(name, nfe) is None:
-                continue
-            start = time.perf_counter()
-            traj = sample_images(model, n, name, nfe, seed, spacing, **options)
-            seconds = time.perf_counter() - start
-            rec = {"solver": name, "options": options, "nfe": int(traj.nfe), "n_steps": traj.n_steps,
-                   "seconds": seconds, "diverged": traj.diverged}
-            if traj.diverged:
-                rec.update(fd=float("nan"), nearest=float("nan"))
-            else:
-                x = _as_images(traj.x[-1])
-                rec["fd"] = frechet_from_moments(*moments(features(x, dataset)), *ref)
-                rec["nearest"] = float(nearest_training_distance(x, train_images).mean()) if train_images is not None else float("nan")
-            records.append(rec)
-            if progress:
-                progress(done / total, f"{name} at {nfe} NFE")
-    return records
+    grid = [(name, options, nfe) for name, options in specs for nfe in sorted(int(v) for v in nfes)]
+    position = {id(cell): i + 1 for i, cell in enumerate(grid)}  # what the sequential count said
+    cells = [cell for cell in grid if steps_for(cell[0], cell[2]) is not None]
+    run = functools.partial(_quality_run, model, n, seed, spacing, dataset, ref, train_images)
+
+    reached = [0]
+
+    def report(done, total, cell, rec):  # on a cluster cells finish out of order: the bar never goes back
+        reached[0] = max(reached[0], position[id(cell)])
+        if progress:
+            progress(reached[0] / len(grid), f"{cell[0]} at {cell[2]} NFE")
+
+    return sweeps.run(cells, run, executor, report)
+
+
+def _quality_run(model, n, seed, spacing, dataset, ref, train_images, cell) -> dict:
+    """One record of quality_vs_nfe: one solver at one NFE."""
+    name, options, nfe = cell
+    start = time.perf_counter()
+    traj = sample_images(model, n, name, nfe, seed, spacing, **options)
+    seconds = time.perf_counter() - start
+    rec = {"solver": name, "options": options, "nfe": int(traj.nfe), "n_steps": traj.n_steps,
+           "seconds": seconds, "diverged": traj.diverged}
+    if traj.diverged:
+        rec.update(fd=float("nan"), nearest=float("nan"))
+    else:
+        x = _as_images(traj.x[-1])
+        rec["fd"] = frechet_from_moments(*moments(features(x, dataset)), *ref)
+        rec["nearest"] = float(nearest_training_distance(x, train_images).mean()) if train_images is not None else float("nan")
+    return rec
 
 
 if __name__ == "__main__":  # python -m explorer.analyses.image_quality [digits shapes]
