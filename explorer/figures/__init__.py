@@ -14,7 +14,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from . import audit, hallucination, images, schedules, stability
+from . import audit, guidance_exact, hallucination, images, schedules, stability
 from .metrics import path_error
 from .solver_lab import (
     distance_vs_nfe, guidance_failure, side_by_side, solver_rows, solver_table, step_errors, work_precision,
