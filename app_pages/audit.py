@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import controls, precomputed
 from explorer import figures
 
 URL = controls.URL
@@ -22,12 +22,14 @@ MODES = {"normal": False, "oracle": True, "both": "both"}
 
 
 @st.cache_data(show_spinner=False)
+@precomputed.default("audit")
 def scheduler_names() -> list[str]:
     return [name for name, _ in ex.audit.scheduler_classes()]
 
 
 # One scheduler class at a time, cached on every input: adding a class to the selection runs only that one.
 @st.cache_data(max_entries=256, show_spinner=False)
+@precomputed.default("audit")
 def audit_class(name: str, nfes: tuple, oracle, target: tuple, n: int, seed: int) -> list[dict]:
     return ex.audit.diffusers((target[0], dict(target[1])), nfes, schedulers=[name], oracle=oracle,
                               n_particles=n, seed=seed)

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import controls, precomputed
 from explorer import datasets, image_models, image_quality as Q, image_training, shapes_analysis as S
 from explorer.figures import hallucination as FH
 from explorer.figures import images as FI
@@ -68,6 +68,7 @@ def reference_images(dataset: str) -> np.ndarray:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
+@precomputed.default("images")
 def reference_moments(dataset: str):
     return Q.moments(Q.features(reference_images(dataset), dataset))
 
@@ -89,6 +90,7 @@ def floor(dataset: str, n: int, repeats: int = 5) -> float:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+@precomputed.default("images")
 def run(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing: str, n: int, seed: int) -> dict:
     """One seeded run: states and x0-predictions as float32 numpy, the grid, NFE, time, divergence."""
     with Q.torch_threads(1):  # see torch_threads: one thread is far faster on a shared machine
@@ -99,6 +101,7 @@ def run(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("images")
 def scores(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing: str, n: int, seed: int) -> dict:
     r = run(dataset, kind, solver, options, nfe, spacing, n, seed)
     data = data_of(dataset, kind)

@@ -18,6 +18,7 @@ URL = controls.URL
 PAPER = "Understanding Hallucinations in Diffusion Models through Mode Interpolation"
 MODELS = ("gmm-1d-3modes", "gmm-2d-grid25")
 CONFIG = controls.CONFIG
+PREVIEW = 250  # samples in a new set-up's first view
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -111,11 +112,16 @@ t_top = int(round(model.schedule.t_max))
 t_start = H.pure_noise_t(model.schedule) if skip else t_top
 # the same step density below t_start: every timestep from it when Steps = 1000
 n_run = max(2, min(t_start + 1, round(int(n_steps) * (t_start + 1) / (t_top + 1))))
-with st.spinner(f"Sampling {n} points with {n_run}-step {solver} from t = {t_start}, learned and exact…"):
+# A new set-up shows a preview of PREVIEW samples first (a quarter of a second), then samples the rest
+# at the end of the page and reruns with all of them (cached from then on).
+full = (name, solver, n_run, int(n), int(seed), t_start)
+sampled = st.session_state.setdefault("_sampled", set())
+n_shown = int(n) if full in sampled else min(int(n), PREVIEW)
+with st.spinner(f"Sampling {n_shown} points with {n_run}-step {solver} from t = {t_start}, learned and exact…"):
     try:
-        learned = run(name, False, solver, n_run, int(n), int(seed), t_start)
-        exact = run(name, True, solver, n_run, int(n), int(seed), t_start)
-        a = analysis(name, solver, n_run, int(n), int(seed), int(window), float(k), t_start)
+        learned = run(name, False, solver, n_run, n_shown, int(seed), t_start)
+        exact = run(name, True, solver, n_run, n_shown, int(seed), t_start)
+        a = analysis(name, solver, n_run, n_shown, int(seed), int(window), float(k), t_start)
     except ValueError as err:  # e.g. DDIM from t = 999 on the paper's betas: x0 = (x - sigma eps) / 4e-24
         controls.report_core_error(err)
         st.stop()
@@ -126,6 +132,9 @@ cols = st.columns(3)
 cols[0].metric("Hallucinated (learned)", f"{rate_l:.2%}", help="Samples beyond k std of every mode.")
 cols[1].metric("Hallucinated (exact denoiser)", f"{rate_e:.2%}", delta=f"target's own tails: {tails:.2%}",
                delta_color="off", delta_arrow="off")
+if n_shown < int(n):
+    st.info(f"A first look from {n_shown} of the {int(n)} samples: the rest are being sampled (below), "
+            "then every figure redraws with all of them.", icon=":material/hourglass_top:")
 cols[2].metric("Sampling time", f"{learned.wall_time:.1f} s",
                delta=f"{n_run} steps from t = {t_start}" if t_start < t_top else f"{n_run} steps", delta_color="off",
                delta_arrow="off", help="Model evaluations per sample: one per step.")
@@ -186,6 +195,17 @@ def detection():
 
 
 detection()
+
+if n_shown < int(n):  # the preview is on screen: sample the full set, then redraw with it
+    with st.spinner(f"Sampling all {int(n)} points ({n_run} steps, learned and exact)…"):
+        try:
+            run(name, False, solver, n_run, int(n), int(seed), t_start)
+            run(name, True, solver, n_run, int(n), int(seed), t_start)
+        except ValueError as err:
+            controls.report_core_error(err)
+            st.stop()
+    sampled.add(full)
+    st.rerun()
 
 st.subheader("Recursive training: each generation trained on the last one's samples")
 st.caption("Generation g+1 trains on samples of generation g: all of them (none), the lowest-variance "

@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import controls, precomputed
 from explorer import grid_search, schedule_experiments
 from explorer import interpolants as I
 from explorer.figures import schedules as F
@@ -48,6 +48,7 @@ def _model(target_key: tuple, name: str) -> ex.AnalyticModel:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("schedules")
 def run_a(setup: tuple) -> ex.Trajectory:
     """The particles' path under schedule A, from A's prior, on A's grid over the shared log-SNR range."""
     target_key, a, b, solver, spacing, steps, n, seed = setup
@@ -78,6 +79,7 @@ def drift_curve(setup: tuple, name: str, diffusion: str) -> dict:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("schedules")
 def particle_sets(target_key: tuple, name: str, seed: int, n: int = 200) -> tuple:
     """Fit (seed) and held-out (seed + 1) starts under a schedule with their exact ODE endpoints
     (rk45 once per set: every grid and schedule is scored against them)."""
@@ -86,6 +88,7 @@ def particle_sets(target_key: tuple, name: str, seed: int, n: int = 200) -> tupl
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+@precomputed.default("schedules")
 def optimised(target_key: tuple, name: str, solver: str, nfe: int, seed: int) -> grid_search.GridResult:
     """The grid search (fit on seed, held out on seed + 1), at most 150 runs (about a second)."""
     fit, holdout = particle_sets(target_key, name, seed)
@@ -96,6 +99,7 @@ SWEEP_NAMES = {LAZY: "lazy", LAZY_SDE: "lazy-stochastic"}  # the page's names ->
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
+@precomputed.default("schedules")
 def sweep_one(target_key: tuple, a: str, convert_to: tuple, solver: str, spacing: str, nfe: int, seed: int) -> list:
     """Held-out error at one NFE under A, under each schedule of convert_to (the same model sampled
     there, the path converted back) and on A's optimised grid: schedule_experiments.error_vs_nfe,

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-MODULES = ("numpy", "scipy.integrate", "scipy.optimize", "pandas", "torch", "plotly.graph_objects",
-           "plotly.subplots", "streamlit", "explorer", "explorer.figures", "explorer.learned.mlp",
-           "explorer.learned.image_models", "explorer.learned.unet")
+MODULES = ("numpy", "scipy.integrate", "scipy.optimize", "pandas", "plotly.graph_objects", "plotly.subplots",
+           "streamlit", "explorer", "explorer.figures")
+OPTIONAL = ("torch", "explorer.learned.mlp", "explorer.learned.image_models", "explorer.learned.unet",
+            "diffusers")  # the learned-model pages and the scheduler audit (diffusers alone takes 3-5 s)
 TRACES = ("Scatter", "Scattergl", "Heatmap", "Histogram", "Bar", "Contour", "Image", "Surface")
 
 
@@ -28,6 +29,11 @@ def warm() -> float:
     start = time.perf_counter()
     for name in MODULES:
         importlib.import_module(name)
+    for name in OPTIONAL:  # a missing extra only makes its page pay for it (or say it is missing)
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     import plotly.graph_objects as go
 
     from explorer.figures import style

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import controls, precomputed
 from explorer import experiments, figures
 from explorer import guidance as G
 
@@ -37,6 +37,7 @@ def _problem(setup: tuple):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+@precomputed.default("solver_lab")
 def reference_final(setup: tuple):
     model, x_T, _ = _problem(setup)
     ref = ex.reference(model, x_T, ex.timesteps(model.schedule, 1, setup[3]))
@@ -44,6 +45,7 @@ def reference_final(setup: tuple):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+@precomputed.default("solver_lab")
 def floor(setup: tuple) -> float:
     x = reference_final(setup)
     if x is None:
@@ -54,6 +56,7 @@ def floor(setup: tuple) -> float:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
+@precomputed.default("solver_lab")
 def sweep_one(setup: tuple, solver: str, nfes: tuple) -> list:
     """The work-precision records of one solver (cached per solver, so adding one is cheap)."""
     model, x_T, target = _problem(setup)

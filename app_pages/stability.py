@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import controls, precomputed
 from explorer import guidance as G
 from explorer import stability as S
 from explorer.figures import stability as FS
@@ -37,6 +37,7 @@ def _options(solver: str, order: int, beta: float, h: float) -> dict:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
+@precomputed.default("stability")
 def region(solver: str, options: tuple, box: tuple, n: int = 300) -> dict:
     return FS.region_data(solver, dict(options), box, n)
 
@@ -55,6 +56,7 @@ def run(setup: tuple, solver: str, options: tuple):
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("stability")
 def toy(order: int, beta: float, steps: int) -> dict:
     return FS.toy_data(FS.toy_methods(order, beta), steps)
 
@@ -77,6 +79,7 @@ def guided(w: float, beta: float, steps: int, n: int, seed: int):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+@precomputed.default("stability")
 def guided_sweep(beta: float, steps: int, seed: int) -> list:
     target, schedule = FS.nested_classes(), ex.schedules.get("vp-linear")
     return FS.guidance_sweep(target, schedule, (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0), _guidance_methods(beta), steps,
