@@ -14,8 +14,8 @@ The modules beside this file (models, plugins, __main__) only gather names or lo
 import importlib
 
 from . import adapters, models, plugins, solvers
-from .analyses import (audit, experiments, grid_search, guidance, hallucination, metrics, schedule_experiments, stability,
-                       sweeps)
+from .analyses import (audit, experiments, grid_search, guidance, hallucination, metrics, schedule_experiments, solver_sweep,
+                       stability, sweeps)
 from .foundations import conversion, interpolants, schedules, targets
 from .foundations.analytic import AnalyticModel, DenoiserModel
 from .foundations.conversion import convert_path
@@ -48,5 +48,5 @@ __all__ = [
     "AnalyticModel", "DenoiserModel", "GaussianMixture", "SPACINGS", "Trajectory",
     "adapters", "audit", "conversion", "convert_path", "datasets", "experiments", "grid_from_sigmas", "grid_search",
     "guidance", "hallucination", "interpolants", "image_models", "metrics", "models", "plugins", "reference", "sample",
-    "schedule_experiments", "schedules", "sigmas_of", "solvers", "stability", "sweeps", "targets", "timesteps",
+    "schedule_experiments", "schedules", "sigmas_of", "solver_sweep", "solvers", "stability", "sweeps", "targets", "timesteps",
 ]

@@ -1,6 +1,7 @@
 """Command line: `python -m explorer train --target gmm-1d-3modes --steps N --seed S --out data/<name>.pt`
 (an eps-MLP on a preset mixture) or `python -m explorer train --dataset digits|shapes --steps N --seed S
-[--resume CKPT]` (an image U-Net)."""
+[--resume CKPT]` (an image U-Net); `python -m explorer sweep SPEC.toml [--executor local-cluster]
+[--out results.parquet]` (a declarative sweep, resumable) and `python -m explorer plot results.parquet`."""
 
 from __future__ import annotations
 
@@ -36,7 +37,26 @@ def main(argv=None):
                      help="checkpoint path, written every --checkpoint-every steps (default artifacts/checkpoints/<name>.ckpt in the working directory)")
     img.add_argument("--checkpoint-every", type=int, default=500)
     img.add_argument("--resume", default=None, help="continue from this checkpoint (same settings; --steps is the total)")
+    sw = sub.add_parser("sweep", help="run a declarative sweep (a TOML spec: targets, schedules, spacings, solvers, "
+                        "nfes, seeds, particles, metrics) in this process or on a Dask cluster; resumable")
+    sw.add_argument("spec", help="the TOML spec (its keys: explorer/analyses/solver_sweep.py)")
+    sw.add_argument("--executor", default=None,
+                    help="where the cells run: local-cluster (one worker process per core), dask (the scheduler "
+                         "at $EXPLORER_DASK_ADDRESS) or a scheduler address tcp://host:port (default: this process)")
+    sw.add_argument("--out", default=None, help="the table, .csv or .parquet (default: the spec's path with .csv); "
+                    "cells already in it are not run again")
+    sw.add_argument("--no-resume", action="store_true", help="run every cell and replace --out")
+    sw.add_argument("--batch-size", type=int, default=None, help="cells per Dask task (default: about 0.2 s of work)")
+    pl = sub.add_parser("plot", help="draw a sweep's table: a metric against NFE, a line per solver, a panel per target")
+    pl.add_argument("table", help="a .csv or .parquet table written by `sweep`")
+    pl.add_argument("--y", default="error", help="the metric column (default error)")
+    pl.add_argument("--x", default="nfe", help="the x column (default nfe)")
+    pl.add_argument("--out", default=None, help="the figure, .html (default: the table's path with .html)")
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "plot":
+        return _plot(args)
     if args.dataset is not None:
         return _train_image(args)
     args.steps = 5000 if args.steps is None else args.steps
@@ -77,6 +97,32 @@ def _train_image(args):
     tr = model.config["training"]
     print(f"time: {seconds:.1f} s wall this run; in total {tr['seconds']:.1f} s wall, {tr['cpu_seconds']:.1f} s CPU, "
           f"on {torch.get_num_threads()} torch thread(s); wrote {out}")
+
+
+def _sweep(args):
+    from .analyses import solver_sweep
+
+    out = Path(args.out) if args.out else Path(args.spec).with_suffix(".csv")
+    cells, todo, _ = solver_sweep.pending(args.spec, out, resume=not args.no_resume)
+    print(f"{len(cells)} cells: {len(cells) - len(todo)} already in {out}, {len(todo)} to run on "
+          f"{args.executor or 'this process'}", flush=True)
+    started = time.perf_counter()
+    rows = solver_sweep.run(args.spec, executor=args.executor, progress=True, out=out, resume=not args.no_resume,
+                            batch_size=args.batch_size)
+    print(f"ran {len(todo)} cells in {time.perf_counter() - started:.1f} s; wrote {len(rows)} rows to {out}")
+
+
+def _plot(args):
+    from .analyses import sweeps
+    from .figures.sweeps import sweep_table
+
+    rows = sweeps.load(args.table)
+    out = Path(args.out) if args.out else Path(args.table).with_suffix(".html")
+    if out.suffix.lower() != ".html":
+        raise SystemExit(f"--out must end in .html, got {out}")
+    fig = sweep_table(rows, y=args.y, x=args.x, title=f"{args.y} against {args.x}: {Path(args.table).name}")
+    fig.write_html(out, include_plotlyjs=True)
+    print(f"{len(rows)} rows; wrote {out}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import explorer as ex
 from explorer.analyses import solver_sweep
 
 SPEC = dict(targets=["gmm-1d-3modes", {"name": "gmm-2d-ring8"}], solvers=["euler", "heun", "dpmpp-2m",
-            {"name": "ddim", "eta": 1.0, "label": "ddpm-like"}], nfes=[4, 8], seeds=[0, 1], particles=64,
+            {"name": "ddim", "eta": 1.0, "label": "ddpm-like"}], nfes=[4, 8], seeds=[0], particles=64,
             metrics=["error", "distance", "nll", "coverage"])
 
 
@@ -67,11 +67,25 @@ def fails_on_three(cell):
 CELLS = [(s, n, seed) for s in ("euler", "ddim", "dpmpp-2m") for n in (2, 6, 10) for seed in (0, 1)]
 
 
+SPAWN_ENV = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")
+ENV = {}
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    ENV["before"] = {k: os.environ.get(k) for k in SPAWN_ENV}
     client = ex.sweeps.local_cluster(2)
+    ENV["after"] = {k: os.environ.get(k) for k in SPAWN_ENV}
     yield client
     client.shutdown()
+
+
+def test_local_cluster_workers_and_this_process_environment(cluster):
+    workers = cluster.run(lambda: {k: os.environ.get(k) for k in SPAWN_ENV})
+    assert len(workers) == 2 and all(w["MALLOC_TRIM_THRESHOLD_"] is None for w in workers.values())  # unset there
+    assert all(w["OMP_NUM_THREADS"] == "1" for w in workers.values())  # one math thread per worker
+    assert ENV["after"] == ENV["before"]  # what the nannies wrote here is put back
+    assert cluster.nthreads() and set(cluster.nthreads().values()) == {1}
 
 
 # ---------------------------------------------------------------- in-process and on a cluster
@@ -103,7 +117,7 @@ def test_local_cluster_gives_the_in_process_bits(cluster):
 def test_the_declarative_sweep_on_a_cluster_equals_in_process(cluster):
     here = solver_sweep.run(SPEC)
     there = solver_sweep.run(SPEC, executor=cluster)
-    assert len(here) == 2 * 2 * (3 * 2 + 2) and same(untimed(here), untimed(there))
+    assert len(here) == 2 * 4 * 2 and same(untimed(here), untimed(there))
     assert [r["label"] for r in here[:8]] == ["euler"] * 2 + ["heun"] * 2 + ["dpmpp-2m"] * 2 + ["ddpm-like"] * 2
 
 
@@ -137,12 +151,37 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(cluster):
     cluster.wait_for_workers(2, timeout=30)  # the nanny restarts it for the tests after this one
 
 
+def test_the_sweeps_of_the_analyses_give_the_same_records_on_a_cluster(cluster):
+    """work_precision, the guidance sweep and the grid search's runs, each tiny, in-process and on the
+    cluster: the same records to the bit. (The scheduler audit and quality against NFE go through the same
+    ex.sweeps.run; on a cluster each worker first imports diffusers or torch, seconds each, so their check
+    is `benchmarks/bench_sweeps.py --check`.)"""
+    from explorer.analyses import grid_search, guidance
+
+    ring = ex.AnalyticModel(ex.targets.get("gmm-2d-ring8"), ex.schedules.get("vp-linear"))
+    x_T = ring.prior_sample(100, np.random.default_rng(0))
+    fit, holdout = grid_search.particles(ring, 100, 0), grid_search.particles(ring, 100, 1)
+    runs = {
+        "work_precision": lambda e: untimed(ex.experiments.work_precision(
+            ring, x_T, {"euler": "euler", "heun": "heun", "ddpm": "ddpm"}, (3, 4, 8), executor=e)),
+        "guidance": lambda e: guidance.guidance_sweep(guidance.labelled("gmm-2d-ring8"), ring.schedule, 0,
+                                                      ws=(0.0, 8.0), n=100, executor=e),
+        "grid_search": lambda e: vars(grid_search.optimise(ring, "dpmpp-2m", 4, fit=fit, holdout=holdout,
+                                                           max_evals=20, executor=e)) | {"wall_time": 0},
+    }
+    for name, run in runs.items():
+        here, there = run(None), run(cluster)
+        assert same(here, there), name
+    assert len(here["history"]) == 2 * 20 and here["error"] < here["baseline"]["uniform-lambda"]["error"]
+
+
 # ---------------------------------------------------------------- a scheduler started by hand
 
 
 @pytest.fixture(scope="module")
 def hand_started(tmp_path_factory):
-    """`dask scheduler` and `dask worker` (2 processes, 1 thread each) on loopback: a remote cluster's stand-in."""
+    """`dask scheduler` and `dask worker` (one process of two threads, no nanny: cheaper to start than two)
+    on loopback, a remote cluster's stand-in."""
     folder = tmp_path_factory.mktemp("dask")
     file = folder / "scheduler.json"
     dask = str(Path(sys.executable).with_name("dask"))
@@ -157,13 +196,13 @@ def hand_started(tmp_path_factory):
         import json
 
         address = json.loads(file.read_text())["address"]
-        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "2", "--nthreads", "1",
+        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "2", "--no-nanny",
                                        "--no-dashboard", "--host", "127.0.0.1"], cwd=folder, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         from distributed import Client
 
         with Client(address, timeout=30) as c:
-            c.wait_for_workers(2, timeout=60)
+            c.wait_for_workers(1, timeout=60)
         yield address
         with Client(address, timeout=10) as c:
             c.shutdown()  # the scheduler closes its workers: quicker than signals to each
@@ -184,11 +223,17 @@ def hand_started(tmp_path_factory):
 def test_a_scheduler_started_by_hand_by_address_and_by_environment(hand_started, monkeypatch):
     # Its workers import explorer (installed) but not this test file: the cells run explorer's own function.
     assert hand_started.startswith("tcp://127.0.0.1:")
+    from distributed import Client, get_task_stream
+
     cells = solver_sweep.cells(SPEC)
     here = untimed(ex.sweeps.run(cells, solver_sweep.measure))
-    assert same(untimed(ex.sweeps.run(cells, solver_sweep.measure, hand_started)), here)
+    with Client(hand_started, timeout=10) as watcher, get_task_stream(watcher) as by_address:
+        assert same(untimed(ex.sweeps.run(cells, solver_sweep.measure, hand_started)), here)
     monkeypatch.setenv("EXPLORER_DASK_ADDRESS", hand_started)
-    assert same(untimed(solver_sweep.run(SPEC, executor="dask")), here)
+    with Client(hand_started, timeout=10) as watcher, get_task_stream(watcher) as by_environment:
+        assert same(untimed(solver_sweep.run(SPEC, executor="dask")), here)
+    for stream in (by_address, by_environment):  # the cells ran there, not here
+        assert sum(t["key"].startswith("_evaluate") for t in stream.data) >= 2
     with pytest.raises(RuntimeError, match="cannot import the module of fn or of the cells \\(test_sweeps\\)"):
         ex.sweeps.run(CELLS[:2], final_state, "dask")
 
@@ -272,7 +317,101 @@ def test_tables_round_trip(tmp_path, suffix):
 def test_csv_keeps_every_float_exactly(tmp_path_factory, values):
     path = tmp_path_factory.mktemp("csv") / "t.csv"
     back = [r["v"] for r in ex.sweeps.load(ex.sweeps.save([{"v": v} for v in values], path))]
-    if all(v is None for v in values):
-        assert back == values
-    else:
-        assert same([None if v is None else float(v) for v in back], values)
+    canonical = [v if v is None or not math.isnan(v) else math.nan for v in values]  # a NaN's sign is not kept
+    assert same([None if v is None else float(v) for v in back], canonical)
+
+
+# ---------------------------------------------------------------- the declarative sweep and its command line
+
+
+SPEC_TOML = """
+targets = ["gmm-1d-3modes", {name = "gmm-2d-ring8"}]
+solvers = ["euler", "heun", {name = "ddim", eta = 1.0, label = "ddpm-like"}]
+nfes = [4, 8]
+seeds = [%s]
+particles = 64
+metrics = ["error", "distance"]
+"""
+
+
+def _spec_file(folder, seeds) -> Path:
+    path = folder / f"spec{len(seeds)}.toml"
+    path.write_text(SPEC_TOML % ", ".join(map(str, seeds)))
+    return path
+
+
+def test_command_line_sweep_resumes_on_a_cluster_and_plots(tmp_path, capsys, cluster):
+    from explorer.__main__ import main
+
+    out = tmp_path / "results.csv"
+    main(["sweep", str(_spec_file(tmp_path, [0])), "--out", str(out)])
+    first = ex.sweeps.load(out)
+    assert len(first) == 2 * 3 * 2 and "12 cells: 0 already in" in capsys.readouterr().out
+    # one more seed, on the cluster by its address: only the new seed's cells run
+    from distributed import get_task_stream
+
+    with get_task_stream(cluster) as stream:
+        main(["sweep", str(_spec_file(tmp_path, [0, 1])), "--out", str(out), "--executor", cluster.scheduler.address])
+    assert len(stream.data) >= 2  # ran there
+    assert "24 cells: 12 already in" in capsys.readouterr().out
+    both = ex.sweeps.load(out)
+    seed0 = [r for r in both if r["seed"] == 0]
+    assert same(seed0, first)  # kept as they were, to their wall times
+    assert same(untimed(both), untimed(solver_sweep.run(_spec_file(tmp_path, [0, 1]))))
+    main(["plot", str(out)])
+    html = out.with_suffix(".html").read_text()
+    assert "gmm-2d-ring8" in html and "ddpm-like" in html
+
+
+def test_a_stopped_sweep_resumes_where_it_stopped(tmp_path):
+    spec = _spec_file(tmp_path, [0, 1])
+    out = tmp_path / "results.parquet"
+
+    def stop_at_seven(done, total, cell, row):
+        if done == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        solver_sweep.run(spec, out=out, progress=stop_at_seven, checkpoint_seconds=1e9)
+    assert len(ex.sweeps.load(out)) == 7  # what had finished is on disk
+    calls = []
+    rows = solver_sweep.run(spec, out=out, progress=lambda *a: calls.append(a))
+    assert len(calls) == 24 - 7 and calls[-1][:2] == (17, 17)
+    assert same(untimed(rows), untimed(solver_sweep.run(spec))) and same(rows, ex.sweeps.load(out))
+    with pytest.raises(ValueError, match="has no column"):
+        solver_sweep.run(spec, out=ex.sweeps.save([{"a": 1}], tmp_path / "other.csv"))
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(targets=["gmm-9d"]), "targets: 'gmm-9d' is not one of"),
+    (dict(targets=[{"name": "gmm-2d-ring8", "radius": 2.0, "wobble": 1}]), "no parameter wobble"),
+    (dict(solvers=["rk4"]), "'rk4' is not a registered solver"),
+    (dict(solvers=[{"name": "ddim", "eta": 7.0}]), "eta"),
+    (dict(solvers=["euler", "euler"]), "same label"),
+    (dict(nfes=[0]), "nfes must be positive integers"),
+    (dict(nfes=5), "nfes must be a non-empty list"),
+    (dict(spacings=["log"]), "spacings: 'log' is not one of"),
+    (dict(metrics=["fid"]), "metrics: 'fid' is not one of"),
+    (dict(particles=1), "particles must be an integer >= 2"),
+    (dict(seed=[0]), "unknown key(s) seed"),
+])
+def test_bad_specs_are_value_errors_naming_the_key(change, words):
+    spec = dict(targets=["gmm-1d-3modes"], solvers=["euler"], nfes=[4]) | change
+    with pytest.raises(ValueError, match="spec") as err:
+        solver_sweep.cells(spec)
+    assert words in str(err.value)
+
+
+def test_the_table_figure():
+    from explorer.figures.sweeps import sweep_table
+
+    rows = solver_sweep.run(dict(targets=["gmm-1d-3modes"], solvers=["euler", "heun"], nfes=[4, 8], seeds=[0, 1],
+                                 particles=32, spacings=["uniform-lambda", "karras"]))
+    fig = sweep_table(rows)
+    names = [t.name for t in fig.data]
+    assert names == ["euler uniform-lambda", "heun uniform-lambda", "euler karras", "heun karras"]
+    euler = [r["error"] for r in rows if r["solver"] == "euler" and r["nfe"] == 4 and r["spacing"] == "karras"]
+    assert len(euler) == 2 and euler[0] != euler[1]  # the two seeds
+    assert fig.data[2].y[0] == np.median(euler) and fig.data[2].error_y.array[0] == max(euler) - np.median(euler)
+    with pytest.raises(ValueError, match="y: the table has no column 'fid'"):
+        sweep_table(rows, y="fid")

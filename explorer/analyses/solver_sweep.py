@@ -116,7 +116,10 @@ def _target(value) -> tuple[str, dict]:
         raise ValueError(f"spec: targets: each is a preset name or {{name = ..., <parameter> = ...}}, got {value!r}")
     if name not in _targets.names():
         raise ValueError(f"spec: targets: {name!r} is not one of {_targets.names()}")
-    _targets.get(name, **params)  # a parameter it does not take is a ValueError naming it
+    try:
+        _targets.get(name, **params)
+    except (ValueError, TypeError) as err:  # a parameter it does not take, or a bad value
+        raise ValueError(f"spec: targets: {err}") from None
     return name, params
 
 
@@ -132,7 +135,10 @@ def _solver(value) -> tuple[str, str, dict]:
                          f"got {value!r}")
     if name not in _solvers.names():
         raise ValueError(f"spec: solvers: {name!r} is not a registered solver ({', '.join(_solvers.names())})")
-    _solvers.spec(name).resolve(options)  # an unknown option or a value out of range is a ValueError
+    try:
+        _solvers.spec(name).resolve(options)
+    except ValueError as err:  # an unknown option or a value out of range
+        raise ValueError(f"spec: solvers: {err}") from None
     return str(label), name, options
 
 
@@ -204,14 +210,9 @@ def measure(cell: dict) -> dict:
     return row
 
 
-def run(spec, executor=None, progress=None, out=None, resume: bool = True, checkpoint_seconds: float = 10.0,
-        **options) -> list[dict]:
-    """Every cell of spec through ex.sweeps.run(executor, progress) -> rows in the order of cells().
-
-    out: a .csv or .parquet path the table is written to, every checkpoint_seconds while cells
-    finish and at the end (also when the sweep stops on an error or Ctrl-C). With resume and an
-    existing out, the cells already in it are not run again; its other rows are kept after the
-    spec's. options go to ex.sweeps.run (batch_size, task_seconds, connect_timeout)."""
+def pending(spec, out=None, resume: bool = True) -> tuple[list[dict], list[dict], dict]:
+    """(every cell of spec, the cells still to run, the rows kept from out by cell_key): with resume and
+    an existing out, the cells whose rows are in it are not pending."""
     all_cells = cells(spec)
     metrics = all_cells[0]["metrics"] if all_cells else []
     kept = {}
@@ -224,7 +225,18 @@ def run(spec, executor=None, progress=None, out=None, resume: bool = True, check
                     raise ValueError(f"out: {str(out)!r} has no column {', '.join(missing)}: it is not this sweep's "
                                      "table (write to another file, or pass resume=False to replace it)")
                 kept[cell_key(row)] = row
-    todo = [c for c in all_cells if cell_key(c) not in kept]
+    return all_cells, [c for c in all_cells if cell_key(c) not in kept], kept
+
+
+def run(spec, executor=None, progress=None, out=None, resume: bool = True, checkpoint_seconds: float = 10.0,
+        **options) -> list[dict]:
+    """Every cell of spec through ex.sweeps.run(executor, progress) -> rows in the order of cells().
+
+    out: a .csv or .parquet path the table is written to, every checkpoint_seconds while cells
+    finish and at the end (also when the sweep stops on an error or Ctrl-C). With resume and an
+    existing out, the cells already in it are not run again (pending()); its other rows are kept
+    after the spec's. options go to ex.sweeps.run (batch_size, task_seconds, connect_timeout)."""
+    all_cells, todo, kept = pending(spec, out, resume)
     report, close = sweeps._progress(progress, len(todo))
     new, last = {}, [time.monotonic()]
 

@@ -271,7 +271,7 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
     keys = {*spawn_env, *dask.config.get("distributed.nanny.environ"), "PYTHONHASHSEED"}
     saved = {k: os.environ.get(k) for k in keys}
     options = dict(n_workers=int(n_workers), threads_per_worker=int(threads_per_worker), processes=True,
-                   dashboard_address=None, silence_logs=logging.ERROR)
+                   dashboard_address=":0", silence_logs=logging.ERROR)
     options.update(kwargs)
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
@@ -355,7 +355,8 @@ def _format(path) -> str:
 
 def save(rows, path) -> str:
     """Write a tidy table (one dict per cell) to path, .csv or .parquet (by its suffix); returns the
-    path. Dicts and lists are written as JSON text, floats exactly (CSV: Python's shortest repr).
+    path. Dicts and lists are written as JSON text, floats exactly (CSV: Python's shortest repr; a
+    NaN reads back as NaN, without its sign).
     The file is written beside path and renamed into place: a sweep stopped mid-write leaves the
     previous table whole."""
     kind = _format(path)
