@@ -220,10 +220,11 @@ def guidance_sweep(target: GaussianMixture, schedule, label: int, ws=FAILURE_SCA
     x_T = base.prior_sample(n, rng)
     ws = [float(w) for w in ws]
     setting = (target, schedule, label, thresholding, spacing, x_T)
-    refs = sweeps.run(ws, functools.partial(_guided_reference, setting), executor)
-    cells = [(w, ref, name) for w, ref in zip(ws, refs) for name in chosen]
-    run = functools.partial(_guided_run, setting, nfe, seed, target_draws, data_range(target))
-    return sweeps.run(cells, run, executor, progress)
+    with sweeps.connect(executor) as where:  # one cluster for both phases
+        refs = sweeps.run(ws, functools.partial(_guided_reference, setting), where)
+        cells = [(w, ref, name) for w, ref in zip(ws, refs) for name in chosen]
+        run = functools.partial(_guided_run, setting, nfe, seed, target_draws, data_range(target))
+        return sweeps.run(cells, run, where, progress)
 
 
 def _guided_reference(setting, w: float):

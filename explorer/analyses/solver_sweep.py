@@ -12,8 +12,9 @@ and draws its own noise:
 and measures the final samples against the rk45 solve from the same x_T (error: RMS distance at
 the final time), the target (distance: sliced W2 to the draws, n_ref = clip(4 particles, 5000,
 20000)), its exact NLL (nll) and per-mode mass (coverage: total variation of the mode masses).
-The rk45 solve and the draws are shared by every cell of the same (target, schedule, seed,
-particles): each process keeps the last few in a cache, so cells are ordered to reuse them.
+The rk45 solve is shared by every cell of the same (target, schedule, seed, particles): run()
+solves each once, as a first sweep, and sends the final states along; the start and the draws are
+remade where the cells run (each process keeps the last few), so cells are ordered to reuse them.
 
 Spec keys (TOML):
     targets   = ["gmm-1d-3modes", {name = "gmm-2d-ring8", radius = 3.0}]   presets, with parameters
@@ -168,28 +169,47 @@ def cell_key(row: dict) -> tuple:
                  else str(v) for v in (row[c] for c in CELL_COLUMNS))
 
 
+def start_of(cell: dict) -> tuple:
+    """What a cell's start depends on: (target, target_params as JSON, schedule, seed, particles)."""
+    return (cell["target"], json.dumps(cell["target_params"], sort_keys=True), cell["schedule"], int(cell["seed"]),
+            int(cell["particles"]))
+
+
 @functools.lru_cache(maxsize=8)
-def _setup(target: str, params: str, schedule: str, seed: int, particles: int):
-    """(model, x_T, rk45 final state or None, SlicedW2 to target draws) of one target, schedule, seed."""
+def _start(target: str, params: str, schedule: str, seed: int, particles: int):
+    """(model, x_T, SlicedW2 to the target draws) of one start_of key."""
     gm = _targets.get(target, **json.loads(params))
     model = AnalyticModel(gm, _schedules.get(schedule))
     x_T = model.prior_sample(particles, np.random.default_rng([seed, 0]))
-    ref = reference(model, x_T, timesteps(model.schedule, 1))
-    ref_final = None if ref.diverged else np.asarray(ref.sample)
     n_ref = int(np.clip(4 * particles, 5000, 20000))
-    return model, x_T, ref_final, SlicedW2(gm.sample(n_ref, np.random.default_rng([seed, 2])))
+    return model, x_T, SlicedW2(gm.sample(n_ref, np.random.default_rng([seed, 2])))
 
 
-def measure(cell: dict) -> dict:
+def reference_final(key: tuple):
+    """The rk45 solve's final state from the start of a start_of key (None if it diverged)."""
+    model, x_T, _ = _start(*key)
+    ref = reference(model, x_T, timesteps(model.schedule, 1))
+    return None if ref.diverged else np.asarray(ref.sample)
+
+
+_reference_final = functools.lru_cache(maxsize=8)(reference_final)
+
+
+def measure(cell: dict, references: dict | None = None) -> dict:
     """One cell's row: the cell's columns (target_params and options as JSON text), n_steps,
-    nfe_spent, the metrics (NaN where the run diverged), diverged_at, reason, seconds."""
+    nfe_spent, the metrics (NaN where the run diverged), diverged_at, reason, seconds.
+    references: start_of(cell) -> reference_final, when solved already (else solved here, and kept
+    for the cells after it)."""
     start = time.perf_counter()
-    params = json.dumps(cell["target_params"], sort_keys=True)
-    model, x_T, ref_final, distance = _setup(cell["target"], params, cell["schedule"], cell["seed"],
-                                             cell["particles"])
+    key = start_of(cell)
+    params = key[1]
+    model, x_T, distance = _start(*key)
     steps = steps_for(cell["solver"], cell["nfe"])
     ts = timesteps(model.schedule, steps, cell["spacing"])
     traj = sample(model, x_T, ts, cell["solver"], rng=np.random.default_rng([cell["seed"], 1]), **cell["options"])
+    ref_final = None
+    if "error" in cell["metrics"]:
+        ref_final = references[key] if references is not None and key in references else _reference_final(key)
     row = dict(target=cell["target"], target_params=params, schedule=cell["schedule"], spacing=cell["spacing"],
                solver=cell["solver"], options=json.dumps(cell["options"], sort_keys=True), label=cell["label"],
                nfe=cell["nfe"], seed=cell["seed"], particles=cell["particles"], n_steps=int(steps),
@@ -258,7 +278,12 @@ def run(spec, executor=None, progress=None, out=None, resume: bool = True, check
             last[0] = time.monotonic()
 
     try:
-        sweeps.run(todo, measure, executor, arrived, **options)
+        connect = {k: options.pop(k) for k in ("connect_timeout",) if k in options}
+        with sweeps.connect(executor, **connect) as where:
+            # One rk45 solve per start, shared by its cells (on a cluster, each solved once, not once per worker).
+            starts = list(dict.fromkeys(start_of(c) for c in todo if "error" in c["metrics"]))
+            references = dict(zip(starts, sweeps.run(starts, reference_final, where)))
+            sweeps.run(todo, functools.partial(measure, references=references), where, arrived, **options)
     finally:
         close()
         if out is not None and (new or not Path(out).is_file()):

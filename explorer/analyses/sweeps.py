@@ -27,7 +27,8 @@ makes this process match).
 
 Tables: a sweep's results are usually one flat dict per cell (a tidy table, one row per cell);
 `save(rows, "results.csv" | "results.parquet")` writes them, `load(path)` reads them back as the
-same rows, `frame(rows)` makes a pandas DataFrame.
+same rows, `frame(rows)` makes a pandas DataFrame. `connect(executor)` holds one cluster open for a
+sweep of several phases.
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ def run(cells, fn, executor=None, progress=None, *, batch_size: int | None = Non
             return _on_cluster(client, cells, fn, report, batch_size, float(task_seconds))
     finally:
         close()
+
+
+@contextlib.contextmanager
+def connect(executor=None, connect_timeout: float = 10.0):
+    """The executor held open for several sweeps: yields None (in-process) or a distributed.Client
+    ("local-cluster" starts one cluster for the whole block; an address connects once), to pass as
+    run's executor. A sweep of two phases (references, then runs) uses it to start one cluster."""
+    opened = _executor(executor, connect_timeout)
+    if opened is None:
+        yield None
+        return
+    with opened() as client:
+        yield client
 
 
 def _in_process(cells, fn, report) -> list:
