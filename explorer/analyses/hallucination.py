@@ -149,30 +149,43 @@ def pure_noise_t(schedule, alpha_max: float = 1e-3) -> int:
     return int(ts[below[0]]) if len(below) else int(ts[-1])
 
 
+BLOCK = 1000  # particles per independently seeded block of sample_run
+
+
 def sample_run(model, n: int, seed=0, solver: str = "ddpm", n_steps: int = 1000, t_start: float | None = None,
                **options) -> Run:
     """Sample n points from N(0, I) at t_start (default t_max) down the ddpm_grid, then the paper's
     last step: the x0-prediction at t = 0 is the sample. DDPM defaults to variance="beta" (the
-    paper's fixed-large variance). Returns every x0-prediction (n_steps of them)."""
+    paper's fixed-large variance). Returns every x0-prediction (n_steps of them).
+
+    The particles run in blocks of BLOCK, block b drawing its start and noise from child b of the
+    seed (numpy's Generator.spawn): the first m * BLOCK samples of a run are the run of m * BLOCK
+    samples, so a large run can be checked, or extended, a block at a time."""
     import time
 
     from ..solvers.sampling import sample
 
-    rng = as_generator(seed)
     ts = ddpm_grid(model.schedule, n_steps, t_start)
     dim = int(getattr(model, "dim", None) or model.target.dim)
-    x_T = rng.standard_normal((int(n), dim))
     if solver == "ddpm":
         options.setdefault("variance", "beta")
+    n = int(n)
+    streams = as_generator(seed).spawn(-(-n // BLOCK))
     start = time.perf_counter()
-    traj = sample(model, x_T, ts, solver, rng=rng, **options)
-    if traj.diverged:
-        raise ValueError(f"the run diverged: {traj.diverged_reason}; it started at t = {ts[0]:g} where alpha = "
-                         f"{float(model.schedule.alpha(ts[0])):.2g} (x0 = (x - sigma eps) / alpha): start at "
-                         f"t_start = {pure_noise_t(model.schedule)} (pure noise, alpha <= 1e-3) instead")
-    last = np.asarray(model.denoise(np.asarray(traj.x[-1]), float(ts[-1])), dtype=np.float64)
-    denoised = np.concatenate([np.asarray(traj.denoised, dtype=np.float64), last[None]], axis=0)
-    return Run(samples=last, denoised=denoised, t=ts, solver=solver, options=dict(traj.options),
+    samples, denoised = [], []
+    for b, rng in enumerate(streams):
+        x_T = rng.standard_normal((min(BLOCK, n - b * BLOCK), dim))
+        traj = sample(model, x_T, ts, solver, rng=rng, **options)
+        if traj.diverged:
+            raise ValueError(f"the run diverged: {traj.diverged_reason}; it started at t = {ts[0]:g} where alpha = "
+                             f"{float(model.schedule.alpha(ts[0])):.2g} (x0 = (x - sigma eps) / alpha): start at "
+                             f"t_start = {pure_noise_t(model.schedule)} (pure noise, alpha <= 1e-3) instead")
+        last = np.asarray(model.denoise(np.asarray(traj.x[-1]), float(ts[-1])), dtype=np.float64)
+        samples.append(last)
+        denoised.append(np.concatenate([np.asarray(traj.denoised, dtype=np.float64), last[None]], axis=0))
+    return Run(samples=np.concatenate(samples) if samples else np.zeros((0, dim)),
+               denoised=np.concatenate(denoised, axis=1) if denoised else np.zeros((len(ts), 0, dim)), t=ts,
+               solver=solver, options=dict(traj.options) if n else dict(options),
                wall_time=time.perf_counter() - start)
 
 
