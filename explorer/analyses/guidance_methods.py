@@ -191,13 +191,14 @@ def favoured(target_masses, base_weights) -> np.ndarray:
 
 
 def measure(x, setup: Setup, want: Intended, draws=None) -> dict:
-    """distance (sliced W2 to exact draws of the intended target), floor (n exact draws against the same),
+    """distance (sliced W2 to exact draws of the intended target), floor (tilted.floor: sets of n exact draws
+    against the same),
     masses, target_masses, favoured (bool K), mass_favoured (samples' mass on the favoured modes),
     target_mass_favoured, base_mass_favoured, off_support (fraction beyond 3 std of every mode)."""
     gm, n = setup.mixture(), int(setup.n)
     rng = np.random.default_rng([setup.seed, 8])
     draws = want.sample(max(4 * n, 5000), rng) if draws is None else draws
-    floor = sliced_wasserstein(want.sample(n, rng), draws, 64, 0)
+    floor = _tilted.floor(want.sample, draws, n, rng)
     fav = favoured(want.mode_masses, gm.weights)
     out = dict(floor=floor, target_masses=np.asarray(want.mode_masses), favoured=fav,
                target_mass_favoured=float(np.sum(want.mode_masses[fav])), base_mass_favoured=float(gm.weights[fav].sum()),
@@ -210,25 +211,36 @@ def measure(x, setup: Setup, want: Intended, draws=None) -> dict:
     return out
 
 
+def jobs(setup: Setup, methods=tuple(METHODS), strengths=None, classifier=None) -> list[tuple[str, float]]:
+    """The (method, strength) runs of a sweep (minority-learned only with a classifier)."""
+    strengths = {**STRENGTHS, **(strengths or {})}
+    methods = [m for m in methods if family(m) and (m != "minority-learned" or classifier is not None)]
+    return [(m, float(v)) for m in methods for v in strengths[family(m)]]
+
+
+def record(setup: Setup, method: str, strength: float, classes=None, classifier=None) -> dict:
+    """One run of a sweep: method, strength, scale (its name), the fields of measure(), samples (float32)."""
+    strength = check_strength(method, strength)
+    want = intended(setup, method, strength, classes)
+    x = run(setup, method, strength, classes, classifier)
+    return dict(method=method, strength=strength, scale=SCALE_NAME[family(method)],
+                **measure(x, setup, want), samples=np.asarray(x, dtype=np.float32))
+
+
 def sweep(setup: Setup, methods=tuple(METHODS), strengths=None, classifier=None, progress=None) -> list[dict]:
     """Every method at every strength of its family (STRENGTHS unless given as {family: values}). One record
     per run: method, strength, scale (its name), the fields of measure(), samples (float32). minority-learned
     runs only with a classifier. progress(done, total, text) is called before each run."""
     setup.check()
-    strengths = {**STRENGTHS, **(strengths or {})}
-    methods = [m for m in methods if family(m) and (m != "minority-learned" or classifier is not None)]
-    jobs = [(m, float(v)) for m in methods for v in strengths[family(m)]]
-    classes = classes_for(setup) if any(family(m) == "minority" for m in methods) else None
+    todo = jobs(setup, methods, strengths, classifier)
+    classes = classes_for(setup) if any(family(m) == "minority" for m, _ in todo) else None
     out = []
-    for k, (method, strength) in enumerate(jobs):
+    for k, (method, strength) in enumerate(todo):
         if progress is not None:
-            progress(k, len(jobs), f"{METHODS[method]} at {SCALE_NAME[family(method)]} = {strength:g}")
-        want = intended(setup, method, strength, classes)
-        x = run(setup, method, strength, classes, classifier)
-        out.append(dict(method=method, strength=strength, scale=SCALE_NAME[family(method)],
-                        **measure(x, setup, want), samples=np.asarray(x, dtype=np.float32)))
+            progress(k, len(todo), f"{METHODS[method]} at {SCALE_NAME[family(method)]} = {strength:g}")
+        out.append(record(setup, method, strength, classes, classifier))
     if progress is not None:
-        progress(len(jobs), len(jobs), "done")
+        progress(len(todo), len(todo), "done")
     return out
 
 

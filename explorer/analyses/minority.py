@@ -37,6 +37,7 @@ from . import posterior
 from .hallucination import hallucination_rate
 from .metrics import mode_coverage, sliced_wasserstein
 from .tilted import Grid, check_scale, grid_for
+from .tilted import floor as _floor
 
 N_CLASSES = 10
 PAPER_T = 0.6  # timestep 60 of their 100 respaced steps of DDPM's 1000: t = 0.6 on vp-linear, the same betas
@@ -268,13 +269,13 @@ def compare(classes: MinorityClasses, ws=(0.0, 0.5, 1.0, 2.0, 4.0), n: int = 100
             classifier=None, steps: int = STEPS, progress=None) -> list[dict]:
     """Minority guidance toward the rarest class at each scale w, with the exact class posterior and (if
     given) the trained classifier. One record per (w, kind): w, kind ("exact" | "learned"), the fields of
-    measure() against max(4n, 5000) draws of p(x0 | rarest), floor (n other exact draws against the same), and target_masses,
+    measure() against max(4n, 5000) draws of p(x0 | rarest), floor (tilted.floor: n exact draws against the same), and target_masses,
     target_low_weight_mass (p(x0 | rarest)'s), base_masses (the unguided target's weights)."""
     ws = [check_scale(w, "w", high=W_MAX) for w in ws]
     label = classes.rarest
     intended = ReweightedTarget(classes, _one_hot(classes.n_classes, label))
     draws = intended.sample(max(4 * n, 5000), np.random.default_rng([seed, 2]))
-    floor = sliced_wasserstein(intended.sample(n, np.random.default_rng([seed, 3])), draws, 64, 0)
+    floor = _floor(intended.sample, draws, n, np.random.default_rng([seed, 3]))
     tmasses = intended.mode_masses()
     kinds = ["exact"] + (["learned"] if classifier is not None else [])
     out, done = [], 0

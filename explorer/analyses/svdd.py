@@ -34,6 +34,7 @@ from ..solvers.sampling import sample as _sample
 from . import posterior
 from .metrics import mode_coverage, sliced_wasserstein
 from .tilted import check_scale
+from .tilted import floor as _floor
 
 STEPS = 50  # reverse steps of every run (the exact kernel has no discretisation error, only the guidance's)
 ALPHA_MIN = 0.02  # temperatures below this tilt the target into a spike: refused
@@ -213,7 +214,7 @@ def compare(gm: GaussianMixture, schedule, reward: Reward, alphas=(1.0, 0.5, 0.2
             methods=tuple(METHODS), n: int = 1000, seed: int = 0, progress=None) -> list[dict]:
     """Every method at every temperature alpha (SVDD methods at every M) against the closed-form tilted
     target. One record per run: method, alpha, M (None for gradient methods), distance (sliced W2 to exact
-    draws of p_alpha), floor (two independent sets of n exact draws), reward (mean r of the samples),
+    draws of p_alpha), floor (tilted.floor: sets of n exact draws), reward (mean r of the samples),
     target_reward (E_{p_alpha}[r], exact draws), base_reward (E_p[r]), masses (K,), target_masses (K,)."""
     out, jobs = [], []
     for alpha in alphas:
@@ -228,7 +229,7 @@ def compare(gm: GaussianMixture, schedule, reward: Reward, alphas=(1.0, 0.5, 0.2
         if alpha not in cache:
             tilt = tilted(gm, reward, alpha)[0]
             draws = tilt.sample(max(4 * n, 5000), np.random.default_rng([seed, 3]))
-            floor = sliced_wasserstein(tilt.sample(n, np.random.default_rng([seed, 4])), draws, 64, 0)
+            floor = _floor(tilt.sample, draws, n, np.random.default_rng([seed, 4]))
             cache[alpha] = (draws, floor, float(np.mean(reward(draws))), mode_coverage(draws, gm))
         draws, floor, target_reward, target_masses = cache[alpha]
         if method.startswith("svdd"):

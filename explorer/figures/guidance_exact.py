@@ -47,8 +47,10 @@ def over_density(want, samples, target, title: str | None = None, n_show: int = 
     box = style.view_box(target, x, widen=1.3, square=True) if len(x) else style.target_box(target)
     k = max(1, grid.n // 150)  # at most ~150 x 150 values to draw
     v = values.reshape(grid.shape)[::k, ::k].T  # contour wants z[y][x]
-    fig.add_trace(go.Contour(x=grid.axes[0][::k], y=grid.axes[1][::k], z=np.sqrt(v / v.max()), colorscale=style.DENSITY_SCALE,
-                             showscale=False, contours=dict(coloring="fill", showlines=False), ncontours=14,
+    scale = [[0.0, "rgba(255, 255, 255, 0)"]] + style.DENSITY_SCALE[1:]  # no mass: transparent, not a tinted box
+    fig.add_trace(go.Contour(x=grid.axes[0][::k], y=grid.axes[1][::k], z=np.sqrt(v / v.max()), colorscale=scale,
+                             zmin=0.0, zmax=1.0, showscale=False,
+                             contours=dict(coloring="fill", showlines=False, start=0.08, end=1.0, size=0.08),
                              hoverinfo="skip", name="intended density"))
     show = x[:n_show]
     bad = hallucinated(show, target) if len(show) else np.zeros(0, bool)
