@@ -304,6 +304,9 @@ def test_svdd_approaches_the_tilted_target_with_more_candidates(ring):
     assert by["gradient-exact", None]["distance"] < 1.5 * floor
     # SVDD-PM's value r(E[x0 | x_t]) is not the soft value: it overshoots the reward (measured 3.07 vs 2.93)
     assert by["svdd-pm", 16]["reward"] > target
+    # the official code's argmax selection (alpha -> 0) is greedy: far past the target (measured 4.5 at M = 8)
+    greedy = S.svdd(ring, VP, reward, 0.5, 8, 300, 0, value="exact", selection="argmax", steps=25)
+    assert reward(greedy).mean() > target + 1.0
 
 
 # Bad scales.
