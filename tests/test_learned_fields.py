@@ -140,3 +140,28 @@ def test_intrinsic_dimension_of_a_line_a_point_and_a_blob():
     assert np.all((spectrum > -1e-9) & (spectrum < 1 + 1e-9))  # I - (alpha^2/sigma^2) Cov[x0|x] lies in [0, 1]
     with pytest.raises(ValueError, match="threshold"):
         G.intrinsic_dimension(model, x0, t, threshold=1.5)
+
+
+# The Learned fields page.
+
+PAGE = "app_pages/learned_fields.py"
+
+
+def test_learned_fields_page_shows_the_table_then_recomputes_it_live():
+    """AppTest of /learned-fields?gauge_c=0.5 in a fresh interpreter: the first view imports no torch and shows
+    the shipped table's non-conservative share at sigma/alpha = 0.35 (9.1%); switched to live, the recomputed
+    share is the same to the printed digit and the field near x = 0 is singular ((sigma/alpha)^2 |curl| > 50 at
+    1e-4 from it); the dimension table reads 1, 0, 2."""
+    from test_starts import run_page
+
+    first, live = run_page(PAGE, {"gauge_c": "0.5"}, toggles=("curl_live",))
+    for view in (first, live):
+        assert not view["errors"], view["errors"]
+    assert first["torch"] is False and live["torch"] is True
+    table = G.load_table()
+    j = list(table["levels"]).index(0.35)
+    for view in (first, live):
+        assert view["metrics"]["Non-conservative share (p_t-weighted)"] == f"{table['fraction'][j]:.1%}"
+    assert first["charts"] == 7 and "NFE of the exact solve (c = 0 → c)" in first["metrics"]
+    assert float(live["metrics"]["(σ/α)² |curl| at 10⁻⁴ from x = 0"]) > 50
+    assert first["tables"][0]["estimated (median)"] == list(G.LINE_DIMENSIONS)

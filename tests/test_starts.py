@@ -60,6 +60,9 @@ def test_zero_snr_rescale_is_lin_et_al():
     ints = np.arange(0, 999.0)
     assert np.allclose(z.alpha(ints), np.sqrt(new[:-1]), rtol=1e-12)
     assert z.alpha(999.0) == 0.0 and z.sigma(999.0) == 1.0
+    tail = np.array([998.0, 998.25, 998.5, 998.9])  # the last interval, where alpha falls linearly to 0
+    assert np.allclose(z.alpha(tail), np.sqrt(new[-2]) * (999.0 - tail), rtol=1e-12)
+    assert np.allclose(z.t_of_lambda(z.lambda_(tail)), tail, rtol=0, atol=1e-9)
     with pytest.raises(ValueError, match="ending in exactly 0"):
         T.ZeroTerminalSNR(abar)
 
@@ -125,8 +128,8 @@ def test_shrink_against_sde_sampling():
 
 def test_one_more_step_fixes_the_mean_not_the_spread():
     """The MSE-optimal extra step from pure noise: x_T = alpha_T E[x0] + sigma_T z. Its mean is right
-    (mean factor 1 exactly), its spread stays shrunk by sigma_T / r_T; with the official code's noise
-    scale (1 - abar) the std is sigma_T^2 (Monte Carlo, 4 standard errors)."""
+    (mean factor 1 exactly), its spread stays shrunk by sigma_T / r_T (Monte Carlo, 4 standard errors); with
+    the official code's noise scale (1 - abar) the same noise comes out sigma_T^2 z."""
     sh = T.shrink(MEAN, COV, SD, 981.0, 0.0, method="One More Step")
     naive = T.shrink(MEAN, COV, SD, 981.0, 0.0)
     a0, s0 = float(SD.alpha(981.0)), float(SD.sigma(981.0))
@@ -138,8 +141,8 @@ def test_one_more_step_fixes_the_mean_not_the_spread():
     x = T.one_more_step(model, n, 981.0, 0)
     assert np.abs(x.mean(0) - a0 * MEAN).max() < 4 * s0 / np.sqrt(n)
     assert np.abs(x.std(0) - s0).max() < 4 * s0 / np.sqrt(2 * n)
-    code = T.one_more_step(model, n, 981.0, 0, variance="oms-code")
-    assert np.abs(code.std(0) - s0**2).max() < 4 * s0**2 / np.sqrt(2 * n)
+    code = T.one_more_step(model, n, 981.0, 0, variance="oms-code")  # the same noise, scaled by sigma^2, not sigma
+    assert np.allclose(code - a0 * MEAN, s0 * (x - a0 * MEAN), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="variance"):
         T.one_more_step(model, 10, 981.0, 0, variance="sqrt")
 
@@ -267,6 +270,7 @@ def test_shared_start_depends_on_the_symmetry_of_the_conditions():
     costs two arcs > 0.5. A shared start reaches one mode of each class's five."""
     grid = ex.guidance.labelled("gmm-2d-grid25")
     res = B.find(grid, ex.schedules.get("vp-cosine"), 128, "mse", seed=0)
+    assert res.mean_loss[res.best] == res.mean_loss.min() and np.all(res.regret() >= 0)
     assert res.agreement() > 0.95 and np.all(res.regret() < 0.01)
     assert res.loss[:, res.best] == pytest.approx(np.full(5, 8.0 + 2 * 0.15**2), abs=0.02)
     div = B.diversity(res, grid)
@@ -274,7 +278,67 @@ def test_shared_start_depends_on_the_symmetry_of_the_conditions():
     assert all(d["loss_random"] > 1.8 * d["loss_shared"] for d in div)
     ring = B.find(ex.guidance.labelled("gmm-2d-ring8"), ex.schedules.get("vp-cosine"), 128, "mse", seed=0)
     assert ring.agreement() < 0.7 and np.sort(ring.regret())[-2] > 0.5
+    assert all(ring.mean_loss[ring.best] <= ring.mean_loss[k] for k in ring.best_per_class)
     with pytest.raises(ValueError, match="labelled"):
         B.find(ex.targets.get("gmm-2d-grid25"), ex.schedules.get("vp-cosine"))
     with pytest.raises(ValueError, match="criterion"):
         B.expected_loss(res.outputs, grid, "lpips")
+
+
+# The Starts page.
+
+PAGE = "app_pages/starts.py"
+
+
+def run_page(page: str, query: dict, toggles: tuple = ()) -> list[dict]:
+    """AppTest of one page file in a fresh interpreter (so that what it imports is its own): after the first run
+    and after each toggle (key) switched on, its metrics, tables, chart count, errors and whether torch is loaded."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(root)!r})
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(root / page)!r}, default_timeout=120)
+for k, v in {query!r}.items():
+    at.query_params[k] = v
+out = []
+for toggle in (None,) + {tuple(toggles)!r}:
+    if toggle is None:
+        at.run()
+    else:
+        at.toggle(key=toggle).set_value(True).run()
+    out.append(dict(errors=[e.message for e in at.exception] + [e.value for e in at.error],
+                    metrics={{m.label: m.value for m in at.metric}}, charts=len(at.get("plotly_chart")),
+                    tables=[d.value.to_dict(orient="list") for d in at.dataframe], torch="torch" in sys.modules))
+print("RESULT" + json.dumps(out, default=float))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
+def test_starts_page_shows_the_cores_numbers_without_torch():
+    """AppTest of /starts?snr_spacing=trailing&snr_steps=20: no error, torch never imported; its table is
+    terminal_snr.summary of the same runs, number for number; the start is at 999 with sqrt(abar) 0.0683; every
+    section draws (8 charts); the boundary metrics are the core's for the default ring."""
+    (view,) = run_page(PAGE, {"snr_spacing": "trailing", "snr_steps": "20"})
+    assert not view["errors"], view["errors"]
+    assert view["torch"] is False
+    table = view["tables"][0]
+    target = T.brightness_target("gaussian", 1.5, 4.0)
+    expected = T.summary(T.compare_starts(target, 20, "trailing", "ddim", 4000, 0), target, "ddim", 0)
+    assert table["start"] == list(T.METHODS)
+    for col in ("t_start", "mean", "std", "closed_form_mean", "closed_form_std", "w2_to_p0"):
+        assert np.allclose(np.asarray(table[col], dtype=float), [r[col] for r in expected], rtol=1e-12), col
+    assert table["t_start"][0] == 999 and view["metrics"]["√ᾱ where it starts"] == f"{np.sqrt(SD.alphas_cumprod[999]):.4f}"
+    assert view["charts"] == 8  # brightness, signal, two chains, level histogram, vs NFE, boundary, ranks
+    res = B.find(ex.guidance.labelled("gmm-2d-ring8"), ex.schedules.get("vp-cosine"), 256, "mse", n_reference=32, seed=0)
+    assert view["metrics"]["Agreement between conditions"] == f"{res.agreement():.2f}"
+    assert view["metrics"]["Largest regret of sharing"] == f"{res.regret().max():.3f}"

@@ -162,8 +162,9 @@ def run_chains(target: GaussianMixture, n_chains: int = 500, n_rounds: int = 4, 
     ("fixed" | "sigma^2") and metropolis (bool) mix the two. init "paper": a 20-step Heun run from
     sigma_max, plus N(0, 0.5^2) noise, levels by the update rule; "exact": draws from pi(x, sigma).
     pick "lowest": each round's lowest-level state (the paper's); "last": the state the round ends in.
-    Only "last" keeps exact Gibbs exact: choosing the lowest level of a round selects x too
-    (toward places where a low level is likely, e.g. the centres of narrow modes)."""
+    Only "last" keeps exact Gibbs exact: choosing the lowest level of a round selects x too (toward
+    regions where low levels are likely: on gmm-1d-asym the wide mode, whose p_sigma stays flat over more
+    of the low levels, gets 36% of the samples instead of 25%)."""
     unknown = set(overrides) - {"sigma_update", "step_scale", "metropolis"}
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}: run_chains takes sigma_update, step_scale, metropolis")
@@ -306,30 +307,52 @@ def plain(target: GaussianMixture, n: int, n_sigmas: int, integrator: str = "ode
     return dict(sample=out, nfe=nfe)
 
 
+DMCMC_METHODS = (("paper", "lowest"), ("gibbs", "lowest"), ("gibbs", "last"))
+
+
+def method_label(variant: str, pick: str) -> str:
+    return "DMCMC paper" if (variant, pick) == ("paper", "lowest") else f"DMCMC {variant} ({pick})"
+
+
+def nfe_runs(n_sigmas=(3, 4, 6, 8, 12, 16), methods=DMCMC_METHODS) -> list[tuple]:
+    """The runs of error_vs_nfe in order: (label, what, n_sigmas) with what "plain ODE", "plain SDE" or a
+    (variant, pick) of DMCMC."""
+    runs = [(kind, kind, int(ns)) for ns in n_sigmas for kind in ("plain ODE", "plain SDE")]
+    return runs + [(method_label(*m), tuple(m), int(ns)) for m in methods for ns in n_sigmas]
+
+
+def measure(target: GaussianMixture, what, n_sigmas: int, n: int = 2000, n_skip: int = 10, step: float | None = None,
+            seed: int = 0, chains: Chains | None = None) -> dict:
+    """One point of error_vs_nfe: method (label), n_sigmas, nfe (per sample), distance (sliced W2 to the target),
+    mode_bias (total variation of the per-mode mass) and mode_weights. DMCMC runs n / 4 chains for 4 rounds
+    (or uses the given chains)."""
+    if isinstance(what, str):
+        res = plain(target, n, n_sigmas, "ode" if what == "plain ODE" else "sde", seed=seed)
+        label = what
+    else:
+        if chains is None:
+            chains = run_chains(target, max(1, n // 4), 4, n_skip, what[0], step=step, pick=what[1], seed=seed)
+        res = sample(target, n_sigmas, chains=chains, seed=seed)
+        label = method_label(*what)
+    x = res["sample"]
+    return dict(method=label, n_sigmas=int(n_sigmas), nfe=int(res["nfe"]), distance=distance_to_target(x, target, rng=seed),
+                mode_bias=coverage_error(x, target), mode_weights=mode_coverage(x, target))
+
+
 def error_vs_nfe(target: GaussianMixture, n_sigmas=(3, 4, 6, 8, 12, 16), n: int = 2000, n_skip: int = 10,
-                 variants=("paper", "gibbs"), seed: int = 0, progress=None, **chain_options) -> list[dict]:
-    """Sliced W2 to the target and mode-weight bias (total variation of the per-mode mass) against NFE per
-    sample, for plain ODE and SDE sampling and for DMCMC (each variant, ODE solve from the chains; the chains
-    run once per variant, n / 4 chains for 4 rounds). progress(i, total, text) is called before each run."""
-    records, runs = [], []
-    for ns in n_sigmas:
-        runs += [("plain ODE", ns), ("plain SDE", ns)]
-    runs += [(f"DMCMC ({v})", ns) for v in variants for ns in n_sigmas]
-    chains = {}
-    for i, (name, ns) in enumerate(runs):
+                 methods=DMCMC_METHODS, steps: dict | None = None, seed: int = 0, progress=None) -> list[dict]:
+    """Sliced W2 to the target and mode-weight bias against NFE per sample (see measure), for plain ODE and SDE
+    sampling and for DMCMC (each (variant, pick) of methods; its chains run once; steps: variant -> step eta).
+    progress(i, total, text) is called before each run."""
+    steps = steps or {}
+    runs = nfe_runs(n_sigmas, methods)
+    chains, records = {}, []
+    for i, (label, what, ns) in enumerate(runs):
         if progress is not None:
-            progress(i, len(runs), f"{name}, {ns} levels")
-        if name.startswith("plain"):
-            res = plain(target, n, ns, "ode" if name == "plain ODE" else "sde", seed=seed)
-        else:
-            v = name[7:-1]
-            if v not in chains:
-                chains[v] = run_chains(target, max(1, n // 4), 4, n_skip, v, seed=seed, **chain_options)
-            res = sample(target, ns, chains=chains[v], seed=seed)
-        x = res["sample"]
-        records.append(dict(method=name, n_sigmas=int(ns), nfe=int(res["nfe"]),
-                            distance=distance_to_target(x, target, rng=seed), mode_bias=coverage_error(x, target),
-                            mode_weights=mode_coverage(x, target)))
+            progress(i, len(runs), f"{label}, {ns} levels")
+        if not isinstance(what, str) and what not in chains:
+            chains[what] = run_chains(target, max(1, n // 4), 4, n_skip, what[0], step=steps.get(what[0]), pick=what[1], seed=seed)
+        records.append(measure(target, what, ns, n, n_skip, seed=seed, chains=chains.get(what)))
     return records
 
 

@@ -76,6 +76,48 @@ def gauge_velocity(model, x, t, c: float) -> np.ndarray:
     return GaugeModel(model, c).velocity(x, t) - model.velocity(x, t)
 
 
+def gauge_runs(model, cs=(0.0, 1.5), n: int = 600, n_steps: int = 40, t_end: float | None = None, seed: int = 0,
+               rtol: float = 1e-7) -> dict:
+    """The exact probability-flow path (rk45) of the same n draws from the exact p_T under each gauge c,
+    recorded on a uniform-lambda grid of n_steps to t_end: label "c = ..." -> Trajectory (one per distinct c)."""
+    from ..foundations.timesteps import timesteps
+    from ..solvers.sampling import reference
+
+    x_T = model.prior_sample(int(n), np.random.default_rng([seed, 0]), exact=True)
+    ts = timesteps(model.schedule, n_steps, t_end=t_end)
+    return {f"c = {c:g}": reference(GaugeModel(model, c), x_T, ts, rtol=rtol, atol=rtol) for c in dict.fromkeys(map(float, cs))}
+
+
+def gauge_errors(model, cs=(0.0, 0.25, 0.5, 1.0, 1.5), solvers=("euler", "dpmpp-2m"), n_steps: int = 20, n: int = 200,
+                 t_end: float | None = None, seed: int = 0) -> list[dict]:
+    """Each solver's RMS error at the end against rk45 on the same rotated ODE, from the same exact draws of p_T,
+    for each gauge c: records c, solver, error."""
+    from ..foundations.timesteps import timesteps
+    from ..solvers.sampling import reference, sample
+    from .metrics import endpoint_error
+
+    x_T = model.prior_sample(int(n), np.random.default_rng([seed, 0]), exact=True)
+    ts = timesteps(model.schedule, n_steps, t_end=t_end)
+    out = []
+    for c in cs:
+        gm = GaugeModel(model, c)
+        ref = reference(gm, x_T, ts, rtol=1e-8, atol=1e-8)  # the errors measured are >= 1e-2
+        for solver in solvers:
+            traj = sample(gm, x_T, ts, solver)
+            err = float("inf") if traj.diverged else endpoint_error(traj.x[-1], ref.x[-1])
+            out.append(dict(c=float(c), solver=solver, error=err))
+    return out
+
+
+def coordinate_density(target: GaussianMixture, schedule, t: float, axis: int, u) -> np.ndarray:
+    """The exact density of coordinate `axis` of x_t at the points u (a 1D mixture)."""
+    a, sg = float(schedule.alpha(t)), float(schedule.sigma(t))
+    m = a * target.means[:, axis]
+    v = a * a * target.covs[:, axis, axis] + sg * sg
+    u = np.asarray(u, dtype=np.float64)[:, None]
+    return np.sum(target.weights * np.exp(-0.5 * (u - m) ** 2 / v) / np.sqrt(2 * np.pi * v), axis=1)
+
+
 # Jacobians and curl.
 
 
@@ -219,6 +261,14 @@ def weighted_curl(field: dict) -> float:
     return float(scale * np.sqrt(np.sum(w * field["curl"] ** 2) / np.sum(w)))
 
 
+def curl_near(model, t: float, point=(0.0, 0.0), radii=(1e-4, 1e-3, 1e-2, 0.1, 0.5), method: str = "auto") -> np.ndarray:
+    """(len(radii),) (sigma / alpha)^2 |curl| at distance r from `point` (along the diagonal): how a field
+    behaves near one point (the shipped 2D MLP's grows without bound toward x = 0)."""
+    d = np.asarray(radii, dtype=np.float64)[:, None] * np.array([[1.0, 1.0]]) / math.sqrt(2.0)
+    jac = score_jacobian(model, np.asarray(point, dtype=np.float64)[None] + d, t, method)
+    return np.abs(curl(jac)) * (float(model.schedule.sigma(t)) / float(model.schedule.alpha(t))) ** 2
+
+
 LEVELS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)  # sigma / alpha of the shipped learned-field table
 # Even: no grid point at x = 0. The shipped 2D MLP has no bias in its input layer and its first block's
 # LayerNorm sees only the direction of W x, so its field is singular at x = 0 (sigma^2 curl ~ 300 there).
@@ -280,19 +330,24 @@ def line_target(length: float = 2.0, width: float = 1e-3, angle: float = 30.0) -
 LINE_DIMENSIONS = (1, 0, 2)  # line_target's components: line, point, blob
 
 
-def dimension_vs_noise(model, x0, components, noises, seed: int = 0, threshold: float = 0.5) -> np.ndarray:
+def dimension_vs_noise(model, x0, components, noises, seed: int = 0, threshold: float = 0.5,
+                       spectra: bool = False):
     """(len(noises), C) the median estimated dimension over the points x0 of each component
-    (components: the component index of each point), evaluated at x_t = alpha x0 + sigma eps."""
+    (components: the component index of each point), evaluated at x_t = alpha x0 + sigma eps.
+    With spectra=True also (len(noises), C, D): the median eigenvalues of -sigma^2 grad s per component."""
     rng = np.random.default_rng([seed, 3])
     comps = np.unique(components)
     out = np.empty((len(noises), len(comps)))
+    spec = np.empty((len(noises), len(comps), x0.shape[1]))
     for i, level in enumerate(noises):
         t = time_of(model.schedule, level)
         a, sg = float(model.schedule.alpha(t)), float(model.schedule.sigma(t))
         xt = a * x0 + sg * rng.standard_normal(x0.shape)
-        d = intrinsic_dimension(model, xt, t, threshold)
+        ev = normal_spectrum(model, xt, t)
+        d = np.sum(ev < threshold, axis=1)
         out[i] = [np.median(d[components == c]) for c in comps]
-    return out
+        spec[i] = [np.median(ev[components == c], axis=0) for c in comps]
+    return (out, spec) if spectra else out
 
 
 # The shipped table of the learned 2D model's field (data/learned-fields-grid25.npz).

@@ -165,6 +165,45 @@ def table_timesteps(n_steps: int, spacing: str = "leading", T: int = SD_STEPS, s
     return ts
 
 
+def brightness_target(kind: str = "gaussian", mean: float = 1.5, spread: float = 4.0, content_std: float = 0.5,
+                      levels: int = 5) -> GaussianMixture:
+    """2D data with a wide first coordinate ("brightness") and a narrow second one ("content").
+
+    kind "gaussian": N((mean, 0), diag(spread^2, content_std^2)), where every cost has a closed form;
+    "levels": `levels` equal modes along the brightness axis (std 0.35 each) placed so that the mixture's
+    brightness has the same mean and std, a dark-to-bright set of images whose weights the start can bias."""
+    for name, value in (("spread", spread), ("content_std", content_std)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not np.isfinite(mean):
+        raise ValueError(f"mean must be a finite number, got {mean!r}")
+    if kind == "gaussian":
+        return GaussianMixture([[mean, 0.0]], np.array([[spread**2, content_std**2]]))
+    if kind == "levels":
+        if isinstance(levels, bool) or not float(levels).is_integer() or int(levels) < 2:
+            raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+        k = np.arange(int(levels)) - (int(levels) - 1) / 2
+        within = 0.35
+        if spread <= within:
+            raise ValueError(f"spread must exceed the modes' std {within} for kind='levels', got {spread!r}")
+        step = np.sqrt((spread**2 - within**2) / np.mean(k * k))
+        means = np.stack([mean + step * k, np.zeros_like(k)], axis=1)
+        return GaussianMixture(means, np.tile([within**2, content_std**2], (len(k), 1)))
+    raise ValueError(f"kind must be 'gaussian' or 'levels', got {kind!r}")
+
+
+def projected_density(target: GaussianMixture, schedule: Schedule, t: float, direction, u) -> np.ndarray:
+    """The exact density of e . x_t at the points u (a 1D mixture: means alpha e . mu_k,
+    variances alpha^2 e^T S_k e + sigma^2)."""
+    e = np.asarray(direction, dtype=np.float64)
+    e = e / np.linalg.norm(e)
+    a, sg = _ab(schedule, t)
+    m = a * target.means @ e
+    v = a * a * np.einsum("d,kde,e->k", e, target.covs, e) + sg * sg
+    u = np.asarray(u, dtype=np.float64)[:, None]
+    return np.sum(target.weights * np.exp(-0.5 * (u - m) ** 2 / v) / np.sqrt(2 * np.pi * v), axis=1)
+
+
 # Gaussian data: the exact maps.
 
 
@@ -339,4 +378,37 @@ def compare_starts(target: GaussianMixture, n_steps: int = 50, spacing: str = "l
         out.append(dict(name=name, t_start=float(grid[0]), abar_start=float(schedule.alpha(grid[0]) ** 2),
                         traj=traj, sample=x, nfe=traj.nfe, mean=float(b.mean()), std=float(b.std()),
                         true_mean=true_mean, true_std=true_std, direction=e))
+    return out
+
+
+def summary(rows: list[dict], target: GaussianMixture, solver: str = "ddim", seed: int = 0) -> list[dict]:
+    """One flat record per start for a table: where it starts (t, sqrt(abar)), NFE (One More Step's extra
+    network call counted), the brightness mean and std against the exact p_0's, the closed form where there is
+    one (Gaussian data; DDIM and the deterministic solvers follow the ODE map, DDPM the SDE's), the sliced W2 to
+    draws of p_0 (twice as many as the samples, 2000 to 8000), and for a mixture the total variation of its per-mode mass."""
+    sd = stable_diffusion()
+    from .metrics import sliced_wasserstein
+
+    a0, s0 = _ab(sd, 0.0)
+    n_ref = int(np.clip(2 * len(rows[0]["sample"]), 2000, 8000))
+    p0 = a0 * target.sample(n_ref, np.random.default_rng([seed, 9]))
+    p0 = p0 + s0 * np.random.default_rng([seed, 10]).standard_normal(p0.shape)
+    kind = "sde" if solver == "ddpm" else "ode"
+    out = []
+    for r in rows:
+        rec = {"start": r["name"], "t_start": r["t_start"], "sqrt_abar_start": float(np.sqrt(r["abar_start"])),
+               "nfe": r["nfe"] + (1 if r["name"] == "One More Step" else 0),
+               "mean": r["mean"], "true_mean": r["true_mean"], "std": r["std"], "true_std": r["true_std"]}
+        if target.n_components == 1 and r["name"] != "zero terminal SNR":
+            sh = shrink(target.means[0], target.covs[0], sd, r["t_start"], 0.0, kind=kind, method=r["name"],
+                        direction=r["direction"])
+            rec.update(closed_form_mean=sh["mean"], closed_form_std=sh["std"])
+        elif r["name"] == "zero terminal SNR" or target.n_components == 1:
+            rec.update(closed_form_mean=r["true_mean"], closed_form_std=r["true_std"])
+        rec["w2_to_p0"] = sliced_wasserstein(r["sample"], p0, n_projections=64, rng=seed)
+        if target.n_components > 1:
+            from .metrics import coverage_error
+
+            rec["mode_mass_error"] = coverage_error(r["sample"] / a0, target)
+        out.append(rec)
     return out
