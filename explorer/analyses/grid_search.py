@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 from .. import solvers as _solvers
 from ..foundations.analytic import AnalyticModel
