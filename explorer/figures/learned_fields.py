@@ -153,7 +153,7 @@ def dimension_spectrum(noises, spectra: dict, dims: dict, known: dict | None = N
     fig.add_hline(y=threshold, line=dict(color="#111", dash="dash", width=1), row=1, col=1)
     fig.update_layout(**style.base_layout("The dimension the score sees, against the noise level", height))
     _below(fig, height)
-    fig.update_xaxes(type="log", title_text="σ/α", dtick=1)
+    fig.update_xaxes(type="log", title_text="σ/α", dtick=1, exponentformat="power")
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=1)
     fig.update_yaxes(dtick=1, row=1, col=2)
     return fig
