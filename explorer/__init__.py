@@ -16,6 +16,7 @@ import importlib
 from . import adapters, models, plugins, solvers
 from .analyses import (audit, experiments, grid_search, guidance, hallucination, metrics, schedule_experiments, solver_sweep,
                        stability, sweeps)
+from .analyses import solver_search
 from .analyses import guidance_methods, minority, posterior, svdd, tilted
 from .analyses import boundary, dmcmc, gauge, terminal_snr
 from .foundations import conversion, interpolants, schedules, targets
@@ -50,7 +51,8 @@ __all__ = [
     "AnalyticModel", "DenoiserModel", "GaussianMixture", "SPACINGS", "Trajectory",
     "adapters", "audit", "conversion", "convert_path", "datasets", "experiments", "grid_from_sigmas", "grid_search",
     "guidance", "hallucination", "interpolants", "image_models", "metrics", "models", "plugins", "reference", "sample",
-    "schedule_experiments", "schedules", "sigmas_of", "solver_sweep", "solvers", "stability", "sweeps", "targets", "timesteps",
+    "schedule_experiments", "schedules", "sigmas_of", "solver_search", "solver_sweep", "solvers", "stability", "sweeps",
+    "targets", "timesteps",
     "guidance_methods", "minority", "posterior", "svdd", "tilted",
     "boundary", "dmcmc", "gauge", "terminal_snr",
 ]
