@@ -17,6 +17,7 @@ PAGES = [
     st.Page("app_pages/schedules.py", title="Schedules", icon=":material/schedule:", url_path="schedules"),
     st.Page("app_pages/audit.py", title="Scheduler audit", icon=":material/fact_check:", url_path="audit"),
     st.Page("app_pages/guidance.py", title="Guidance", icon=":material/explore:", url_path="guidance"),
+    st.Page("app_pages/search.py", title="Solver search", icon=":material/manage_search:", url_path="search"),
     st.Page("app_pages/starts.py", title="Starts", icon=":material/start:", url_path="starts"),
     st.Page("app_pages/learned_fields.py", title="Learned fields", icon=":material/cyclone:", url_path="learned-fields"),
 ]
