@@ -29,7 +29,7 @@ def test_defaults_show_the_shipped_numbers_without_a_run():
     at = open_app(PAGE)
     assert_clean(at)
     assert at.title[0].value == "Solver search"
-    assert len(at.get("plotly_chart")) == 7  # strip, grids, error vs NFE, histories, rho, DC vs NFE, transfer
+    assert len(at.get("plotly_chart")) == 8  # strip, grids, error vs NFE, histories, rho, DC vs NFE, guided, transfer
     assert not at.info and not at.button  # nothing to run: the defaults are shipped
     shipped = _shipped_at(S.DEFAULTS["nfe"])["schedule"]
     shown = _metrics(at)
@@ -96,11 +96,12 @@ def test_page_in_a_browser(server, browser):  # noqa: F811
 
     from test_browser import _no_exception, _open, _shot
 
-    _open(browser, f"{server}/search?nfe=6", charts=7, timeout=120)
+    _open(browser, f"{server}/search?nfe=6", charts=8, timeout=120)
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Solver search")
     titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
-    for title in ("searched solver schedule", "Held-out error against NFE", "Best fit error", "DC-Solver", "Gain over"):
+    for title in ("searched solver schedule", "Held-out error against NFE", "Best fit error", "DC-Solver's ρ",
+                  "DC-Solver under guidance", "Gain over"):
         assert title in titles
     strip = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot text"))
     assert "data x₀" in strip or "noise ε" in strip

@@ -910,6 +910,45 @@ def dc_searched(model, fitted: DCFit, prob: Problem, rhos, method: str = "dc", f
                     n_evals=fitted.n_evals, wall_time=fitted.wall_time, setting=prob.label)
 
 
+def dc_guidance(target: str = "gmm-2d-ring8", schedule: str = "vp-linear", label: int = 0, ws=(1.0, 3.0, 7.5),
+                heldout_w: float = 5.0, fit_nfes=(5, 6, 8, 10), heldout_nfes=(7, 9), n_fit: int = 16,
+                n_holdout: int = 1000, seed: int = 0) -> dict:
+    """DC-Solver under classifier-free guidance (guidance.guided_model of the labelled preset, class
+    `label`): rho fitted at every guidance scale of ws and NFE of fit_nfes on n_fit trajectories, the
+    cascade regression over (NFE, w) through all of them, and the held-out error (n_holdout particles
+    of seed + 1) of UniPC, of the fitted DC-Solver and of the regression's ratios at every (w, NFE),
+    heldout_w and heldout_nfes included (never fitted). Returns {"rows", "cascade", ...}."""
+    from . import guidance as _guidance
+
+    gm = _guidance.labelled(target)
+    s = _schedules.get(schedule)
+    prior = AnalyticModel(gm, s)
+    x_fit = prior.prior_sample(int(n_fit), as_generator(seed + 2))
+    x_hold = prior.prior_sample(int(n_holdout), as_generator(seed + 1))
+    fits = []
+    for w in ws:
+        m = _guidance.guided_model(gm, s, label, w)
+        fit = grid_search.particles(m, x_fit)
+        fits += [fit_dc(m, k, fit, w=float(w)) for k in fit_nfes]
+    cpr = cascade_fit(fits)
+    rows = []
+    for w in list(ws) + [heldout_w]:
+        m = _guidance.guided_model(gm, s, label, w)
+        hold = grid_search.particles(m, x_hold)
+        for k in sorted(set(fit_nfes) | set(heldout_nfes)):
+            ts = timesteps(s, k, "uniform-lambda", hold.t_start, hold.t_end)
+            opts = _dc_options(3, "bh1", 2)
+            fitted = next((f for f in fits if f.w == w and f.nfe == k), None)
+            cells = [cell("unipc", {}, ts), cell("dc-solver", dict(opts, rho=tuple(cpr.predict(k, w))), ts)]
+            if fitted is not None:
+                cells.append(cell("dc-solver", dict(opts, rho=tuple(fitted.rho)), ts))
+            e = errors(m, hold, cells)
+            rows.append({"w": float(w), "nfe": int(k), "heldout": fitted is None, "unipc": e[0], "dc_cpr": e[1],
+                         "dc": e[2] if fitted is not None else None})
+    return {"target": target, "schedule": schedule, "label": int(label), "ws": [float(w) for w in ws],
+            "heldout_w": float(heldout_w), "rows": rows, "cascade": cpr.to_dict()}
+
+
 # ---------------------------------------------------------------- transfer: fitted on A, scored on B
 
 
@@ -960,6 +999,9 @@ DEFAULTS = {
     "dc_n_fit": 16,
     "dc_fit_nfes": [5, 6, 8, 10],
     "dc_heldout_nfes": [7, 9],
+    "guided_target": "gmm-2d-ring8",
+    "guided_ws": [1.0, 3.0, 7.5],
+    "guided_heldout_w": 5.0,
 }
 DEFAULTS_FILE = "solver_search.json"
 
@@ -991,6 +1033,10 @@ def config(**changes) -> dict:
     if not out["dc_fit_nfes"] or any(not isinstance(k, int) or k < 3 for k in out["dc_fit_nfes"] + out["dc_heldout_nfes"]):
         raise ValueError("report settings 'dc_fit_nfes' and 'dc_heldout_nfes' must be integers >= 3 (a compensated step)")
     _solvers.spec(out["grid_solver"])
+    if out["guided_target"] not in _targets.names():
+        raise ValueError(f"report setting 'guided_target' must be a preset, got {out['guided_target']!r}")
+    if len(out["guided_ws"]) < 3 or not all(isinstance(w, (int, float)) for w in out["guided_ws"] + [out["guided_heldout_w"]]):
+        raise ValueError("report setting 'guided_ws' needs at least 3 guidance scales (the regression is quadratic in w)")
     return out
 
 
@@ -1007,7 +1053,8 @@ def report(cfg: dict | None = None, progress=None, executor=None) -> dict:
     nfe = cfg["nfe"]
     dc_nfes = sorted(set(cfg["dc_fit_nfes"]) | set(cfg["dc_heldout_nfes"]))
     fit_rows = [s for s in cfg["transfer_fit"] if Setting(*s) != Setting(*cfg["setting"])]
-    work = [("nfe", k) for k in cfg["nfes"]] + [("grids", None)] + [("dc", k) for k in dc_nfes] + [("held", None)] \
+    work = [("nfe", k) for k in cfg["nfes"]] + [("grids", None)] + [("dc", k) for k in dc_nfes] + [("guided", None)] \
+        + [("held", None)] \
         + [("fit", tuple(s)) for s in fit_rows] + [("score", None)]
     step = iter(range(len(work)))
 
@@ -1056,6 +1103,11 @@ def report(cfg: dict | None = None, progress=None, executor=None) -> dict:
                         "unipc": errors(prob.model, prob.holdout, [cell("unipc", {}, f.ts)])[0],
                         "dc": fitted.holdout_error, "dc_cpr": predicted.holdout_error, "best_fixed": _public(best(rows_k))})
     out["dc"] = {"fits": dc_rows, "cascade": cpr.to_dict(), "n_fit": cfg["dc_n_fit"]}
+    stage(f"DC-Solver under guidance: rho at w = {', '.join(f'{w:g}' for w in cfg['guided_ws'])}, the regression "
+          f"over NFE and w, held out at w = {cfg['guided_heldout_w']:g}")
+    out["dc_guided"] = dc_guidance(cfg["guided_target"], cfg["setting"][1], 0, cfg["guided_ws"], cfg["guided_heldout_w"],
+                                   cfg["dc_fit_nfes"], cfg["dc_heldout_nfes"], cfg["dc_n_fit"], cfg["n_holdout"],
+                                   cfg["seed"])
 
     stage("The held-out target")
     probs = {}

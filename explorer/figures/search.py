@@ -210,6 +210,31 @@ def dc_error_vs_nfe(fits: list, title: str = "DC-Solver against UniPC (held out)
     return fig
 
 
+def dc_guided(guided: dict, title: str = "DC-Solver under guidance (held out)", height: int = 400) -> go.Figure:
+    """guided: solver_search.dc_guidance output. Held-out error against NFE at each guidance scale w (one
+    colour each, red for the scale the regression never saw): UniPC dotted, DC-Solver with ρ from the
+    cascade regression over (NFE, w) solid; open markers: never fitted."""
+    fig = go.Figure()
+    ws = guided["ws"] + [guided["heldout_w"]]
+    palette = ["#9ecae1", "#4292c6", "#08306b"]
+    for k, w in enumerate(ws):
+        rows = sorted((r for r in guided["rows"] if r["w"] == w), key=lambda r: r["nfe"])
+        unseen = w == guided["heldout_w"]
+        color = "#e31a1c" if unseen else palette[k % len(palette)]
+        for key, name, width, dash in (("unipc", "UniPC", 1.4, "dot"), ("dc_cpr", "DC-Solver (regression)", 2.6, "solid")):
+            fig.add_trace(go.Scatter(
+                x=[r["nfe"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
+                name=f"{name}, w = {w:g}" + (" (unseen)" if unseen else ""),
+                line=dict(color=color, width=width, dash=dash),
+                marker=dict(size=8, symbol=["circle-open" if r["heldout"] else "circle" for r in rows]),
+                hovertemplate=f"{name}, w = {w:g}<br>NFE %{{x}}<br>held-out %{{y:.3g}}<extra></extra>",
+            ))
+    _layout(fig, title, height, legend_below=True)
+    fig.update_xaxes(title_text="NFE  (open: not fitted by the regression)", dtick=1)
+    fig.update_yaxes(title_text="RMS error to the exact endpoint", **_log_axis([y for t in fig.data for y in t.y]))
+    return fig
+
+
 def transfer_matrix(matrix: dict, title: str = "Gain over the best fixed solver: fitted on a row, scored on a column",
                     height: int = 360) -> go.Figure:
     """matrix: solver_search.transfer output. Cells: the gain (best fixed held-out error / the
