@@ -59,10 +59,16 @@ PAGES = {
                   (PROBLEM, "path_steps", "right", None), (PROBLEM, "b", "pick", "vp-cosine"),
                   (PROBLEM, "gmm-1d-3modes.std", "up", None)],
     "audit": [(REDRAW, "at", "right", None), (PROBLEM, "audit.gmm-1d-3modes.std", "up", None)],
+    "guidance": [(PROBLEM, "gstrength", "up", None), (PROBLEM, "gn", "right", None)],
+    "search": [(REDRAW, "nfe", "right", None), (REDRAW, "dc_nfe", "right", None)],
+    "starts": [(PROBLEM, "snr_steps", "right", None), (PROBLEM, "snr_spread", "right", None)],
+    "learned-fields": [(REDRAW, "curl_level", "right", None), (PROBLEM, "gauge_c", "right", None),
+                       (PROBLEM, "err_steps", "right", None)],
 }
 TITLES = {"": "Trajectories", "solver-lab": "Solver lab", "stability": "Stability",
           "mode-interpolation": "Mode interpolation", "images": "Images", "schedules": "Schedules",
-          "audit": "Scheduler audit"}
+          "audit": "Scheduler audit", "guidance": "Guidance", "search": "Solver search", "starts": "Starts",
+          "learned-fields": "Learned fields"}
 
 # Marks the first change drawn inside any figure (a replot redraws its SVG; a new chart adds one)
 # after the mark is set.
@@ -237,7 +243,7 @@ def change(driver, key: str, action: str, arg, timeout: float = 120) -> tuple[fl
     return first, max(settled, first or 0.0)
 
 
-def measure(pages: list[str]) -> list[dict]:
+def measure(pages: list[str], screenshots: Path | None = None) -> list[dict]:
     rows = []
     driver = chromium()
     try:
@@ -247,6 +253,13 @@ def measure(pages: list[str]) -> list[dict]:
                 first, settled = open_cold(driver, f"{app.url}/{path}")
                 rows.append(dict(page=TITLES[path], what="first view (cold)", kind="first", first=first, settled=settled))
                 print(f"{TITLES[path]:20s} cold: first figure {first:.2f} s, settled {settled:.2f} s", flush=True)
+                if screenshots is not None:
+                    screenshots.mkdir(parents=True, exist_ok=True)
+                    driver.set_window_size(1400, max(1000, driver.execute_script(
+                        "const m = document.querySelector('[data-testid=stMain]');"
+                        "return Math.max(document.body.scrollHeight, m ? m.scrollHeight : 0)")))
+                    driver.save_screenshot(str(screenshots / f"{path or 'trajectories'}.png"))
+                    driver.set_window_size(1400, 1000)
                 for kind, key, action, arg in PAGES[path]:
                     try:
                         f, s = change(driver, key, action, arg)
@@ -278,12 +291,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pages", nargs="*", help="url paths (default: every page; '' or 'trajectories' for the first)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown at the end")
+    parser.add_argument("--screenshots", type=Path, help="save each settled page's first view here (PNG)")
     args = parser.parse_args(argv)
     pages = [("" if p in ("", "trajectories") else p) for p in args.pages] or list(PAGES)
     unknown = [p for p in pages if p not in PAGES]
     if unknown:
         parser.error(f"unknown pages {unknown}; choose from {[p or 'trajectories' for p in PAGES]}")
-    rows = measure(pages)
+    rows = measure(pages, args.screenshots)
     if args.markdown:
         print(markdown(rows))
 
