@@ -20,6 +20,7 @@ PAGES = [
     st.Page("app_pages/search.py", title="Solver search", icon=":material/manage_search:", url_path="search"),
     st.Page("app_pages/starts.py", title="Starts", icon=":material/start:", url_path="starts"),
     st.Page("app_pages/learned_fields.py", title="Learned fields", icon=":material/cyclone:", url_path="learned-fields"),
+    st.Page("app_pages/few_steps.py", title="Few steps", icon=":material/fast_forward:", url_path="few-steps"),
 ]
 
 st.navigation(PAGES).run()

@@ -1,0 +1,80 @@
+"""The Few steps page and its shipped table (explorer.analyses.few_step_compare, data/few-steps.npz).
+
+The shipped table is current: cells rerun live (exact kernels, ODE, reflow, and LightSB from the shipped
+potentials) give the shipped numbers exactly; the page shows those numbers, draws every figure without torch,
+and its live mode reruns compare at the chosen size; the first figure is quick cold; bad methods are named."""
+
+import time
+
+import numpy as np
+import pytest
+
+from explorer.analyses import few_step_compare as C
+from test_starts import run_page
+
+PAGE = "app_pages/few_steps.py"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return C.load_table()
+
+
+def test_shipped_table_is_current(shipped):
+    for name in C.TARGETS:
+        info = shipped["meta"]["targets"][name]
+        sb = shipped["lightsb"][name][info["lightsb_epsilon_in_rows"]]
+        methods = ("exact", "rf2", "lightsb") if name == "gmm-1d-3modes" else ("ode", "lightsb")
+        live = C.compare(name, nfes=(1, 2), n=shipped["meta"]["n"], seed=0, sb=sb, methods=methods)
+        table = {(r["method"], r["nfe"]): r for r in info["rows"]}
+        for r in live:
+            want = table[(r["method"], r["nfe"])]
+            assert r["distance"] == pytest.approx(want["distance"], rel=1e-9), (name, r["method"], r["nfe"])
+            assert np.allclose(r["mass"], want["mass"], atol=1e-12)
+
+
+def test_shipped_numbers_say_what_the_page_says(shipped):
+    rows = {(r["method"], r["nfe"]): r for r in shipped["meta"]["targets"]["gmm-1d-3modes"]["rows"]}
+    # Exact kernels keep the modes at every NFE; DDPM and the ODE put everything in the middle mode at 1 NFE.
+    for k in C.NFES:
+        assert rows[("exact", k)]["mass_tv"] < 0.03 and rows[("rf2", k)]["mass_tv"] < 0.03
+    assert rows[("ddpm", 1)]["mass"][1] > 0.99 and rows[("ode", 1)]["mass"][1] > 0.99
+    assert rows[("flow-map", 1)]["mass_tv"] < 0.03
+    transport = shipped["meta"]["targets"]["gmm-1d-3modes"]["transport"]
+    assert abs(transport[0]["ratio"] - 1) < 1e-12  # the 1D flow map is the optimal map
+    assert [t["ratio"] for t in transport[1:]] == sorted(t["ratio"] for t in transport[1:])  # excess grows with eps
+
+
+def test_page_shows_the_shipped_numbers_without_torch(shipped):
+    views = run_page(PAGE, {"fs_target": "gmm-1d-3modes", "fs_n": "300"}, toggles=("fs_live",))
+    first, live = views
+    assert not first["errors"], first["errors"]
+    assert first["torch"] is False
+    assert first["charts"] == 6  # vs NFE, samples, transport, kernel, reflow lines, bridges
+    table = first["tables"][0]
+    rows = shipped["meta"]["targets"]["gmm-1d-3modes"]["rows"]
+    assert table["NFE"] == [r["nfe"] for r in rows]
+    assert np.allclose(table["W2 (sliced)"], [r["distance"] for r in rows], rtol=1e-12)
+    assert not live["errors"], live["errors"]
+    want = C.compare("gmm-1d-3modes", n=300, seed=0, methods=("exact",),
+                     sb=shipped["lightsb"]["gmm-1d-3modes"][0.1])
+    got = [d for d, m in zip(live["tables"][0]["W2 (sliced)"], live["tables"][0]["method"]) if m == C.LABELS["exact"]]
+    assert np.allclose(got, [r["distance"] for r in want], rtol=1e-12)
+
+
+def test_first_figure_is_quick_cold():
+    from explorer.figures import few_steps as F
+
+    started = time.perf_counter()
+    table = C.load_table()
+    F.error_vs_nfe(table["meta"]["targets"]["gmm-2d-ring8"]["rows"]).to_json()
+    assert time.perf_counter() - started < 1.5
+
+
+def test_bad_method_is_named():
+    with pytest.raises(ValueError, match="method"):
+        C.run_method("nope", "gmm-1d-3modes", 1, 10, 0)
+    with pytest.raises(ValueError, match="rf2"):
+        C.run_method("rf2", "gmm-2d-ring8", 1, 10, 0)
+    with pytest.raises(ValueError, match="nfe"):
+        C.run_method("ode", "gmm-1d-3modes", 0, 10, 0)
