@@ -253,6 +253,9 @@ def test_bad_executors_are_value_errors(executor, words, monkeypatch):
     with pytest.raises(ValueError, match="executor") as err:
         ex.sweeps.run([1, 2], abs, executor)
     assert words in str(err.value)
+    with pytest.raises(ValueError, match="executor"):
+        with ex.sweeps.connect(executor):
+            pass
 
 
 def test_bad_addresses_and_arguments_are_value_errors(monkeypatch, cluster):
@@ -267,7 +270,8 @@ def test_bad_addresses_and_arguments_are_value_errors(monkeypatch, cluster):
                           (dict(cells="abc"), "cells must be a sequence"),
                           (dict(progress="bar"), "progress must be None, True or a callable"),
                           (dict(batch_size=0), "batch_size must be a positive integer"),
-                          (dict(task_seconds=-1), "task_seconds must be a positive number")]:
+                          (dict(task_seconds=-1), "task_seconds must be a positive number"),
+                          (dict(connect_timeout=0), "connect_timeout must be a positive number")]:
         args = dict(cells=[1], fn=abs) | kwargs
         with pytest.raises(ValueError, match=words):
             ex.sweeps.run(**args)

@@ -73,6 +73,8 @@ def run(cells, fn, executor=None, progress=None, *, batch_size: int | None = Non
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     if not (isinstance(task_seconds, (int, float)) and math.isfinite(task_seconds) and task_seconds > 0):
         raise ValueError(f"task_seconds must be a positive number, got {task_seconds!r}")
+    if not (isinstance(connect_timeout, (int, float)) and math.isfinite(connect_timeout) and connect_timeout > 0):
+        raise ValueError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
     connect = _executor(executor, connect_timeout)  # checked before any work starts
     report, close = _progress(progress, len(cells))
     try:
@@ -146,11 +148,16 @@ def _on_cluster(client, cells, fn, report, batch_size, task_seconds) -> list:
     results = [None] * n
     if n == 0:
         return results
-    threads = max(1, sum(client.nthreads().values()))
     shared = client.submit(_identity, fn, pure=False)  # fn reaches each worker once, not once per task
     pending, seconds, done = {}, [], 0
     queue = as_completed(loop=client.loop)
     start = 0
+    counted = [0.0, 1]  # when the worker threads were last counted, and how many (workers may join later)
+
+    def threads() -> int:
+        if time.monotonic() - counted[0] > 1.0:
+            counted[:] = [time.monotonic(), max(1, sum(client.nthreads().values()))]
+        return counted[1]
 
     def submit(size: int):
         nonlocal start
@@ -166,11 +173,11 @@ def _on_cluster(client, cells, fn, report, batch_size, task_seconds) -> list:
         if not seconds:
             return 1
         per_cell = max(sum(seconds) / len(seconds), 1e-6)
-        fair = math.ceil((n - start) / (2 * threads))  # the rest still split among every thread
+        fair = math.ceil((n - start) / (2 * threads()))  # the rest still split among every thread
         return max(1, min(int(task_seconds / per_cell), fair))
 
     try:
-        for _ in range(min(threads, n)):
+        for _ in range(min(threads(), n)):
             submit(next_size())
         for future in queue:
             index = pending.pop(future)
@@ -187,7 +194,7 @@ def _on_cluster(client, cells, fn, report, batch_size, task_seconds) -> list:
                 seconds.append(took)
                 done += 1
                 report(done, n, cells[i], value)
-            while start < n and len(pending) < 2 * threads:
+            while start < n and len(pending) < 2 * threads():
                 submit(next_size())
     finally:
         client.cancel([*pending, shared])
