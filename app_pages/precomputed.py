@@ -4,10 +4,10 @@ first view without recomputing it.
 
 A page marks a slow function with `@precomputed.default("<page>")` (under its st.cache_data).
 A call whose arguments were recorded returns the recorded value; any other call computes. The file
-records a fingerprint of the code and libraries the values came from (every file of explorer/,
-the page, this module and the shared controls; numpy, scipy, torch and diffusers versions): when
-any of them changes, the file is ignored, so a stale value is never shown; a test fails until the
-files are regenerated:
+records a fingerprint of the code and libraries the values came from (the explorer's files whose
+code ran while they were computed, the page, this module and the shared controls; numpy, scipy,
+torch and diffusers versions): when any of them changes, the file is ignored, so a stale value is
+never shown; a test fails until the files are regenerated:
 
     python app_pages/precomputed.py            # runs every page's default view and records it
 
@@ -39,21 +39,24 @@ DIR = ROOT / "data" / "precomputed"
 RECORD_ENV = "EXPLORER_PRECOMPUTE_RECORD"  # set: compute every call and record it (the regenerating command)
 LIBRARIES = ("numpy", "scipy", "torch", "diffusers")
 _LOCK = threading.Lock()
-_RECORDED: dict[str, dict[str, dict]] = {}  # page -> function -> key -> encoded value
+_RECORDED: dict[str, dict[str, dict]] = {}  # page -> function -> key -> value
+_USED: dict[str, set] = {}  # page -> the explorer files whose code ran while its values were computed
 
 
 # ---------------------------------------------------------------- what the values came from
 
 
 @functools.cache
-def fingerprint(page: str) -> str:
-    """sha256 of every file the page's values depend on, and of the libraries' versions."""
+def fingerprint(page: str, files: tuple = ()) -> str:
+    """sha256 of the files the page's values came from (`files`: the explorer's modules whose code ran
+    while they were computed, as recorded), the page, its shared controls, this module, and the
+    libraries' versions."""
     h = hashlib.sha256()
-    files = sorted((ROOT / "explorer").rglob("*.py")) + [ROOT / "app_pages" / f"{page}.py",
-                                                          ROOT / "app_pages" / "controls.py", Path(__file__).resolve()]
-    for path in (f for f in files if f.is_file()):
+    paths = [ROOT / f for f in files] + [ROOT / "app_pages" / f"{page}.py", ROOT / "app_pages" / "controls.py",
+                                         Path(__file__).resolve()]
+    for path in paths:
         h.update(str(path.relative_to(ROOT)).encode())
-        h.update(path.read_bytes())
+        h.update(path.read_bytes() if path.is_file() else b"(missing)")
     for lib in LIBRARIES:
         try:
             version = importlib.metadata.version(lib)
@@ -61,6 +64,23 @@ def fingerprint(page: str) -> str:
             version = "absent"
         h.update(f"{lib}=={version}".encode())
     return h.hexdigest()
+
+
+def _run_traced(fn, args, kwargs) -> tuple:
+    """fn(*args, **kwargs) and the explorer files whose code ran during it (relative paths)."""
+    core, seen = str(ROOT / "explorer"), set()
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(core):
+            seen.add(frame.f_code.co_filename)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        value = fn(*args, **kwargs)
+    finally:
+        sys.setprofile(previous)
+    return value, {str(Path(f).relative_to(ROOT)) for f in seen}
 
 
 def key_of(args: tuple, kwargs: dict) -> str:
@@ -145,25 +165,28 @@ def path_of(page: str) -> Path:
 
 
 def _read(page: str):
-    """(fingerprint, values, arrays) of the page's file: an .npz of an 'index' JSON and arrays a0, a1, ..."""
+    """(files, fingerprint, values, arrays) of the page's file: an .npz of an 'index' JSON and arrays a0, a1, ..."""
     with np.load(path_of(page), allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files if k != "index"}
         index = json.loads(str(data["index"]))
-    return index["fingerprint"], index["values"], arrays
+    return tuple(index["files"]), index["fingerprint"], index["values"], arrays
 
 
 @functools.cache
 def shipped(page: str) -> tuple[dict, dict]:
     """The page's recorded values (function -> key -> encoded value) and their arrays, or ({}, {}) if
-    the file is missing or was made from other code (its fingerprint differs)."""
+    the file is missing or any file they came from has changed since (the fingerprint differs)."""
     if not path_of(page).is_file():
         return {}, {}
-    made_from, values, arrays = _read(page)
-    return (values, arrays) if made_from == fingerprint(page) else ({}, {})
+    files, made_from, values, arrays = _read(page)
+    return (values, arrays) if made_from == fingerprint(page, files) else ({}, {})
 
 
 def is_fresh(page: str) -> bool:
-    return path_of(page).is_file() and _read(page)[0] == fingerprint(page)
+    if not path_of(page).is_file():
+        return False
+    files, made_from = _read(page)[:2]
+    return made_from == fingerprint(page, files)
 
 
 def default(page: str):
@@ -176,9 +199,10 @@ def default(page: str):
         def inner(*args, **kwargs):
             key = key_of(args, kwargs)
             if os.environ.get(RECORD_ENV):
-                value = fn(*args, **kwargs)
+                value, used = _run_traced(fn, args, kwargs)
                 with _LOCK:
                     _RECORDED.setdefault(page, {}).setdefault(name, {})[key] = value
+                    _USED.setdefault(page, set()).update(used)
                 return value
             values, arrays = shipped(page)
             found = values.get(name, {}).get(key)
@@ -189,12 +213,15 @@ def default(page: str):
     return wrap
 
 
-def write(page: str, values: dict) -> Path:
-    """Record values (function -> key -> value) for the page, with the fingerprint of the code now."""
+def write(page: str, values: dict, files=()) -> Path:
+    """Record values (function -> key -> value) for the page, with the fingerprint of the files they came
+    from (relative paths) as they are now."""
     DIR.mkdir(parents=True, exist_ok=True)
     arrays: list = []
     encoded = {fn: {key: encode(v, arrays) for key, v in calls.items()} for fn, calls in values.items()}
-    index = json.dumps({"page": page, "fingerprint": fingerprint(page), "values": encoded}, separators=(",", ":"))
+    files = tuple(sorted(files))
+    index = json.dumps({"page": page, "files": files, "fingerprint": fingerprint(page, files), "values": encoded},
+                       separators=(",", ":"))
     np.savez_compressed(path_of(page), index=np.array(index), **{f"a{i}": a for i, a in enumerate(arrays)})
     return path_of(page)
 
@@ -213,13 +240,14 @@ def regenerate(pages=PAGES_WITH_DEFAULTS) -> list[Path]:
     written = []
     for page in pages:
         _RECORDED.pop(page, None)
+        _USED.pop(page, None)
         at = AppTest.from_file(str(ROOT / "app_pages" / f"{page}.py"), default_timeout=600)  # a fresh session on it
         at.run()
         if at.exception:
             raise RuntimeError(f"{page}: {[e.message for e in at.exception]}")
         values = _RECORDED.get(page, {})
         if values:
-            written.append(write(page, values))
+            written.append(write(page, values, _USED.get(page, ())))
             print(f"{page}: {sum(len(v) for v in values.values())} values from {sorted(values)} "
                   f"-> {written[-1].relative_to(ROOT)} ({written[-1].stat().st_size / 1e3:.0f} kB)", flush=True)
     return written

@@ -20,7 +20,7 @@ from explorer import hallucination as H
 def _round_trip(value, tmp_path, monkeypatch):
     monkeypatch.setattr(P, "DIR", tmp_path)
     P.write("page", {"fn": {"key": value}})
-    values, arrays = P._read("page")[1:]
+    values, arrays = P._read("page")[2:]
     return P.decode(values["fn"]["key"], arrays)
 
 
@@ -97,7 +97,7 @@ def test_a_recorded_call_returns_the_shipped_value_and_a_stale_file_is_ignored(t
     assert slow(2, b=3)["sum"][0] == 99 and calls == []  # shipped, not computed
     assert slow(2, b=4)["sum"][0] == 6 and calls == [(2, 4)]  # other arguments compute
     assert P.is_fresh("fake")
-    monkeypatch.setattr(P, "fingerprint", lambda page: "other code")  # the code changed since
+    monkeypatch.setattr(P, "fingerprint", lambda page, files=(): "other code")  # the code changed since
     P.shipped.cache_clear()
     try:
         assert not P.is_fresh("fake")
@@ -106,23 +106,32 @@ def test_a_recorded_call_returns_the_shipped_value_and_a_stale_file_is_ignored(t
         P.shipped.cache_clear()
 
 
-def test_the_fingerprint_follows_the_code(tmp_path, monkeypatch):
-    before = P.fingerprint("audit")
-    assert before == P.fingerprint("audit") and before != P.fingerprint("schedules")  # the page's own file counts
+def test_the_fingerprint_follows_the_files_the_values_came_from(tmp_path, monkeypatch):
     root = tmp_path / "repo"
-    for rel in ("explorer/a.py", "app_pages/audit.py", "app_pages/controls.py"):
+    for rel in ("explorer/a.py", "explorer/b.py", "app_pages/audit.py", "app_pages/controls.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x = 1\n")
     monkeypatch.setattr(P, "ROOT", root)
     monkeypatch.setattr(P, "__file__", str(root / "app_pages" / "controls.py"))
     P.fingerprint.cache_clear()
     try:
-        one = P.fingerprint("audit")
-        (root / "explorer" / "a.py").write_text("x = 2\n")
+        one = P.fingerprint("audit", ("explorer/a.py",))
+        assert one != P.fingerprint("schedules", ("explorer/a.py",))  # the page's own file counts
+        (root / "explorer" / "b.py").write_text("x = 2\n")  # a file the values did not come from
         P.fingerprint.cache_clear()
-        assert P.fingerprint("audit") != one
+        assert P.fingerprint("audit", ("explorer/a.py",)) == one
+        (root / "explorer" / "a.py").write_text("x = 2\n")  # one they did
+        P.fingerprint.cache_clear()
+        assert P.fingerprint("audit", ("explorer/a.py",)) != one
     finally:
         P.fingerprint.cache_clear()
+
+
+def test_recording_notes_the_explorer_files_whose_code_ran():
+    value, used = P._run_traced(lambda n: ex.timesteps(ex.schedules.get("edm"), n), (4,), {})
+    assert len(value) == 5
+    assert {"explorer/foundations/timesteps.py", "explorer/foundations/schedules.py"} <= used
+    assert "explorer/analyses/audit.py" not in used
 
 
 @pytest.mark.parametrize("page", P.PAGES_WITH_DEFAULTS)
@@ -134,6 +143,6 @@ def test_every_shipped_default_view_is_fresh(page):
 
 def test_a_shipped_value_is_what_the_core_computes_now():
     """The audit's list of schedulers, recorded by the page, against the core's own answer."""
-    values, arrays = P._read("audit")[1:]
+    values, arrays = P._read("audit")[2:]
     recorded = P.decode(values["scheduler_names"][P.key_of((), {})], arrays)
     assert recorded == [name for name, _ in ex.audit.scheduler_classes()] and len(recorded) > 40
