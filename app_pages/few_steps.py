@@ -28,7 +28,8 @@ def table() -> dict:
 def live(name: str, n: int, seed: int) -> tuple:
     sb = table()["lightsb"][name][table()["meta"]["targets"][name]["lightsb_epsilon_in_rows"]]
     bar = st.progress(0.0, text="Running each method at 1, 2, 4 and 8 NFE…")
-    rows = C.compare(name, n=n, seed=seed, sb=sb, progress=lambda i, k, s: bar.progress(i / k, text=f"Ran {s}"))
+    rows = C.compare(name, n=n, seed=seed, sb=sb, ot_map=table()["dpm_ot"][name],
+                     progress=lambda i, k, s: bar.progress(i / k, text=f"Ran {s}"))
     bar.empty()
     return [{k: v for k, v in r.items() if k != "sample"} for r in rows], [r["sample"] for r in rows]
 
@@ -54,8 +55,8 @@ st.caption(
     "Samplers that buy speed by changing what a step is, on targets whose every error is exact: the true reverse "
     "kernel q(x_s | x_t), a Gaussian mixture in closed form (*Denoising Diffusion GANs* learn it; here it is known), "
     "against DDPM's Gaussian kernel and a good ODE solver; the exact one-step flow map (what consistency models "
-    "distil); rectified flow and reflow (*Flow Straight and Fast*); the *Light Schrödinger Bridge*. Every control is "
-    "in the URL."
+    "distil); rectified flow and reflow (*Flow Straight and Fast*); the *Light Schrödinger Bridge*; *DPM-OT*'s optimal-transport map "
+    "to cached intermediate states. Every control is in the URL."
 )
 
 with st.sidebar:
@@ -85,7 +86,11 @@ st.caption(
     f"Sliced W2 to fresh target draws (its floor at this sample size is where the exact kernels sit) and the share of "
     f"samples more than 3 component-sd from every mode. LightSB (ε = {info['lightsb_epsilon_in_rows']:g}, shipped "
     "potentials): one exact draw from its fitted plan at 1 NFE; Euler–Maruyama on its SDE (the official sampler) at "
-    "more. 2-rectified flow is exact in 1D only (the monotone coupling); the flow map is one step by definition."
+    "more. 2-rectified flow is exact in 1D only (the monotone coupling); the flow map is one step by definition. "
+    f"DPM-OT maps uniform noise to a cache of {info['dpm_ot']['m']} states at t = {info['dpm_ot']['t_k']:g} (the cache "
+    f"cost {info['dpm_ot']['cache_nfe']:,} evaluations once; its cells hold 1/M to a median "
+    f"{100 * info['dpm_ot']['cell_mass_error']:.0f}%), then NFE solver steps: no mode mixture from pure noise, but "
+    "only as many distinct starts as the cache holds."
 )
 st.plotly_chart(F.samples_grid(rows, samples, target), theme=None, config=CONFIG)
 mass = [{"method": C.LABELS[r["method"]], "NFE": r["nfe"], "W2 (sliced)": r["distance"], "off-mode": r["off_mode"],

@@ -18,7 +18,7 @@ from .trajectories import _f32, _target_contour
 
 COLORS = {
     "ode": "#1f4e9c", "ddpm": "#d62728", "exact": "#2ca02c", "flow-map": "#111111", "rf1": "#ff7f0e",
-    "rf2": "#9467bd", "lightsb": "#17becf",
+    "rf2": "#9467bd", "lightsb": "#17becf", "dpm-ot": "#8c564b",
 }
 
 
