@@ -243,14 +243,17 @@ def as_particles(model, value, t_start, t_end, reference, name) -> Particles:
     return particles(model, value, None, t_start, t_end, reference)
 
 
-def _progress(progress, total: int):
+def progress_reporter(progress, total: int, desc: str = "grid search"):
+    """(report(done, total, best_error), close) for a search's progress argument: None or False (silent),
+    True (a tqdm bar named desc) or a callable(done, total, best_error)."""
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc="grid search", leave=False)
+        bar = tqdm(total=total, desc=desc, leave=False)
 
         def report(done, total, best):
-            bar.n = done
+            bar.total = total
+            bar.n = min(done, total)
             bar.set_postfix(error=f"{best:.3g}", refresh=False)
             bar.refresh()
 
@@ -258,7 +261,7 @@ def _progress(progress, total: int):
     if progress in (None, False):
         return (lambda *a: None), (lambda: None)
     if not callable(progress):
-        raise ValueError(f"progress must be a callable, True or None, got {progress!r}")
+        raise ValueError(f"progress must be a callable progress(done, total, best_error), True or None, got {progress!r}")
     return progress, (lambda: None)
 
 
@@ -314,7 +317,7 @@ def optimise(model, solver: str = "dpmpp-2m", nfe: int = 10, fit=(1000, 0), hold
         raise ValueError(f"holdout must be drawn from another seed than fit (both {fit.seed})")
     holdout = as_particles(model, holdout, t0, t1, reference, "holdout")
     total = len(SPACINGS) + runs * max_evals if n_params else len(SPACINGS)
-    report, close = _progress(progress, total)
+    report, close = progress_reporter(progress, total)
 
     history = []
     try:

@@ -72,6 +72,7 @@ from ..solvers.sampling import reference as _rk45
 from ..solvers.sampling import sample
 from . import grid_search
 from .experiments import steps_for
+from .grid_search import progress_reporter
 from .metrics import endpoint_error
 from .sweeps import run as _sweep
 
@@ -337,27 +338,6 @@ def grid_at(schedule, positions, t_start: float, t_end: float) -> np.ndarray:
     return check_grid(schedule, ts, name="transferred grid")
 
 
-def _progress(progress, total: int, desc: str):
-    """(report(done, total, best), close): progress None, True (tqdm) or a callable(done, total, best)."""
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, leave=False)
-
-        def report(done, total, best):
-            bar.total = total
-            bar.n = min(done, total)
-            bar.set_postfix(error=f"{best:.3g}", refresh=False)
-            bar.refresh()
-
-        return report, bar.close
-    if progress in (None, False):
-        return (lambda *a: None), (lambda: None)
-    if not callable(progress):
-        raise ValueError(f"progress must be a callable progress(done, total, best_error), True or None, got {progress!r}")
-    return progress, (lambda: None)
-
-
 def _check_nfe(nfe, low: int = 1) -> int:
     if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < low:
         raise ValueError(f"nfe must be an integer >= {low}, got {nfe!r}")
@@ -484,7 +464,7 @@ def search_schedule(prob: Problem, nfe: int = 5, *, budget: int = 800, batch: in
     rng = as_generator(seed)
     s = prob.schedule
     t0, t1 = prob.ends
-    report, close = _progress(progress, int(budget), "schedule search")
+    report, close = progress_reporter(progress, int(budget), "schedule search")
 
     population, seen, history = [], set(), []  # population: (fit error, steps, ts), kept sorted
 
@@ -600,7 +580,7 @@ def search_grid(prob: Problem, solver: str = "dpmpp-2m", nfe: int = 5, *, candid
         raise ValueError(f"candidates = {candidates} has {len(interior)} interior times: fewer than the {n - 1} a grid needs")
     rng = as_generator(seed)
     total = config["population"] * config["epochs"]
-    report, close = _progress(progress, total, "grid search (EA)")
+    report, close = progress_reporter(progress, total, "grid search (EA)")
     scores, history = {}, []
 
     def grid_of(cand) -> np.ndarray:
@@ -691,7 +671,7 @@ def brute_force_grid(prob: Problem, solver: str = "dpmpp-2m", nfe: int = 3, *, c
     idx = range(1, len(fine) - 1)
     cands = [(i,) for i in idx] if n == 2 else [(i, j) for i in idx for j in idx if i < j]
     grids = [np.concatenate([[fine[0]], fine[list(c)], [fine[-1]]]) for c in cands]
-    report, close = _progress(progress, len(cands), "brute force")
+    report, close = progress_reporter(progress, len(cands), "brute force")
     lowest = [math.inf]
 
     def tick(done, total, _cell, result):
