@@ -19,7 +19,7 @@ from .analyses import (audit, experiments, grid_search, guidance, hallucination,
 from .analyses import solver_search
 from .analyses import guidance_methods, minority, posterior, svdd, tilted
 from .analyses import boundary, dmcmc, gauge, terminal_snr
-from .analyses import dpm_ot, few_step_compare, few_steps, lightsb, reflow
+from .analyses import dpm_ot, few_step_compare, few_steps, lightsb, reflow, reflow_mlp
 from .foundations import conversion, interpolants, schedules, targets
 from .foundations.analytic import AnalyticModel, DenoiserModel
 from .foundations.conversion import convert_path
@@ -56,5 +56,5 @@ __all__ = [
     "targets", "timesteps",
     "guidance_methods", "minority", "posterior", "svdd", "tilted",
     "boundary", "dmcmc", "gauge", "terminal_snr",
-    "dpm_ot", "few_step_compare", "few_steps", "lightsb", "reflow",
+    "dpm_ot", "few_step_compare", "few_steps", "lightsb", "reflow", "reflow_mlp",
 ]

@@ -75,6 +75,6 @@ def test_bad_method_is_named():
     with pytest.raises(ValueError, match="method"):
         C.run_method("nope", "gmm-1d-3modes", 1, 10, 0)
     with pytest.raises(ValueError, match="rf2"):
-        C.run_method("rf2", "gmm-2d-ring8", 1, 10, 0)
+        C.run_method("rf2", "gmm-2d-grid25", 1, 10, 0)
     with pytest.raises(ValueError, match="nfe"):
         C.run_method("ode", "gmm-1d-3modes", 0, 10, 0)

@@ -7,7 +7,8 @@ Methods (NFE = evaluations of the model, or draws of a learned/exact kernel):
   exact      exact reverse-kernel draws (ex.few_steps.exact_kernels; exact in law at any NFE);
   flow-map   the exact probability-flow ODE map as one step (the ideal consistency model; NFE 1 only);
   rf1        1-rectified flow (the rectified-flow schedule's ODE), Euler steps;
-  rf2        2-rectified flow (reflow), Euler steps: exact in 1D (ex.reflow.Reflow1D); not run in 2D here;
+  rf2        2-rectified flow (reflow), Euler steps: exact in 1D (ex.reflow.Reflow1D); in 2D the shipped
+             network of ex.reflow_mlp (gmm-2d-ring8 only; torch);
   lightsb    Light Schrodinger Bridge with shipped potentials: one exact draw from the fitted plan at
              NFE 1, Euler-Maruyama on the bridge SDE (the official sampler) at NFE > 1;
   dpm-ot     DPM-OT: the semi-discrete OT map from uniform noise to a shipped cache of CACHE_M states at
@@ -29,7 +30,7 @@ from ..foundations.schedules import get as get_schedule
 from ..foundations.targets import get as get_target
 from ..foundations.timesteps import timesteps
 from ..solvers.sampling import sample
-from . import dpm_ot, few_steps, lightsb, metrics, reflow
+from . import dpm_ot, few_steps, lightsb, metrics, reflow, reflow_mlp
 
 NFES = (1, 2, 4, 8)
 METHODS = ("ode", "ddpm", "exact", "flow-map", "rf1", "rf2", "lightsb", "dpm-ot")
@@ -72,10 +73,14 @@ def run_method(method: str, target_name: str, nfe: int, n: int, seed, sb: lights
     elif method == "rf1":
         traj = sample(AnalyticModel(gm, rf), float(rf.sigma(rf.t_max)) * z, timesteps(rf, int(nfe), "uniform-t"), "euler")
     elif method == "rf2":
-        if gm.dim != 1:
-            raise ValueError("method 'rf2' (exact reflow) is one-dimensional; the target is "
-                             f"{gm.dim}-dimensional")
-        traj = sample(reflow.Reflow1D(gm), z, np.linspace(1.0, 0.0, int(nfe) + 1), "euler")
+        if gm.dim == 1:
+            model = reflow.Reflow1D(gm)
+        elif target_name == reflow_mlp.TARGET:
+            model = reflow_mlp.load()
+        else:
+            raise ValueError(f"method 'rf2' runs on 1D targets (exact) and on {reflow_mlp.TARGET} (the shipped "
+                             f"network), not on {target_name!r}")
+        traj = sample(model, z, np.linspace(1.0, 0.0, int(nfe) + 1), "euler")
     elif method == "dpm-ot":
         if ot_map is None:
             raise ValueError("method 'dpm-ot' needs ot_map (load_table()['dpm_ot'][target] or make_ot_map)")
@@ -126,7 +131,8 @@ def compare(target_name: str, nfes=NFES, n: int = 2000, seed=0, sb: lightsb.Ligh
     (weights, 0) ("mass_tv") and the samples (float32)."""
     gm = get_target(target_name)
     todo = [(m, k) for m in methods for k in nfes
-            if not (m == "flow-map" and k != 1) and not (m == "rf2" and gm.dim != 1) and not (m == "lightsb" and sb is None)
+            if not (m == "flow-map" and k != 1) and not (m == "rf2" and gm.dim != 1 and target_name != reflow_mlp.TARGET)
+            and not (m == "lightsb" and sb is None)
             and not (m == "dpm-ot" and ot_map is None)]
     rows = []
     for i, (m, k) in enumerate(todo):
@@ -150,6 +156,9 @@ def transport(target_name: str, n: int = 500, seed=0, sbs=()) -> list[dict]:
     out = []
     x = np.asarray(few_steps.flow_map(AnalyticModel(gm, rf), z, 1.0 - 1e-9, 1e-9).x[-1])
     out.append({"coupling": "1-rectified flow map", **reflow.transport_report(z, x)})
+    if gm.dim == 2 and target_name == reflow_mlp.TARGET:  # the 2-rectified flow's own map: 64 Euler steps
+        x = sample(reflow_mlp.load(), z, np.linspace(1.0, 0.0, 65), "euler").x[-1]
+        out.append({"coupling": "2-rectified flow map (network)", **reflow.transport_report(z, np.asarray(x))})
     for sb in sbs:
         x = sb.sample(z, as_generator(seed))
         out.append({"coupling": f"LightSB eps={sb.epsilon:g}", **reflow.transport_report(z, x)})
