@@ -19,11 +19,9 @@ for other NFE by a cascade polynomial regression: explorer.analyses.solver_searc
 
 from __future__ import annotations
 
-import math
-
 from .common import combine, grid
 from .registry import Option, solver
-from .unipc import moment_weights, phi
+from .unipc import unip
 
 DC_SOLVER = "DC-Solver: Improving Predictor-Corrector Diffusion Sampler via Dynamic Compensation"
 RHO_RANGE = (0.0, 2.0)
@@ -100,21 +98,9 @@ def dc_solver(model, x, ts, rng, record, order=3, variant="bh1", corrector=True,
             d = combine(lagrange_weights(times[: dc_order + 1], t_star), d_hist[: dc_order + 1])
             d_hist[0] = d
 
-        # UniPC's step on the (compensated) buffer: as explorer.solvers.unipc.
+        # UniPC's step on the (compensated) buffer.
         p = min(order, len(d_hist))
-        lam_p, d_p = lams[:p], d_hist[:p]
-        h = g.lam[i + 1] - g.lam[i]
-        hh = -h
-        B = hh if variant == "bh1" else math.expm1(hh)
-        r = [(lam - g.lam[i]) / h for lam in lam_p[1:]]
-        D = [(d_m - d) / r_m for d_m, r_m in zip(d_p[1:], r)]
-        b = [math.factorial(k) * hh * phi(k + 1, hh) / B for k in range(1, p + 1)]
-        x_ddim = (g.sigma[i + 1] / g.sigma[i]) * x - g.alpha[i + 1] * math.expm1(hh) * d
-
-        x_pred = x_ddim
-        if p >= 2:
-            rho_p = [0.5] if p == 2 else moment_weights(r, b[: p - 1])
-            x_pred = x_ddim - g.alpha[i + 1] * B * combine(rho_p, D)
+        x_pred, unic = unip(g, i, x, lams[:p], d_hist[:p], variant)
 
         if not corrector or i == n - 1:
             x = record(i, x_pred, d)
@@ -122,7 +108,6 @@ def dc_solver(model, x, ts, rng, record, order=3, variant="bh1", corrector=True,
             continue
 
         d_next = model.denoise(x_pred, ts[i + 1])
-        rho_c = [0.5] if p == 1 else moment_weights(r + [1.0], b)
-        x_corr = x_ddim - g.alpha[i + 1] * B * combine(rho_c, D + [d_next - d])
+        x_corr = unic(d_next)
         x = record(i, x_corr, d)
         d = d_next if x is x_corr else None

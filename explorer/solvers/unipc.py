@@ -47,6 +47,34 @@ def moment_weights(nodes, targets) -> list[float]:
     return np.linalg.solve(powers, np.asarray(targets, dtype=np.float64)).tolist()
 
 
+def unip(g, i: int, x, lams: list, d_hist: list, variant: str):
+    """UniP-p's step i from the buffer (lambda and x0_hat at the last p grid points, newest first):
+    returns the predicted state and unic(d_next), UniC-p's corrected state given the evaluation
+    d_next at the predicted point (which joins as the node r = 1)."""
+    d, p = d_hist[0], len(d_hist)
+    h = g.lam[i + 1] - g.lam[i]
+    hh = -h  # data prediction integrates e^{-(lambda_{i+1} - lambda)}
+    B = hh if variant == "bh1" else math.expm1(hh)
+    r = [(lam - g.lam[i]) / h for lam in lams[1:]]
+    D = [(d_m - d) / r_m for d_m, r_m in zip(d_hist[1:], r)]
+    b = [math.factorial(k) * hh * phi(k + 1, hh) / B for k in range(1, p + 1)]
+    # First-order (DDIM) part, exact for constant x0_hat.
+    x_ddim = (g.sigma[i + 1] / g.sigma[i]) * x - g.alpha[i + 1] * math.expm1(hh) * d
+
+    # UniP-p predictor: p - 1 earlier points (rho = 1/2 at p = 2, the paper's simplification).
+    x_pred = x_ddim
+    if p >= 2:
+        rho = [0.5] if p == 2 else moment_weights(r, b[: p - 1])
+        x_pred = x_ddim - g.alpha[i + 1] * B * combine(rho, D)
+
+    def unic(d_next):
+        # UniC-p corrector.
+        rho_c = [0.5] if p == 1 else moment_weights(r + [1.0], b)
+        return x_ddim - g.alpha[i + 1] * B * combine(rho_c, D + [d_next - d])
+
+    return x_pred, unic
+
+
 @solver(
     "unipc", order=lambda o: o["order"] + int(o["corrector"]), multistep=True, reference=UNIPC,
     summary=(
@@ -75,23 +103,8 @@ def unipc(model, x, ts, rng, record, order=3, variant="bh1", corrector=True):
             d = model.denoise(x, ts[i])
         lams.insert(0, g.lam[i])
         d_hist.insert(0, d)
-        del lams[order:], d_hist[order:]
-        p = len(d_hist)  # this step's order: lower while the history is short
-
-        h = g.lam[i + 1] - g.lam[i]
-        hh = -h  # data prediction integrates e^{-(lambda_{i+1} - lambda)}
-        B = hh if variant == "bh1" else math.expm1(hh)
-        r = [(lam - g.lam[i]) / h for lam in lams[1:]]
-        D = [(d_m - d) / r_m for d_m, r_m in zip(d_hist[1:], r)]
-        b = [math.factorial(k) * hh * phi(k + 1, hh) / B for k in range(1, p + 1)]
-        # First-order (DDIM) part, exact for constant x0_hat.
-        x_ddim = (g.sigma[i + 1] / g.sigma[i]) * x - g.alpha[i + 1] * math.expm1(hh) * d
-
-        # UniP-p predictor: p - 1 earlier points (rho = 1/2 at p = 2, the paper's simplification).
-        x_pred = x_ddim
-        if p >= 2:
-            rho = [0.5] if p == 2 else moment_weights(r, b[: p - 1])
-            x_pred = x_ddim - g.alpha[i + 1] * B * combine(rho, D)
+        del lams[order:], d_hist[order:]  # this step's order: lower while the history is short
+        x_pred, unic = unip(g, i, x, lams, d_hist, variant)
 
         if not corrector or i == n - 1:  # the last step is not corrected: it would cost an evaluation
             x = record(i, x_pred, d)
@@ -100,8 +113,7 @@ def unipc(model, x, ts, rng, record, order=3, variant="bh1", corrector=True):
 
         # UniC-p corrector: the evaluation at the predicted point joins as the node r = 1.
         d_next = model.denoise(x_pred, ts[i + 1])
-        rho_c = [0.5] if p == 1 else moment_weights(r + [1.0], b)
-        x_corr = x_ddim - g.alpha[i + 1] * B * combine(rho_c, D + [d_next - d])
+        x_corr = unic(d_next)
         x = record(i, x_corr, d)
         # The next predictor reuses the evaluation at the predicted point (UniPC's free
         # correction), unless a corrector moved the state: then it evaluates afresh.
