@@ -9,6 +9,7 @@ Methods (NFE = evaluations of the model, or draws of a learned/exact kernel):
   rf1        1-rectified flow (the rectified-flow schedule's ODE), Euler steps;
   rf2        2-rectified flow (reflow), Euler steps: exact in 1D (ex.reflow.Reflow1D); in 2D the shipped
              network of ex.reflow_mlp (gmm-2d-ring8 only; torch);
+  distilled  a network distilled from the flow map in one step (gmm-2d-ring8 only; NFE 1; ex.reflow_mlp);
   lightsb    Light Schrodinger Bridge with shipped potentials: one exact draw from the fitted plan at
              NFE 1, Euler-Maruyama on the bridge SDE (the official sampler) at NFE > 1;
   dpm-ot     DPM-OT: the semi-discrete OT map from uniform noise to a shipped cache of CACHE_M states at
@@ -33,10 +34,11 @@ from ..solvers.sampling import sample
 from . import dpm_ot, few_steps, lightsb, metrics, reflow, reflow_mlp
 
 NFES = (1, 2, 4, 8)
-METHODS = ("ode", "ddpm", "exact", "flow-map", "rf1", "rf2", "lightsb", "dpm-ot")
+METHODS = ("ode", "ddpm", "exact", "flow-map", "distilled", "rf1", "rf2", "lightsb", "dpm-ot")
 LABELS = {
     "ode": "ODE solver (DPM-Solver++ 2M)", "ddpm": "DDPM Gaussian kernels", "exact": "exact reverse kernels",
-    "flow-map": "exact one-step flow map", "rf1": "1-rectified flow (Euler)", "rf2": "2-rectified flow (reflow)",
+    "flow-map": "exact one-step flow map", "distilled": "distilled one-step network",
+    "rf1": "1-rectified flow (Euler)", "rf2": "2-rectified flow (reflow)",
     "lightsb": "Light Schrodinger Bridge", "dpm-ot": "DPM-OT (OT map to a cache)",
 }
 TARGETS = ("gmm-1d-3modes", "gmm-2d-ring8")
@@ -70,6 +72,10 @@ def run_method(method: str, target_name: str, nfe: int, n: int, seed, sb: lights
                           rng=rng if method == "ddpm" else None)
     elif method == "flow-map":
         traj = few_steps.flow_map(AnalyticModel(gm, rf), z, 1.0 - 1e-9, 1e-9)
+    elif method == "distilled":
+        if target_name != reflow_mlp.TARGET:
+            raise ValueError(f"method 'distilled' runs on {reflow_mlp.TARGET} (the shipped network), not on {target_name!r}")
+        traj = sample(reflow_mlp.load(distilled=True), z, np.array([1.0, 0.0]), "euler")
     elif method == "rf1":
         traj = sample(AnalyticModel(gm, rf), float(rf.sigma(rf.t_max)) * z, timesteps(rf, int(nfe), "uniform-t"), "euler")
     elif method == "rf2":
@@ -130,9 +136,10 @@ def compare(target_name: str, nfes=NFES, n: int = 2000, seed=0, sb: lightsb.Ligh
     in_mode_mass), the mass between modes ("off_mode"), the total-variation error of (mass, off_mode) against
     (weights, 0) ("mass_tv") and the samples (float32)."""
     gm = get_target(target_name)
+    network = target_name == reflow_mlp.TARGET  # the shipped 2D networks are the ring's
     todo = [(m, k) for m in methods for k in nfes
-            if not (m == "flow-map" and k != 1) and not (m == "rf2" and gm.dim != 1 and target_name != reflow_mlp.TARGET)
-            and not (m == "lightsb" and sb is None)
+            if not (m in ("flow-map", "distilled") and k != 1) and not (m == "distilled" and not network)
+            and not (m == "rf2" and gm.dim != 1 and not network) and not (m == "lightsb" and sb is None)
             and not (m == "dpm-ot" and ot_map is None)]
     rows = []
     for i, (m, k) in enumerate(todo):
@@ -159,6 +166,8 @@ def transport(target_name: str, n: int = 500, seed=0, sbs=()) -> list[dict]:
     if gm.dim == 2 and target_name == reflow_mlp.TARGET:  # the 2-rectified flow's own map: 64 Euler steps
         x = sample(reflow_mlp.load(), z, np.linspace(1.0, 0.0, 65), "euler").x[-1]
         out.append({"coupling": "2-rectified flow map (network)", **reflow.transport_report(z, np.asarray(x))})
+        x = sample(reflow_mlp.load(distilled=True), z, np.array([1.0, 0.0]), "euler").x[-1]
+        out.append({"coupling": "distilled one-step network", **reflow.transport_report(z, np.asarray(x))})
     for sb in sbs:
         x = sb.sample(z, as_generator(seed))
         out.append({"coupling": f"LightSB eps={sb.epsilon:g}", **reflow.transport_report(z, x)})

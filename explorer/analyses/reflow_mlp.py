@@ -26,6 +26,7 @@ from ..foundations.targets import get as get_target
 from ..solvers.sampling import reference
 
 WEIGHTS = "reflow-ring8.npz"
+DISTILLED = "distilled-ring8.npz"  # the one-step distillation of the same coupling
 TARGET = "gmm-2d-ring8"
 WIDTH, DEPTH, N_FREQ = 128, 3, 8
 
@@ -76,8 +77,13 @@ class ReflowMLP(DenoiserModel):
         return np.asarray(x, dtype=np.float64) - float(t) * self.velocity(x, t)
 
 
-def train(z, x0, steps: int = 3000, batch: int = 1024, lr: float = 2e-3, seed=0, progress=None) -> ReflowMLP:
+def train(z, x0, steps: int = 3000, batch: int = 1024, lr: float = 2e-3, seed=0, progress=None,
+          one_step: bool = False) -> ReflowMLP:
     """Fit v to the straight lines' velocity z - x0 at x_t = (1 - t) x0 + t z (Adam, cosine-decayed rate).
+
+    one_step=True trains at t = 1 only: the network then maps z to x0 in one Euler step, z - v(z, 1), and the
+    loss is the paper's one-step distillation objective E||x0 - f(z)||^2 (what a distilled one-step model or a
+    consistency model learns of the flow map; its errors are what one step costs a network, not the flow).
     progress: a callable(step, steps, loss) or True for a tqdm bar."""
     import torch
 
@@ -95,10 +101,11 @@ def train(z, x0, steps: int = 3000, batch: int = 1024, lr: float = 2e-3, seed=0,
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(steps), desc="2-rectified flow")
+        bar = tqdm(total=int(steps), desc="one-step distillation" if one_step else "2-rectified flow")
     for step in range(int(steps)):
         idx = torch.randint(len(Z), (int(batch),), generator=gen)
-        t = torch.rand(int(batch), generator=gen, dtype=torch.float64)
+        t = torch.ones(int(batch), dtype=torch.float64) if one_step else torch.rand(int(batch), generator=gen,
+                                                                                           dtype=torch.float64)
         xt = (1 - t[:, None]) * X[idx] + t[:, None] * Z[idx]
         loss = ((net(_features(xt, t)) - (Z[idx] - X[idx])) ** 2).sum(1).mean()
         opt.zero_grad()
@@ -121,11 +128,13 @@ def save(model: ReflowMLP, path) -> Path:
     return Path(path)
 
 
-def load(path=None) -> ReflowMLP:
-    """The shipped 2-rectified flow of gmm-2d-ring8 (or the .npz at path)."""
+def load(path=None, distilled: bool = False) -> ReflowMLP:
+    """The shipped 2-rectified flow of gmm-2d-ring8, or with distilled=True its one-step distillation (sample it
+    on the grid [1, 0]); or the .npz at path."""
     import torch
 
-    with np.load(DATA_DIR / WEIGHTS if path is None else path, allow_pickle=False) as f:
+    path = DATA_DIR / (DISTILLED if distilled else WEIGHTS) if path is None else path
+    with np.load(path, allow_pickle=False) as f:
         dim = int(f["dim"])
         net = _network(dim)
         with torch.no_grad():
@@ -134,13 +143,16 @@ def load(path=None) -> ReflowMLP:
     return ReflowMLP(net, dim)
 
 
-def make_weights(out=None, n: int = 20000, steps: int = 3000, progress=True) -> Path:
-    """Couple n noise draws by the exact 1-rectified flow of gmm-2d-ring8, fit the 2-rectified flow, save it."""
+def make_weights(out_dir=None, n: int = 20000, steps: int = 3000, progress=True) -> list[Path]:
+    """Couple n noise draws by the exact 1-rectified flow of gmm-2d-ring8, fit the 2-rectified flow and the one-step
+    distillation on the same coupling, save both."""
     z, x0 = coupling(get_target(TARGET), n, seed=0)
-    return save(train(z, x0, steps=steps, seed=0, progress=progress), DATA_DIR / WEIGHTS if out is None else out)
+    folder = Path(DATA_DIR if out_dir is None else out_dir)
+    return [save(train(z, x0, steps=steps, seed=0, progress=progress), folder / WEIGHTS),
+            save(train(z, x0, steps=steps, seed=0, progress=progress, one_step=True), folder / DISTILLED)]
 
 
-if __name__ == "__main__":  # python -m explorer.analyses.reflow_mlp [out.npz]: remake the shipped weights
+if __name__ == "__main__":  # python -m explorer.analyses.reflow_mlp [out_dir]: remake the shipped weights
     import sys
 
     print(make_weights(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -17,7 +17,7 @@ from . import style
 from .trajectories import _f32, _target_contour
 
 COLORS = {
-    "ode": "#1f4e9c", "ddpm": "#d62728", "exact": "#2ca02c", "flow-map": "#111111", "rf1": "#ff7f0e",
+    "ode": "#1f4e9c", "ddpm": "#d62728", "exact": "#2ca02c", "flow-map": "#111111", "distilled": "#7f7f7f", "rf1": "#ff7f0e",
     "rf2": "#9467bd", "lightsb": "#17becf", "dpm-ot": "#8c564b",
 }
 
