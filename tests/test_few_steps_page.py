@@ -24,8 +24,11 @@ def test_shipped_table_is_current(shipped):
     for name in C.TARGETS:
         info = shipped["meta"]["targets"][name]
         sb = shipped["lightsb"][name][info["lightsb_epsilon_in_rows"]]
-        methods = ("exact", "rf2", "lightsb") if name == "gmm-1d-3modes" else ("ode", "lightsb")
-        live = C.compare(name, nfes=(1, 2), n=shipped["meta"]["n"], seed=0, sb=sb, methods=methods)
+        methods = ("exact", "rf2", "lightsb", "dpm-ot") if name == "gmm-1d-3modes" else (
+            "ode", "lightsb", "rf2", "distilled", "dpm-ot")  # the ring's rows check the shipped networks too
+        live = C.compare(name, nfes=(1, 2), n=shipped["meta"]["n"], seed=0, sb=sb, methods=methods,
+                         ot_map=shipped["dpm_ot"][name])
+        assert {r["method"] for r in live} == set(methods)
         table = {(r["method"], r["nfe"]): r for r in info["rows"]}
         for r in live:
             want = table[(r["method"], r["nfe"])]
@@ -78,3 +81,12 @@ def test_bad_method_is_named():
         C.run_method("rf2", "gmm-2d-grid25", 1, 10, 0)
     with pytest.raises(ValueError, match="nfe"):
         C.run_method("ode", "gmm-1d-3modes", 0, 10, 0)
+
+
+def test_ring_view_shows_every_method(shipped):
+    (view,) = run_page(PAGE, {"fs_target": "gmm-2d-ring8"})
+    assert not view["errors"], view["errors"]
+    assert view["torch"] is False and view["charts"] == 6
+    shown = set(view["tables"][0]["method"])
+    assert shown == {C.LABELS[r["method"]] for r in shipped["meta"]["targets"]["gmm-2d-ring8"]["rows"]}
+    assert C.LABELS["distilled"] in shown and C.LABELS["dpm-ot"] in shown
