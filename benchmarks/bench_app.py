@@ -64,11 +64,13 @@ PAGES = {
     "starts": [(PROBLEM, "snr_steps", "right", None), (PROBLEM, "snr_spread", "right", None)],
     "learned-fields": [(REDRAW, "curl_level", "right", None), (PROBLEM, "gauge_c", "right", None),
                        (PROBLEM, "err_steps", "right", None)],
+    "few-steps": [(REDRAW, "fs_xt", "right", None), (REDRAW, "fs_paths", "right", None),
+                  (PROBLEM, "fs_target", "pick", "gmm-2d-ring8")],
 }
 TITLES = {"": "Trajectories", "solver-lab": "Solver lab", "stability": "Stability",
           "mode-interpolation": "Mode interpolation", "images": "Images", "schedules": "Schedules",
           "audit": "Scheduler audit", "guidance": "Guidance", "search": "Solver search", "starts": "Starts",
-          "learned-fields": "Learned fields"}
+          "learned-fields": "Learned fields", "few-steps": "Few steps"}
 
 # Marks the first change drawn inside any figure (a replot redraws its SVG; a new chart adds one)
 # after the mark is set.
