@@ -57,7 +57,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from .. import solvers as _solvers
 from ..foundations import schedules as _schedules
@@ -736,6 +735,13 @@ def compensated_buffer(raw, times, rhos, dc_order: int = 2) -> list:
     return out
 
 
+def _argmin(loss, bounds) -> float:
+    """The rho in bounds minimising loss (scipy's bounded Brent search, to 1e-7)."""
+    from scipy.optimize import minimize_scalar  # 0.4 s to import: paid by the first fit, not by `import explorer`
+
+    return float(minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-7}).x)
+
+
 def _buffer_rho(raw, comp, times, i, target, dc_order, bounds) -> float:
     """The rho at step i that brings the compensated newest output closest (RMS) to `target`."""
     nodes = [times[i - k] for k in range(dc_order + 1)]
@@ -746,7 +752,7 @@ def _buffer_rho(raw, comp, times, i, target, dc_order, bounds) -> float:
         m = sum(w * v for w, v in zip(lagrange_weights(nodes, t_star), vals))
         return endpoint_error(m, target)
 
-    return float(minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-7}).x)
+    return _argmin(loss, bounds)
 
 
 @dataclass
@@ -796,7 +802,7 @@ def fit_dc(model, nfe: int, fit: grid_search.Particles, *, spacing: str = "unifo
             x = state(trial, i)
             return endpoint_error(x, ref.x[i + 1]) if np.all(np.isfinite(x)) else 1e300
 
-        rhos[i] = float(minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-7}).x)
+        rhos[i] = _argmin(loss, bounds)
 
     # The buffer along the fitted path: raw outputs (evaluated at the predicted states), the
     # compensated ones, and the denoiser at the corrected states and on the exact path.
