@@ -197,12 +197,11 @@ def test_every_import_form_is_resolved(tmp_path, line, target):
 def test_import_explorer_stays_light():
     """`import explorer` (every page, notebook and worker pays it) leaves the heavy libraries to first use:
     scipy's integrators, optimisers and special functions take 0.2-0.9 s each to import on 2 cores, torch and
-    diffusers seconds."""
+    diffusers seconds. (The UI libraries have their own check: test_core_metrics.test_core_imports_no_ui_library.)"""
     import subprocess
     import sys
 
-    heavy = ("scipy.integrate", "scipy.optimize", "scipy.special", "torch", "pandas", "dask", "ot", "diffusers",
-             "plotly", "streamlit")
+    heavy = ("scipy.integrate", "scipy.optimize", "scipy.special", "torch", "pandas", "dask", "ot", "diffusers")
     code = f"import sys, explorer; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
