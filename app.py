@@ -9,6 +9,7 @@ st.set_page_config(layout="wide", page_title="diffusion-explorer")
 controls.plugins()  # EXPLORER_PLUGINS and installed entry points register their solvers; failures show on every page
 
 PAGES = [
+    st.Page("app_pages/gallery.py", title="Gallery", icon=":material/photo_library:", url_path="gallery"),
     st.Page("app_pages/trajectories.py", title="Trajectories", icon=":material/timeline:", default=True),
     st.Page("app_pages/solver_lab.py", title="Solver lab", icon=":material/science:", url_path="solver-lab"),
     st.Page("app_pages/stability.py", title="Stability", icon=":material/blur_circular:", url_path="stability"),

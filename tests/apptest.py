@@ -49,3 +49,12 @@ def assert_clean(at: AppTest) -> None:
     """No exception and no error box on the page."""
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def page_text(at: AppTest) -> str:
+    """What a reader sees of the page as text, one entry a line: every metric as "label: value",
+    then the markdown, captions and alerts, in page order within each kind."""
+    lines = [f"{m.label}: {m.value}" for m in at.metric]
+    for kind in ("markdown", "caption", "info", "success", "warning", "error"):
+        lines += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""The gallery: every card's link opens its view cleanly, with its widgets set as the link says, and
+the view shows the card's number inside the claimed range; the thumbnails were made from the cards'
+current links; the README's tour and the notebook list every card."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from apptest import APP, assert_clean, open_app, page_text  # noqa: E402
+
+from explorer import gallery  # noqa: E402
+from explorer.gallery.card import _text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+THUMBNAILS = ROOT / "data" / "gallery"
+CARDS = {card.slug: card for card in gallery.CARDS}
+
+
+def open_card(card: gallery.Card) -> AppTest:
+    """The card's page run on its own (without the app's frame, which only adds navigation and the
+    plug-in report), with the card's query parameters in the URL."""
+    at = AppTest.from_file(str(ROOT / card.page_file), default_timeout=60)
+    for key, value in card.params.items():
+        at.query_params[key] = _text(value)
+    at.run()
+    return at
+
+
+def _same(shown, wanted) -> bool:
+    shown, wanted = _text(shown), _text(wanted)
+    if isinstance(wanted, list):
+        return isinstance(shown, list) and len(shown) == len(wanted) and all(map(_same, shown, wanted))
+    try:
+        return math.isclose(float(shown), float(wanted), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return shown == wanted
+
+
+def test_the_cards_are_many_distinct_and_short():
+    assert len(gallery.CARDS) >= 15
+    assert len(CARDS) == len(gallery.CARDS), "two cards share a slug"
+    assert len({c.title for c in gallery.CARDS}) == len(gallery.CARDS)
+    assert len({c.link() for c in gallery.CARDS}) == len(gallery.CARDS), "two cards open the same view"
+    assert len({c.page for c in gallery.CARDS}) >= 10, "the cards should cover the app's pages"
+    for card in gallery.CARDS:
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", card.text.strip()) if s]
+        assert 2 <= len(sentences) <= 3, (card.slug, sentences)
+        assert re.search(r"\d", card.claim), f"{card.slug}: the claim states no number"
+
+
+def test_a_card_rejects_what_cannot_be_checked():
+    base = dict(slug="x", title="t", text="a. b.", page="", params={}, claim="1", reads=r"(\d)",
+                expect=(0, 1), figure=lambda: None)
+    for bad, message in ((dict(page="nowhere"), "page"), (dict(slug="Not A Slug"), "slug"),
+                         (dict(reads="no group"), "group"), (dict(expect=(2, 1)), "range")):
+        with pytest.raises(ValueError, match=message):
+            gallery.Card(**{**base, **bad})
+    card = gallery.Card(**base)
+    assert card.read("Distance: 1") == 1.0
+    with pytest.raises(ValueError, match="does not show"):
+        card.read("nothing here")
+    with pytest.raises(ValueError, match="known"):
+        gallery.get("no-such-card")
+
+
+@pytest.mark.parametrize("slug", list(CARDS))
+def test_each_card_shows_its_phenomenon(slug):
+    card = CARDS[slug]
+    at = open_card(card)
+    assert_clean(at)
+    for key, wanted in card.params.items():
+        widget = at.get_by_key(key)
+        assert widget is not None, f"{slug}: no widget {key!r} on {card.page_file}"
+        assert _same(widget.value, wanted), f"{slug}: {key} is {widget.value!r}, the link says {wanted!r}"
+    assert len(at.get("plotly_chart")) > card.chart, f"{slug}: the thumbnail's chart {card.chart} is not on the page"
+    value = card.read(page_text(at))
+    assert card.holds(value), f"{slug}: the page shows {value}, the card claims {card.expect} ({card.claim})"
+
+
+def test_the_thumbnails_were_made_from_the_cards_links():
+    made = json.loads((THUMBNAILS / "thumbnails.json").read_text())
+    assert set(made) == set(CARDS), "python scripts/thumbnails.py remakes the thumbnails of new or removed cards"
+    for slug, card in CARDS.items():
+        assert made[slug]["link"] == card.link(), f"{slug}: its link changed; run python scripts/thumbnails.py {slug}"
+        assert made[slug]["chart"] == card.chart, f"{slug}: its chart changed; run python scripts/thumbnails.py {slug}"
+        image = THUMBNAILS / made[slug]["file"]
+        assert image.exists() and 2_000 < image.stat().st_size < 60_000, image
+    assert {p.name for p in THUMBNAILS.glob("*.webp")} == {m["file"] for m in made.values()}, "an orphan thumbnail"
+
+
+def test_the_gallery_page_links_every_card():
+    at = open_app("app_pages/gallery.py")
+    assert_clean(at)
+    assert at.title[0].value == "Gallery"
+    shown = "\n".join(str(m.value) for m in at.markdown)
+    for card in gallery.CARDS:
+        assert card.title in shown and card.claim in shown, card.slug
+    links = at.get("page_link")
+    assert [link.proto.query_string for link in links] == [card.query for card in gallery.CARDS]  # the exact views
+    pages = {}
+    for link, card in zip(links, gallery.CARDS):
+        pages.setdefault(card.page, set()).add(link.proto.page_script_hash)
+    assert all(len(hashes) == 1 for hashes in pages.values())
+    assert len(set.union(*pages.values())) == len(pages), "two pages' links lead to the same page"
+    assert len(at.get("image")) == len(gallery.CARDS), "a card has no thumbnail (python scripts/thumbnails.py)"
+
+    last = gallery.CARDS[-1].page
+    at.pills(key="pages").set_value([last]).run()  # the filter keeps one page's cards
+    assert [link.proto.query_string for link in at.get("page_link")] == [
+        card.query for card in gallery.CARDS if card.page == last]
+
+
+def test_the_readme_tour_and_the_notebook_list_every_card():
+    readme = (ROOT / "README.md").read_text()
+    notebook = (ROOT / "notebooks" / "00_gallery.ipynb").read_text()
+    for card in gallery.CARDS:
+        assert card.title in readme and card.link("http://localhost:8501") in readme, card.slug
+    assert "gallery.CARDS" in notebook
