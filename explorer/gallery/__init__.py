@@ -8,7 +8,8 @@ The cards live by the pages they open:
 
 tests/test_gallery.py opens every card's link and checks its number, so a card that stops showing its
 phenomenon fails the suite. `python scripts/thumbnails.py` remakes the thumbnails in data/gallery/.
-This package sits on top of the core (it may import anything in explorer), never the UI.
+This package sits on top of the whole package: it may import anything in explorer (`import explorer as
+ex` included, as a user would), and nothing in explorer imports it. It never imports the UI.
 """
 
 from __future__ import annotations
