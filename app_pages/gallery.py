@@ -47,7 +47,7 @@ for start in range(0, len(cards), PER_ROW):
         with column.container(border=True):
             if card.slug in shots:
                 st.image(shots[card.slug], width="stretch")
-            st.markdown(f"#### {card.title}")
+            st.markdown(f"##### {card.title}")
             st.markdown(card.text)
             st.markdown(f"**{card.claim}**")
             st.page_link(card.page_file, label=f"Open in {TITLES[card.page]}", icon=":material/open_in_new:",

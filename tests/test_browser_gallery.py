@@ -1,0 +1,72 @@
+"""The Gallery in a real browser (headless Chromium; fixtures from test_browser.py): every card shows
+its thumbnail, and a card's link opens its page with the card's settings in the URL (those that are
+not the page's defaults; tests/test_gallery.py checks every widget), drawn without a Streamlit exception. Screenshots: artifacts/browser-gallery*.png."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlparse
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from test_browser import _no_exception, _shot, browser, server  # noqa: F401  (fixtures)
+
+from explorer import gallery
+from explorer.gallery.card import _text
+
+BUSY = '[data-testid="stSpinner"], [data-testid="stSkeleton"], [data-testid="stStatusWidget"]'
+
+
+def _cheapest_three() -> list:
+    """Three cards of different pages (the first of each page in gallery order)."""
+    chosen, pages = [], set()
+    for card in gallery.CARDS:
+        if card.page not in pages:
+            chosen.append(card)
+            pages.add(card.page)
+    return chosen[:3]
+
+
+def _open_gallery(driver, server):
+    driver.get(f"{server}/gallery")
+
+    def loaded(d):
+        images = d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
+        return len(images) == len(gallery.CARDS) and all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img) for img in images)
+
+    WebDriverWait(driver, 60, poll_frequency=0.25).until(loaded)
+
+
+def test_the_gallery_opens_three_cards(server, browser):  # noqa: F811
+    _open_gallery(browser, server)
+    _no_exception(browser)
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Gallery")
+    titles = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMarkdownContainer"] h5')
+    assert [t.text for t in titles] == [c.title for c in gallery.CARDS]
+    _shot(browser, "browser-gallery")
+
+    for card in _cheapest_three():
+        _open_gallery(browser, server)
+        link = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stPageLink-NavLink"]')[gallery.CARDS.index(card)]
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", link)
+        link.click()
+
+        def drawn(d):
+            if d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
+                return True  # fail on the assertion below
+            charts = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")
+            return len(charts) > card.chart and not d.find_elements(By.CSS_SELECTOR, BUSY)
+
+        WebDriverWait(browser, 120, poll_frequency=0.25).until(drawn)
+        time.sleep(0.5)
+        _no_exception(browser)
+        url = urlparse(browser.current_url)
+        assert url.path == f"/{card.page}", (card.slug, browser.current_url)
+        query = parse_qs(url.query)  # Streamlit drops a bound widget's key from the URL while it holds its default
+        assert set(query) & set(card.params), (card.slug, browser.current_url)
+        for key, value in card.params.items():
+            wanted = _text(value)
+            assert query.get(key) in (None, wanted if isinstance(wanted, list) else [wanted]), (card.slug, key, query)
+        _shot(browser, f"browser-gallery-{card.slug}")
