@@ -28,3 +28,13 @@ def get(slug: str) -> Card:
         if card.slug == slug:
             return card
     raise ValueError(f"no gallery card {slug!r}; known: {', '.join(c.slug for c in CARDS)}")
+
+
+def tour(base: str = "http://localhost:8501", thumbnails: str = "data/gallery") -> str:
+    """The README's tour of the gallery: one table row per card (its thumbnail, title, claim and the
+    link to its view under `base`). tests/test_gallery.py checks that the README holds this text."""
+    rows = ["| | Phenomenon | What the view shows |", "|---|---|---|"]
+    for card in CARDS:
+        image = f'<img src="{thumbnails}/{card.slug}.webp" width="220">'
+        rows.append(f"| {image} | [**{card.title}**]({card.link(base)}) | {card.claim} |")
+    return "\n".join(rows)
