@@ -66,6 +66,16 @@ def sweep_one(setup: tuple, solver: str, nfes: tuple) -> list:
     )
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def sweep_with(setup: tuple, label: str, solver: str, options: tuple, nfes: tuple) -> list:
+    """sweep_one for a solver with options (solvers A and B), under its own label."""
+    model, x_T, target = _problem(setup)
+    return experiments.work_precision(
+        model, x_T, {label: (solver, dict(options))}, nfes, setup[3], target=target, seed=setup[5],
+        reference_sample=reference_final(setup),
+    )
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def compare(setup: tuple, a: tuple, b: tuple, nfe: int) -> dict:
     model, x_T, _ = _problem(setup)
@@ -79,6 +89,34 @@ def guidance_failure(target_key: tuple, schedule: str, spacing: str, label: int,
     labelled = G.with_labels(gm, G.class_labels(target_key[0], gm))
     return G.guidance_sweep(labelled, ex.schedules.get(schedule), label, solvers=solvers, nfe=nfe, n=300,
                             seed=seed, spacing=spacing, thresholding=thresholding)
+
+
+def _sweep_label(side: str, solver: str, options: dict) -> str:
+    """'A: dpmpp-3m (form=dpm-solver-code)': the side, the solver and the options that differ from its defaults."""
+    declared = ex.solvers.info(solver)["options"]
+    changed = ", ".join(f"{k}={v}" for k, v in options.items() if k in declared and v != declared[k]["default"])
+    return f"{side}: {solver}" + (f" ({changed})" if changed else "")
+
+
+def _stochastic(solver: str, options: dict) -> bool:
+    spec = ex.solvers.spec(solver)
+    return spec.draws_noise(spec.resolve(options))
+
+
+BLOW_UP = 10.0  # a final |x| above this many data ranges is a blow-up
+
+
+def _blow_ups(records) -> list:
+    return [r for r in records if r["diverged_at"] is not None or r["max_norm"] > BLOW_UP]
+
+
+def _blow_up_summary(records) -> tuple:
+    """(runs that blew up, runs, the largest final |x| in data ranges as text, the run it comes from)."""
+    if not records:
+        return 0, 0, "—", "no run"
+    worst = max(records, key=lambda r: r["max_norm"])
+    size = "diverged" if worst["diverged_at"] is not None else f"{worst['max_norm']:.3g} × the data range"
+    return len(_blow_ups(records)), len(records), size, f"{worst['solver']} at w = {worst['w']:g}"
 
 
 def _paper_link(title: str) -> str:
@@ -218,6 +256,25 @@ else:
     st.caption("Local error: what each step adds, against the exact flow from the solver's own state (first 400 "
                "particles). Global error: distance to the exact path from the same start. x0-prediction error: the "
                "solver's x0-prediction against the model's on the exact path.")
+if st.toggle("Fit their orders", key="ab_orders", bind=URL,
+             help="Sweep A and B, each with the options above, over the sidebar's NFE values, and fit each one's order "
+                  "(the slope over the three largest NFEs): large NFE values show the asymptotic order."):
+    sides = {_sweep_label("A", a, opts_a): (a, opts_a), _sweep_label("B", b, opts_b): (b, opts_b)}
+    ab_records = []
+    with st.spinner(f"Sweeping {a} and {b} over NFE {', '.join(map(str, nfes))}…"):
+        for label, (name, opts) in sides.items():
+            try:
+                ab_records += sweep_with(setup, label, name, tuple(opts.items()), nfes)
+            except Exception as err:  # one side's failure leaves the other standing
+                st.error(f"**{label} failed.** {type(err).__name__}: {err}")
+    if ab_records:
+        st.plotly_chart(figures.work_precision(ab_records, title="Solvers A and B, with their options"),
+                        theme=None, config=CONFIG)
+        fitted = experiments.orders(ab_records)
+        shown = [f"**{label}**: " + ("stochastic, not meant to follow the ODE" if _stochastic(*sides[label]) else
+                                     f"order {fitted[label]:.2f}" if np.isfinite(fitted[label]) else "order —")
+                 for label in fitted]
+        st.markdown(f"Fitted over NFE {', '.join(map(str, nfes))}: " + " · ".join(shown) + ".")
 
 # Guidance.
 st.subheader("High guidance breaks high-order solvers")
@@ -234,9 +291,19 @@ else:
         with st.spinner(f"Sweeping the guidance scale w = {', '.join(f'{w:g}' for w in G.FAILURE_SCALES)}…"):
             g_records = guidance_failure(target_key, schedule, spacing, guide[0], tuple(failure_solvers), int(g_nfe),
                                          guide[2], int(seed))
-        bad = [r for r in g_records if r["diverged_at"] is not None or r["max_norm"] > 10]
+        bad = _blow_ups(g_records)
         if bad:
             st.warning("**Blow-ups:** " + "; ".join(f"{r['solver']} at w = {r['w']:g}" for r in bad))
+        count, runs, size, where = _blow_up_summary(g_records)
+        line = (f"**{count} of {runs} runs blew up** (diverged, or final |x| above {BLOW_UP:g} × the data range); "
+                f"the largest final |x|: {size} ({where}).")
+        with st.spinner("The same sweep " + ("without" if guide[2] else "with") + " dynamic thresholding…"):
+            other = guidance_failure(target_key, schedule, spacing, guide[0], tuple(failure_solvers), int(g_nfe),
+                                     not guide[2], int(seed))
+        count, runs, size, where = _blow_up_summary(other)
+        line += (f" {'Without' if guide[2] else 'With'} dynamic thresholding: {count} of {runs} blew up; the largest "
+                 f"final |x|: {size} ({where}).")
+        st.markdown(line)
         left, right = st.columns(2)
         left.plotly_chart(figures.guidance_failure(g_records), theme=None, config=CONFIG)
         right.plotly_chart(figures.guidance_failure(g_records, "distance", title="Guidance scale against distance to p(x | c)"),

@@ -160,3 +160,14 @@ def test_page_uneven_nfe_is_an_error_not_a_traceback():
     at = _page(solvers=["euler"], n="100", nfes="4", a="ddim", b="heun", nfe="5")
     assert not at.exception
     assert any("multiple of 2" in e.value for e in at.error)
+
+
+def test_page_fits_the_orders_of_a_and_b_with_their_options():
+    at = _page(solvers=["euler"], n="100", nfes="16, 32, 64", a="ddpm", b="dpmpp-3m", **{"b.dpmpp-3m.form": "dpm-solver-code"},
+               ab_orders="true")
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 5  # the sweep of A and B after the two side by side
+    line = next(m.value for m in at.markdown if m.value.startswith("Fitted over NFE 16, 32, 64"))
+    assert "**A: ddpm**: stochastic" in line  # a stochastic solver gets no order
+    order = float(line.split("**B: dpmpp-3m (form=dpm-solver-code)**: order ")[1].rstrip("."))
+    assert 1.5 < order < 3.5, line
