@@ -160,6 +160,16 @@ with right:
     a.metric("Mass on favoured modes", f"{rec['mass_favoured']:.3f}", f"{rec['mass_favoured'] - rec['target_mass_favoured']:+.3f} vs intended",
              delta_color="off", help="The modes the intended target gives more mass than the unguided target.")
     b.metric("Off the support", f"{rec['off_support']:.1%}", help="Samples beyond 3 standard deviations of every mode.")
+    if fam == "minority" and np.all(np.isfinite(rec["samples"])):
+        c = classes(setup)
+        a.metric("In the rarest class", f"{np.mean(c.classify(rec['samples']) == c.rarest):.1%}",
+                 help=f"Samples whose minority score falls in the rarest of the {c.n_classes} quantile classes "
+                      f"(1/{c.n_classes} of the unguided target by construction).")
+    gap = np.asarray(rec["target_masses"]) - np.asarray(rec["masses"])
+    if np.all(np.isfinite(gap)):
+        k = int(np.argmax(gap))
+        st.markdown(f"**Most under-sampled mode:** mode {k} holds {rec['target_masses'][k]:.1%} of the intended target "
+                    f"and {rec['masses'][k]:.1%} of the samples.")
     if fam == "cfg":
         st.info("**Where CFG differs from p_w.** CFG follows (1 + w) ∇log p_t(x | c) − w ∇log p_t(x), which equals the "
                 "score of p_w only at t = 0. At every noise level in between it is not the score of the noised p_w "
@@ -233,6 +243,7 @@ with st.spinner(f"SVDD per number of candidates M = {', '.join(map(str, GM.SVDD_
                 "guidance…"):
     cand = candidates(setup, float(alpha))
 st.plotly_chart(F.svdd_vs_m(cand), theme=None, config=CONFIG)
+st.markdown(GM.svdd_summary(cand))
 st.caption("Against the closed-form tilted mixture. M = 1 is the unguided sampler. With the exact soft value SVDD "
            "approaches the target as M grows; the posterior-mean value (SVDD-PM) and the reward gradient at the "
            "posterior mean overshoot the reward. Gradient-Free Classifier Guidance is not here: its rule could not be "

@@ -62,6 +62,29 @@ def test_a_view_opens_from_its_url():
     assert any("p(x0 | rarest" in m.value for m in at.markdown)
 
 
+
+def test_a_view_names_its_most_under_sampled_mode_and_minority_its_class_share():
+    import numpy as np
+
+    at = open_page_from_url(PAGE, gmethod="cfg-ode", gstrength="4")
+    assert_clean(at)
+    rec = _shipped("cfg-ode", 4.0)
+    k = int(np.argmax(rec["target_masses"] - rec["masses"]))
+    assert k == 7 and rec["target_masses"][k] > 0.4 > 0.01 > rec["masses"][k]  # CFG empties a mode p_w keeps
+    line = f"mode {k} holds {rec['target_masses'][k]:.1%} of the intended target and {rec['masses'][k]:.1%} of the samples"
+    assert any(line in m.value for m in at.markdown)
+    assert "In the rarest class" not in _metrics(at)
+    svdd = [r for r in GM.load(name="svdd")[1] if r["alpha"] == 0.5]
+    assert any(GM.svdd_summary(svdd) == m.value for m in at.markdown)
+    best = min(r["distance"] for r in svdd if r["method"] == "svdd-exact")
+    assert f"→ {best:.3f} at M = 32" in GM.svdd_summary(svdd)  # the exact value is closest with the most candidates
+
+    at = open_page_from_url(PAGE, gmethod="minority-exact", gstrength="1")
+    assert_clean(at)
+    classes = GM.classes_for(GM.load()[0])
+    share = np.mean(classes.classify(_shipped("minority-exact", 1.0)["samples"]) == classes.rarest)
+    assert _metrics(at)["In the rarest class"] == f"{share:.1%}" and share > 0.97
+
 @pytest.mark.parametrize("value, message", [("-1", "w must be >= 0"), ("1e9", "w must be at most 50")])
 def test_bad_scales_are_messages(value, message):
     at = open_page_from_url(PAGE, gstrength=value)

@@ -256,6 +256,23 @@ def svdd_candidates(setup: Setup, alphas=SVDD_ALPHAS, Ms=SVDD_MS, n: int | None 
     return [{**r, "samples": None if r["samples"] is None else np.asarray(r["samples"], dtype=np.float32)} for r in recs]
 
 
+def svdd_summary(records: list[dict]) -> str:
+    """svdd_candidates' records of one alpha in a line: each SVDD value's distance at the fewest and the most
+    candidates, the gradient methods' distances and the floor (markdown)."""
+    if not records:
+        return ""
+    parts = []
+    for method in ("svdd-exact", "svdd-pm"):
+        rs = sorted((r for r in records if r["method"] == method), key=lambda r: r["M"])
+        if rs:
+            parts.append(f"{METHODS[method]} {rs[0]['distance']:.3f} at M = {rs[0]['M']} → {rs[-1]['distance']:.3f} "
+                         f"at M = {rs[-1]['M']}")
+    for method, name in (("gradient-pm", METHODS["gradient-pm"]), ("gradient-exact", "exact reward gradient")):
+        parts += [f"{name} {r['distance']:.3f}" for r in records if r["method"] == method][:1]
+    return (f"**Distance to p(x) exp(r(x)/α) at α = {records[0]['alpha']:g}** (floor {records[0]['floor']:.3f}): "
+            + "; ".join(parts) + ".")
+
+
 # The shipped default sweep and classifier.
 
 def save(records: list[dict], setup: Setup, path=SWEEP_FILE, **extra_records):
