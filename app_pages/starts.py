@@ -170,6 +170,7 @@ else:
         controls.report_core_error(err)
     else:
         st.plotly_chart(F.dmcmc_vs_nfe(records, fl), theme=None, config=CONFIG)
+        st.markdown(M.summary(records, fl))
         st.caption(
             f"{SWEEP_N} samples each; NFE per sample counts the sweeps (one score call each, two with the Metropolis step) and the "
             f"EDM solve from the picked level (Heun, Karras levels down to σ = {M.SIGMA_MIN}, then onto 0). Plain: EDM's "

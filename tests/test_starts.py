@@ -251,6 +251,15 @@ def test_dmcmc_exact_gibbs_sample_has_the_target_weights():
 # Optimal boundary conditions.
 
 
+
+def test_dmcmc_summary_reads_the_most_levels():
+    records = [dict(method=m, n_sigmas=ns, nfe=nfe, distance=d) for m, ns, nfe, d in (
+        ("plain ODE", 3, 3, 41.5), ("plain ODE", 16, 29, 0.205), ("DMCMC paper", 16, 39, 0.383),
+        ("DMCMC paper", 3, 13, 0.282))]
+    line = M.summary(records, {"distance": 0.1016})
+    assert line == "**Distance at the most levels (16):** plain ODE 0.205 (29 NFE) · DMCMC paper 0.383 (39 NFE); exact samples 0.102."
+    assert M.summary([]) == "" and M.summary(records).endswith("(39 NFE).")
+
 def test_boundary_loss_is_its_reference_set_limit():
     """The closed-form expected loss, averaged over p(c), equals the reference-set estimate with 40,000
     pairs (relative 2%); the conditional ODE lands on the class's own modes."""

@@ -356,6 +356,17 @@ def error_vs_nfe(target: GaussianMixture, n_sigmas=(3, 4, 6, 8, 12, 16), n: int 
     return records
 
 
+def summary(records: list[dict], floor: dict | None = None) -> str:
+    """error_vs_nfe's records at the most levels in a line (markdown): each method's distance and NFE per
+    sample there, and the floor's distance."""
+    if not records:
+        return ""
+    most = max(r["n_sigmas"] for r in records)
+    parts = [f"{r['method']} {r['distance']:.3f} ({r['nfe']} NFE)" for r in records if r["n_sigmas"] == most]
+    tail = f"; exact samples {floor['distance']:.3f}" if floor is not None else ""
+    return f"**Distance at the most levels ({most}):** " + " · ".join(parts) + tail + "."
+
+
 def floor(target: GaussianMixture, n: int = 2000, seed: int = 0) -> dict:
     """What exact samples of the same size score: the finite-sample floor of both measures."""
     x = target.sample(n, np.random.default_rng([seed, 13]))
