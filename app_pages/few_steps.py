@@ -94,6 +94,8 @@ st.caption(
     f"{100 * info['dpm_ot']['cell_mass_error']:.0f}%), then NFE solver steps: no mode mixture from pure noise, but "
     "only as many distinct starts as the cache holds."
 )
+with st.expander("The chart's numbers: sliced W2 at each NFE (share between the modes)"):
+    st.markdown(C.summary(rows))
 st.plotly_chart(F.samples_grid(rows, samples, target), theme=None, config=CONFIG)
 mass = [{"method": C.LABELS[r["method"]], "NFE": r["nfe"], "W2 (sliced)": r["distance"], "off-mode": r["off_mode"],
          **{f"mode {k + 1}": m for k, m in enumerate(r["mass"])}} for r in rows]

@@ -48,6 +48,18 @@ def test_shipped_numbers_say_what_the_page_says(shipped):
     assert [t["ratio"] for t in transport[1:]] == sorted(t["ratio"] for t in transport[1:])  # excess grows with eps
 
 
+
+def test_summary_lists_every_row_once(shipped):
+    rows = shipped["meta"]["targets"]["gmm-2d-ring8"]["rows"]
+    lines = C.summary(rows).splitlines()
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    assert [line.split("**")[1] for line in lines] == [C.LABELS[m] for m in methods]
+    for line, m in zip(lines, methods):
+        mine = [r for r in rows if r["method"] == m]
+        assert line.count(" NFE ") == len(mine)
+        for r in mine:
+            assert f"{r['nfe']} NFE {r['distance']:.3f} ({r['off_mode']:.1%})" in line
+
 def test_page_shows_the_shipped_numbers_without_torch(shipped):
     views = run_page(PAGE, {"fs_target": "gmm-1d-3modes", "fs_n": "300"}, toggles=("fs_live",))
     first, live = views

@@ -154,6 +154,16 @@ def compare(target_name: str, nfes=NFES, n: int = 2000, seed=0, sb: lightsb.Ligh
     return rows
 
 
+def summary(rows: list[dict]) -> str:
+    """compare()'s rows as markdown, a line per method in row order: the distance at each NFE and, in
+    brackets, the share of samples between the modes ("off_mode")."""
+    lines = []
+    for m in dict.fromkeys(r["method"] for r in rows):
+        cells = [f"{r['nfe']} NFE {r['distance']:.3f} ({r['off_mode']:.1%})" for r in rows if r["method"] == m]
+        lines.append(f"- **{LABELS.get(m, m)}**: " + " · ".join(cells))
+    return "\n".join(lines)
+
+
 def transport(target_name: str, n: int = 500, seed=0, sbs=()) -> list[dict]:
     """Coupling cost E||z - x||^2 of noise-to-data maps against POT's optimal cost between the same point sets:
     the 1-rectified flow's exact map (its ODE coupling), and each LightSB plan (a stochastic coupling)."""
