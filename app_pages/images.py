@@ -233,6 +233,11 @@ try:
     rb = run(dataset, kind, solver_b, tuple(sorted(options_b.items())), nfe, spacing, n, seed)
     st.plotly_chart(FI.side_by_side(r["x"][-1][:n_side], rb["x"][-1][:n_side], f"{solver}: NFE {r['nfe']}",
                                     f"{solver_b}: NFE {rb['nfe']}", cols=4 if wide else 8), config=CONFIG)
+    if data is not None and solver_b != solver and not r["diverged"] and not rb["diverged"]:
+        fd_a = sc["fd"]
+        fd_b = scores(dataset, kind, solver_b, tuple(sorted(options_b.items())), nfe, spacing, n, seed)["fd"]
+        st.caption(f"Frechet distance of all {n} images: {solver} {fd_a:.3g}, {solver_b} {fd_b:.3g} ({solver_b}'s is "
+                   f"{fd_b / fd_a:.2g}× {solver}'s); real images of the same count: {floor(data, n):.3g}.")
 except Exception as err:
     controls.report_core_error(err)
 

@@ -113,6 +113,13 @@ except Exception as err:
     controls.report_core_error(err)
 else:
     st.plotly_chart(F.gauge_error(err_records), theme=None, config=CONFIG)
+    growth = G.error_growth(err_records)
+    if growth:
+        cs = [r["c"] for r in err_records]
+        st.markdown(f"**From c = {min(cs):g} to c = {max(cs):g}** the end error grows "
+                    + ", ".join(f"{g['from']:.2g} → {g['to']:.2g} (×{g['factor']:.3g}) for {solver}"
+                                for solver, g in growth.items())
+                    + ": the same marginals, a harder path.")
 st.caption(
     "The rotation adds −c (g²/2) J s to the drift: particles circle along the contours of p_t as they go, so the same noise "
     "ends elsewhere, but the density moves exactly as before (dp/dt = −div(p v) is unchanged). A learned field fixes no "
@@ -182,6 +189,9 @@ else:
     cols[0].plotly_chart(F.dimension_points(G.line_target(float(length), float(width)), pts, d), theme=None, config=CONFIG)
     cols[1].dataframe([{"component": nm, "known": known[nm], "estimated (median)": int(np.median(d[comp == k])),
                         "agree": f"{np.mean(d[comp == k] == known[nm]):.0%}"} for k, nm in enumerate(names)], hide_index=True)
+    agree = float(np.mean(d == np.asarray(G.LINE_DIMENSIONS)[comp]))
+    cols[1].markdown(f"**At σ/α = {level_d:.2g}** the score's dimension matches the known one at {agree:.0%} of the "
+                     f"{len(d)} points (line {known['line']}, point {known['point']}, blob {known['blob']}).")
     cols[1].caption(
         "−σ² ∇s = I − (α²/σ²) Cov[x0 | x_t]: its eigenvalues are near 1 across the data, near 0 along it; the dimension is "
         "how many fall below 1/2. Between the line's width and the blob's spread the score reads 1, 0 and 2; below the width "

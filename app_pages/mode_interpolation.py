@@ -189,6 +189,10 @@ def detection():
     m[2].metric("Hallucination rate after", f"{c['rate_after']:.2%}", delta=f"before: {c['rate_before']:.2%}",
                 delta_color="off", delta_arrow="off")
     m[3].metric("Samples kept", f"{c['kept']} / {c['n']}")
+    if c["hallucinations"] and c["in_support"] and c["kept"]:
+        st.caption(f"At this threshold the filter removes {c['removed_fraction']:.0%} of the hallucinations and keeps "
+                   f"{c['kept_fraction']:.0%} of the in-support samples: the hallucination rate falls from "
+                   f"{c['rate_before']:.2%} to {c['rate_after']:.2%}.")
     left, right = st.columns(2)
     left.plotly_chart(FH.score_histogram(scores, bad, 10.0 ** log_th), config=CONFIG)
     right.plotly_chart(FH.tradeoff_curve(a["curve"], c), config=CONFIG)

@@ -225,11 +225,15 @@ lazy_name = LAZY if diffusion == "zero" else LAZY_SDE
 try:
     with st.spinner("Evaluating the drift along the paths…"):
         drift_setup = (gaussian_key(target_key),) + setup[1:] if on_gaussian else setup
-        drift_fig = drift_figure(drift_setup, tuple(dict.fromkeys((a, b, lazy_name))), diffusion, axis)
+        drift_names = tuple(dict.fromkeys((a, b, lazy_name)))
+        drift_fig = drift_figure(drift_setup, drift_names, diffusion, axis)
+        peaks = {name: float(np.max(drift_curve(drift_setup, name, diffusion)["drift"])) for name in drift_names}
 except Exception as err:
     controls.report_core_error(err)
 else:
     st.plotly_chart(drift_fig, theme=None, config=CONFIG)
+    st.markdown("**Largest mean |drift| along the path** (each schedule in its own time): "
+                + " · ".join(f"{name} {v:.2g}" for name, v in peaks.items()))
     lazy_s = schedule_of(lazy_name, target_key)
     st.caption(f"Mean over particles of |dx/dt| (ODE) or |v − ε s| (SDE) in each schedule's own time, along A's path "
                f"converted to each schedule (on the data chosen on the right). The lazy schedule, `{lazy_s!r}`, is fitted "
@@ -274,7 +278,8 @@ else:
         bar.empty()
     if sweep_fig is not None:
         st.plotly_chart(sweep_fig, theme=None, config=CONFIG)
-        savings = "; ".join(f"**{f['label_to']}** reaches {a}'s error at {f['nfe_from']} NFE with {f['nfe_to']}" for f in fewer)
+        savings = "; ".join(f"**{f['label_to']}** reaches {a}'s error at {f['nfe_from']} NFE with {f['nfe_to']} "
+                            f"({f['nfe_from'] / f['nfe_to']:.2g}× fewer)" for f in fewer)
         st.caption(
             f"The same exact model and {sweep_solver}, measured on held-out particles against the exact ODE endpoint "
             f"in {a}'s scale. *as B*: the model sampled under schedule B from the converted start, on B's own "

@@ -80,6 +80,19 @@ def test_rotated_flow_keeps_every_marginal_and_moves_the_paths():
         G.GaugeModel(ex.AnalyticModel(ex.targets.get("gmm-1d-3modes"), ex.schedules.get("edm")), 1.0)
 
 
+def test_error_growth_reads_each_solvers_error_from_the_smallest_to_the_largest_gauge():
+    records = [dict(c=1.5, solver="euler", error=6.0), dict(c=0.0, solver="euler", error=0.5),
+               dict(c=0.5, solver="euler", error=1.0), dict(c=0.0, solver="heun", error=0.0),
+               dict(c=1.5, solver="heun", error=1.0), dict(c=0.0, solver="ddim", error=0.1),
+               dict(c=1.5, solver="ddim", error=float("inf"))]
+    growth = G.error_growth(records)
+    assert growth == {"euler": {"from": 0.5, "to": 6.0, "factor": 12.0}}  # heun: zero at c = 0; ddim diverged
+    # on the ring, 20 steps: a rotation that keeps every marginal makes both solvers' error grow many-fold
+    real = G.error_growth(G.gauge_errors(ex.AnalyticModel(ex.targets.get("gmm-2d-ring8"), ex.schedules.get("vp-cosine")),
+                                         cs=(0.0, 1.5), n=100))
+    assert set(real) == {"euler", "dpmpp-2m"} and all(g["factor"] > 10 for g in real.values()), real
+
+
 def test_exact_jacobian_is_symmetric_and_matches_differences():
     """Closed-form Jacobian of the mixture score = central differences (relative 1e-5); the curl of the
     exact field from differences is 0 to 1e-6 of the Jacobian's size, the rotated field's is not."""

@@ -109,6 +109,18 @@ def gauge_errors(model, cs=(0.0, 0.25, 0.5, 1.0, 1.5), solvers=("euler", "dpmpp-
     return out
 
 
+def error_growth(records) -> dict:
+    """How much each solver's error grows from the smallest gauge c of gauge_errors' records to the largest:
+    solver -> dict(from, to, factor), for the solvers with a finite, positive error at both ends."""
+    out = {}
+    for solver in dict.fromkeys(r["solver"] for r in records):
+        rs = sorted((r for r in records if r["solver"] == solver), key=lambda r: r["c"])
+        lo, hi = rs[0]["error"], rs[-1]["error"]
+        if len(rs) > 1 and np.isfinite(lo) and np.isfinite(hi) and lo > 0:
+            out[solver] = {"from": float(lo), "to": float(hi), "factor": float(hi / lo)}
+    return out
+
+
 def coordinate_density(target: GaussianMixture, schedule, t: float, axis: int, u) -> np.ndarray:
     """The exact density of coordinate `axis` of x_t at the points u (a 1D mixture)."""
     a, sg = float(schedule.alpha(t)), float(schedule.sigma(t))
