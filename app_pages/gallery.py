@@ -51,4 +51,4 @@ for start in range(0, len(cards), PER_ROW):
             st.markdown(card.text)
             st.markdown(f"**{card.claim}**")
             st.page_link(card.page_file, label=f"Open in {TITLES[card.page]}", icon=":material/open_in_new:",
-                         query_params=card.params)
+                         query_params=card.query_params)

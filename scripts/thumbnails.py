@@ -24,23 +24,26 @@ from selenium.webdriver.common.by import By
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_app import App, chromium, open_cold  # noqa: E402  (the app started as the README does)
+from bench_app import App, busy, chromium, open_cold  # noqa: E402  (the app started as the README does)
 
 from explorer import gallery  # noqa: E402
 
 OUT = ROOT / "data" / "gallery"
-WIDTH = 480  # pixels: the gallery shows three cards a row
+WIDTH, HEIGHT = 480, 320  # pixels, every thumbnail: the gallery shows three cards a row, aligned
 CHART = '[data-testid="stPlotlyChart"]'
 
 
 def shoot(driver, app_url: str, card: gallery.Card) -> bytes:
-    """The card's chart, settled, as a WebP WIDTH pixels wide."""
+    """The card's chart, settled, as a WIDTH x HEIGHT WebP: a tall chart keeps its top (title and first
+    panels), a wide one is centred on white."""
     first, settled = open_cold(driver, card.link(app_url), timeout=300)
     if settled is None:
         raise RuntimeError(f"{card.slug}: {card.link()} did not settle")
-    charts = driver.find_elements(By.CSS_SELECTOR, CHART)
-    if len(charts) <= card.chart:
-        raise RuntimeError(f"{card.slug}: the page has {len(charts)} charts, the card shows chart {card.chart}")
+    deadline = time.monotonic() + 120  # a page may settle between two streamed sections: wait for the chart
+    while len(charts := driver.find_elements(By.CSS_SELECTOR, CHART)) <= card.chart or busy(driver):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{card.slug}: the page has {len(charts)} charts, the card shows chart {card.chart}")
+        time.sleep(0.2)
     chart = charts[card.chart]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
     ActionChains(driver).move_to_element(driver.find_element(By.TAG_NAME, "h1")).perform()
@@ -48,7 +51,11 @@ def shoot(driver, app_url: str, card: gallery.Card) -> bytes:
                           "{display: none !important}'; document.head.appendChild(s);")  # no mode bar
     time.sleep(0.8)  # plotly's last layout pass
     image = Image.open(io.BytesIO(chart.screenshot_as_png)).convert("RGB")
+    image = image.crop((0, 0, image.width, min(image.height, round(image.width * HEIGHT / WIDTH))))
     image = image.resize((WIDTH, round(image.height * WIDTH / image.width)), Image.LANCZOS)
+    framed = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    framed.paste(image, (0, (HEIGHT - image.height) // 2))
+    image = framed
     buffer = io.BytesIO()
     image.save(buffer, "WEBP", quality=72, method=6)
     return buffer.getvalue()

@@ -59,9 +59,14 @@ class Card:
             raise ValueError(f"card {self.slug!r}: expect={self.expect} is not a range")
 
     @property
+    def query_params(self) -> dict:
+        """The view's query parameters as the URL spells them (text, 'true'/'false', lists for multiselects)."""
+        return {k: _text(v) for k, v in self.params.items()}
+
+    @property
     def query(self) -> str:
         """The view's query string, e.g. 'solver=heun&steps=8' (values as strings, keys in order)."""
-        return urlencode({k: _text(v) for k, v in self.params.items()}, doseq=True)
+        return urlencode(self.query_params, doseq=True)
 
     def link(self, base: str = "") -> str:
         """The URL of the exact view, under `base` (e.g. 'http://localhost:8501'; '' gives a path)."""
