@@ -17,3 +17,47 @@ if str(ROOT) not in sys.path:
 # Property tests are derandomised: the same inputs on every run and machine.
 settings.register_profile("default", derandomize=True, deadline=None, max_examples=60)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+# One app server and one headless Chromium per test process, shared by every module's browser tests
+# (starting them per module cost about 4 s each, 13 times). The helpers are in test_browser.py.
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The app (`streamlit run app.py`) served on a free port."""
+    from test_browser import ROOT as root, _free_port, serve
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.headless", "true",
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+    ]
+    with serve(args, f"{url}/_stcore/health", f"streamlit-{port}"):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """Headless Chromium driven by selenium (skips when either is missing), 1400 x 1000."""
+    from test_browser import CHROMEDRIVER, CHROMIUM
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_window_size(1400, 1000)
+    yield driver
+    driver.quit()

@@ -28,7 +28,6 @@ ARTIFACTS = ROOT / "artifacts"
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -75,33 +74,8 @@ def serve(args: list[str], health_url: str, name: str, cwd: Path = ROOT, timeout
         log.close()
 
 
-@pytest.fixture(scope="module")
-def server():
-    """The app served on a free port."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    args = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-        "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]
-    with serve(args, f"{url}/_stcore/health", f"streamlit-{port}"):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_window_size(1400, 1000)
-    yield driver
-    driver.quit()
+# The `server` and `browser` fixtures are in conftest.py: one app and one Chromium per test process,
+# shared by every browser test module.
 
 
 def _open(driver, url: str, charts: int = 1, timeout: float = 60):

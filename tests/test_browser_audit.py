@@ -9,12 +9,12 @@ from urllib.parse import urlencode
 import pytest
 from selenium.webdriver.common.by import By
 
-from test_browser import _no_exception, _open, _shot, browser, server  # noqa: F401  (fixtures)
+from test_browser import _no_exception, _open, _shot
 
 pytest.importorskip("diffusers")
 
 
-def test_audit_page_renders(server, browser):  # noqa: F811
+def test_audit_page_renders(server, browser):
     query = {"schedulers": ["DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"],
              "nfes": "5, 10, 20", "n": "300", "row": "DPMSolverMultistep · use_karras_sigmas=True", "at": "10"}
     _open(browser, f"{server}/audit?{urlencode(query, doseq=True)}", charts=4, timeout=120)

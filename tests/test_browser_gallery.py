@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_browser import _no_exception, _shot, browser, server  # noqa: F401  (fixtures)
+from test_browser import _no_exception, _shot
 
 from explorer import gallery
 from explorer.gallery.card import _text
@@ -39,7 +39,7 @@ def _open_gallery(driver, server):
     WebDriverWait(driver, 60, poll_frequency=0.25).until(loaded)
 
 
-def test_the_gallery_opens_three_cards(server, browser):  # noqa: F811
+def test_the_gallery_opens_three_cards(server, browser):
     _open_gallery(browser, server)
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Gallery")

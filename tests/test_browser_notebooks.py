@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import ARTIFACTS, CHROMIUM, ROOT, _free_port, browser, serve  # noqa: F401  (fixtures)
+from test_browser import ARTIFACTS, CHROMIUM, ROOT, _free_port, serve
 
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

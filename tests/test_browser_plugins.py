@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from selenium.webdriver.common.by import By
 
-from test_browser import ROOT, _free_port, _no_exception, _open, _shot, browser, serve  # noqa: F401  (fixtures)
+from test_browser import ROOT, _free_port, _no_exception, _open, _shot, serve
 
 EXAMPLE = ROOT / "examples" / "my_solver.py"
 MODEL_EXAMPLE = ROOT / "examples" / "my_model.py"

@@ -9,12 +9,12 @@ from urllib.parse import urlencode
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_browser import _no_exception, _open, _shot, browser, server  # noqa: F401  (fixtures)
+from test_browser import _no_exception, _open, _shot
 
 import explorer as ex
 
 
-def test_solver_lab_renders(server, browser):  # noqa: F811
+def test_solver_lab_renders(server, browser):
     query = {"solvers": ["euler", "heun", "ddim", "dpmpp-2m"], "n": "500"}
     _open(browser, f"{server}/solver-lab?{urlencode(query, doseq=True)}", charts=4, timeout=120)
     _no_exception(browser)
@@ -27,7 +27,7 @@ def test_solver_lab_renders(server, browser):  # noqa: F811
     _shot(browser, "browser-solver-lab")
 
 
-def test_solver_lab_with_guidance(server, browser):  # noqa: F811
+def test_solver_lab_with_guidance(server, browser):
     query = {"solvers": ["ddim", "dpmpp-2m"], "n": "300", "guided": "true", "w": "8", "nfes": "6, 12, 24"}
     _open(browser, f"{server}/solver-lab?{urlencode(query, doseq=True)}", charts=6, timeout=180)
 

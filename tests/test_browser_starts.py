@@ -7,7 +7,7 @@ from __future__ import annotations
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_browser import _no_exception, _open, _shot, browser, server  # noqa: F401  (fixtures)
+from test_browser import _no_exception, _open, _shot
 
 
 def _whole_page(browser, url: str, charts: int, last_heading: str) -> str:
@@ -25,13 +25,13 @@ def _whole_page(browser, url: str, charts: int, last_heading: str) -> str:
         browser.set_window_size(1400, 1000)
 
 
-def test_starts_page_renders(server, browser):  # noqa: F811
+def test_starts_page_renders(server, browser):
     text = _whole_page(browser, f"{server}/starts", 6, "One start for every condition")
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Starts")
     assert "A start that is not p_T" in text and "Denoising MCMC" in text and "Agreement between conditions" in text
 
 
-def test_learned_fields_page_renders(server, browser):  # noqa: F811
+def test_learned_fields_page_renders(server, browser):
     text = _whole_page(browser, f"{server}/learned-fields", 6, "The dimension the score sees")
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Learned fields")
     assert "Gauge freedom" in text and "Is the learned field a gradient?" in text and "Non-conservative share" in text

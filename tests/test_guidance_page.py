@@ -109,7 +109,7 @@ def test_a_1d_target_is_computed_live():
     assert kinds == ["histogram", "scatter"]  # 1D: the samples' histogram under the intended density
 
 
-def test_the_page_in_a_browser(server, browser):  # noqa: F811
+def test_the_page_in_a_browser(server, browser):
     from selenium.webdriver.common.by import By
     from test_browser import _no_exception, _open, _shot
 
@@ -123,5 +123,3 @@ def test_the_page_in_a_browser(server, browser):  # noqa: F811
     assert "/solver-lab?" in href and "guided=true" in href
     _shot(browser, "browser-guidance")
 
-
-from test_browser import browser, server  # noqa: E402,F401  (fixtures)

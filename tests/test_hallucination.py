@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from selenium.webdriver.common.by import By
-from test_browser import CHROMIUM, _no_exception, _open, _shot, browser, server  # noqa: F401  (fixtures)
+from test_browser import CHROMIUM, _no_exception, _open, _shot
 
 import explorer as ex
 from explorer import hallucination as H
@@ -293,7 +293,7 @@ def test_page_renders_and_the_threshold_answers_fast():
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
-def test_page_in_a_browser(server, browser):  # noqa: F811
+def test_page_in_a_browser(server, browser):
     _assert_shipped()
     _open(browser, f"{server}/mode-interpolation?{urlencode(QUERY)}", charts=6, timeout=240)
     _no_exception(browser)

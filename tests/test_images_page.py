@@ -75,7 +75,7 @@ def test_figures_tile_and_outline():
                                      "t": np.arange(3.0)})(), index=5)
 
 
-def test_page_in_a_browser(server, browser):  # noqa: F811
+def test_page_in_a_browser(server, browser):
     from test_browser import _no_exception, _open, _shot
     from selenium.webdriver.common.by import By
 
@@ -85,8 +85,6 @@ def test_page_in_a_browser(server, browser):  # noqa: F811
     assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
     _shot(browser, "images")
 
-
-from test_browser import browser, server  # noqa: E402,F401  (fixtures)
 
 
 @pytest.mark.parametrize("name", ["digits", "shapes"])

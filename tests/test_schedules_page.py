@@ -20,7 +20,7 @@ from explorer.figures import schedules as F
 from explorer.foundations.timesteps import sigmas_of
 
 from apptest import assert_clean, open_app
-from test_browser import browser, server  # noqa: F401  (fixtures)
+
 
 PAGE = "app_pages/schedules.py"
 DRIFTS = ("ODE", "optimal SDE")
@@ -276,7 +276,7 @@ def test_a_control_change_reruns_fast_once_cached():
     assert min(took) < 1.0, took
 
 
-def test_page_in_a_browser(server, browser):  # noqa: F811
+def test_page_in_a_browser(server, browser):
     """The page opened from a URL in headless Chromium: every chart drawn, no exception, the URL's
     solver taken at once; the slider of the linked paths moves in the browser. Saves artifacts/schedules.png."""
     from urllib.parse import urlencode

@@ -12,7 +12,7 @@ import pytest
 
 from apptest import assert_clean, open_app
 from explorer.analyses import solver_search as S
-from test_browser import browser, server  # noqa: F401  (fixtures)
+
 
 PAGE = "app_pages/search.py"
 
@@ -90,7 +90,7 @@ def test_a_bad_nfe_list_is_a_message():
     assert at.error and "'x' is not a number" in at.error[0].value
 
 
-def test_page_in_a_browser(server, browser):  # noqa: F811
+def test_page_in_a_browser(server, browser):
     """Opened from its URL in headless Chromium: every chart drawn, no exception. Saves artifacts/browser-search.png."""
     from selenium.webdriver.common.by import By
 

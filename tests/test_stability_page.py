@@ -136,13 +136,12 @@ def test_page_every_supported_method_draws():
 
 try:  # selenium missing: the browser test is skipped, the rest of this file still runs
     import test_browser as browser_mod
-    from test_browser import browser, server  # noqa: F401  (fixtures)
 except pytest.skip.Exception:
     browser_mod = None
 
 
 @pytest.mark.skipif(browser_mod is None or not browser_mod.CHROMIUM.exists(), reason="no selenium or Chromium")
-def test_stability_page_in_the_browser(server, browser):  # noqa: F811
+def test_stability_page_in_the_browser(server, browser):
     from selenium.webdriver.common.by import By
 
     query = {"methods": ["euler", "plms", "ghvb", "heavy-ball"], "order": "2", "run_n": "200"}
