@@ -5,30 +5,33 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+from streamlit.util import calc_hash
+
+from explorer.gallery.card import PAGES
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+URL_PATHS = {file: url for url, file in PAGES.items() if url}  # page file -> its url path in app.py
 
 
 def open_app(page: str | None = None, timeout: float = 120, **query) -> AppTest:
-    """The app run once with these query parameters, then switched to `page` (a file under
-    app_pages/) if one is given; the default page otherwise."""
+    """The app run once with these query parameters, on `page` (a file under app_pages/) if one is
+    given, on the default page otherwise. The app's frame runs as in a browser (navigation and the
+    plug-in report), and the page's URL-bound widgets take the query on that first run."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     for key, value in query.items():
         at.query_params[key] = value
-    at.run()
     if page is not None:
         at.switch_page(page)
-        at.run()
+        # Before the first run AppTest names a page by its file, but st.Page names it by its url_path
+        # (solver_lab.py is "solver-lab"): use the app's name, so the app opens on the page as a link does.
+        at._page_hash = calc_hash(URL_PATHS.get(Path(page).name, Path(page).stem))
+    at.run()
     return at
 
 
 def open_page_from_url(page: str | None = None, timeout: float = 120, **query) -> AppTest:
-    """open_app, then one more run of `page`: the default page ran first with the same URL, and the
-    extra run lets `page`'s URL-bound widgets take it."""
-    at = open_app(page, timeout=timeout, **query)
-    if page is not None:
-        at.run()
-    return at
+    """open_app: `page` opened from a URL carrying the query (kept as the name the page tests use)."""
+    return open_app(page, timeout=timeout, **query)
 
 
 @contextmanager
