@@ -297,18 +297,22 @@ else:
         count, runs, size, where = _blow_up_summary(g_records)
         line = (f"**{count} of {runs} runs blew up** (diverged, or final |x| above {BLOW_UP:g} × the data range); "
                 f"the largest final |x|: {size} ({where}).")
-        summary = st.empty()  # the line, then the same sweep's count with thresholding the other way once it is in
+        summary = st.empty()  # the line, then (if asked) the same sweep's count with thresholding the other way
         summary.markdown(line)
         left, right = st.columns(2)
         left.plotly_chart(figures.guidance_failure(g_records), theme=None, config=CONFIG)
         right.plotly_chart(figures.guidance_failure(g_records, "distance", title="Guidance scale against distance to p(x | c)"),
                            theme=None, config=CONFIG)
-        with st.spinner("The same sweep " + ("without" if guide[2] else "with") + " dynamic thresholding…"):
-            other = guidance_failure(target_key, schedule, spacing, guide[0], tuple(failure_solvers), int(g_nfe),
-                                     not guide[2], int(seed))
-        count, runs, size, where = _blow_up_summary(other)
-        summary.markdown(line + f" {'Without' if guide[2] else 'With'} dynamic thresholding: {count} of {runs} blew up; "
-                                f"the largest final |x|: {size} ({where}).")
+        other_way = "without" if guide[2] else "with"
+        if st.toggle(f"Compare: the same sweep {other_way} dynamic thresholding", key="gcontrast", bind=URL,
+                     help="Sweep again with thresholding the other way and count its blow-ups beside these "
+                          "(a thresholded guided reference is slow to solve: off by default)."):
+            with st.spinner(f"The same sweep {other_way} dynamic thresholding…"):
+                other = guidance_failure(target_key, schedule, spacing, guide[0], tuple(failure_solvers), int(g_nfe),
+                                         not guide[2], int(seed))
+            count, runs, size, where = _blow_up_summary(other)
+            summary.markdown(line + f" {other_way.capitalize()} dynamic thresholding: {count} of {runs} blew up; "
+                                    f"the largest final |x|: {size} ({where}).")
         st.caption("300 particles, the same noise for every run. Error: against rk45 on the same guided ODE. "
                    "Turn on dynamic thresholding to clip the guided x0-prediction back into the data's range.")
 

@@ -180,7 +180,7 @@ CARDS: list[Card] = [
               "same NFE stays in range. Dynamic thresholding clips each x0-prediction back into the data's range, and "
               "in the same sweep no run blows up."),
         page="solver-lab",
-        params={"solvers": ["ddim"], "n": 200, "nfes": "9", "guided": True, "gnfe": GUIDANCE_NFE},
+        params={"solvers": ["ddim"], "n": 200, "nfes": "9", "guided": True, "gnfe": GUIDANCE_NFE, "gcontrast": True},
         claim="At 9 NFE, 4 of 20 guided runs blow up (dpm-solver-3 to 47.9 × the data range); with thresholding 0 of 20.",
         reads=r"\*\*(\d+) of \d+ runs blew up\*\*.* With dynamic thresholding: 0 of \d+ blew up",
         expect=(3, 6),
