@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from apptest import APP, assert_clean, open_app, page_text  # noqa: E402
+from apptest import assert_clean, open_app, page_text  # noqa: E402
 
 from explorer import gallery  # noqa: E402
 from explorer.gallery.card import _text  # noqa: E402
@@ -25,13 +25,8 @@ CARDS = {card.slug: card for card in gallery.CARDS}
 
 
 def open_card(card: gallery.Card) -> AppTest:
-    """The card's page run on its own (without the app's frame, which only adds navigation and the
-    plug-in report), with the card's query parameters in the URL."""
-    at = AppTest.from_file(str(ROOT / card.page_file), default_timeout=60)
-    for key, value in card.params.items():
-        at.query_params[key] = _text(value)
-    at.run()
-    return at
+    """The card's link under AppTest: the app opened on the card's page with the card's query."""
+    return open_app(card.page_file, timeout=60, **card.query_params)
 
 
 def _same(shown, wanted) -> bool:

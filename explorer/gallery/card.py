@@ -28,8 +28,8 @@ class Card:
     params:  the query parameters of the view, as the page's URL-bound widgets spell them (a list
              for a multiselect).
     claim:   the number, as the card states it ("DPM-Solver++(3M) measures order 2.0").
-    reads:   a regular expression over the page's visible text (see `page_text` in tests/gallery
-             helpers: metrics as "label: value", then markdown, captions and alerts) whose first
+    reads:   a regular expression over the page's visible text (`page_text` in tests/apptest.py:
+             metrics as "label: value", then markdown, captions and alerts) whose first
              group is the claimed number; the page must show it.
     expect:  the range [low, high] the number must lie in for the claim to hold.
     figure:  draws the card's figure with explorer.figures alone (no app): the notebook's view.
