@@ -18,14 +18,8 @@ from explorer.gallery.card import _text
 BUSY = '[data-testid="stSpinner"], [data-testid="stSkeleton"], [data-testid="stStatusWidget"]'
 
 
-def _cheapest_three() -> list:
-    """Three cards of different pages (the first of each page in gallery order)."""
-    chosen, pages = [], set()
-    for card in gallery.CARDS:
-        if card.page not in pages:
-            chosen.append(card)
-            pages.add(card.page)
-    return chosen[:3]
+# Three cards of three pages whose views compute in well under a second.
+FOLLOWED = ("euler-ten-steps", "euler-depends-on-the-clock", "svdd-more-candidates")
 
 
 def _open_gallery(driver, server):
@@ -47,7 +41,7 @@ def test_the_gallery_opens_three_cards(server, browser):
     assert [t.text for t in titles] == [c.title for c in gallery.CARDS]
     _shot(browser, "browser-gallery")
 
-    for card in _cheapest_three():
+    for card in map(gallery.get, FOLLOWED):
         _open_gallery(browser, server)
         link = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stPageLink-NavLink"]')[gallery.CARDS.index(card)]
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", link)
