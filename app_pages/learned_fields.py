@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import controls, precomputed
 from explorer.analyses import gauge as G
 from explorer.figures import learned_fields as F
 
@@ -29,6 +29,7 @@ def runs(name: str, schedule: str, c: float, n: int, seed: int) -> dict:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("learned_fields")
 def errors(name: str, schedule: str, n_steps: int, seed: int) -> list:
     return G.gauge_errors(_model(name, schedule), n_steps=n_steps, seed=seed)
 

@@ -228,7 +228,7 @@ def write(page: str, values: dict, files=()) -> Path:
 
 # ---------------------------------------------------------------- the regenerating command
 
-PAGES_WITH_DEFAULTS = ("solver_lab", "stability", "images", "schedules", "audit")  # pages with marked functions
+PAGES_WITH_DEFAULTS = ("solver_lab", "stability", "images", "schedules", "audit", "learned_fields")  # pages with marked functions
 
 
 def regenerate(pages=PAGES_WITH_DEFAULTS) -> list[Path]:
