@@ -74,6 +74,7 @@ def reference_moments(dataset: str):
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("images")
 def floor(dataset: str, n: int, repeats: int = 5) -> float:
     """Mean FD of n real images against the reference over `repeats` draws (digits: n of them at
     random, with replacement; shapes: fresh images): where a perfect sampler lands at this n (FD in
