@@ -12,10 +12,6 @@ from app_pages import controls
 from explorer import gallery
 
 THUMBNAILS = Path(__file__).resolve().parent.parent / "data" / "gallery"
-TITLES = {"": "Trajectories", "solver-lab": "Solver lab", "stability": "Stability",
-          "mode-interpolation": "Mode interpolation", "images": "Images", "schedules": "Schedules",
-          "audit": "Scheduler audit", "guidance": "Guidance", "search": "Solver search", "starts": "Starts",
-          "learned-fields": "Learned fields", "few-steps": "Few steps"}
 PER_ROW = 3
 
 
@@ -37,8 +33,8 @@ st.caption(
     "fails the build. The same cards are drawn in notebooks/00_gallery.ipynb."
 )
 
-pages = [p for p in TITLES if any(c.page == p for c in gallery.CARDS)]
-chosen = st.pills("Pages", pages, selection_mode="multi", format_func=TITLES.get, key="pages", bind=controls.URL,
+pages = [p for p in gallery.TITLES if any(c.page == p for c in gallery.CARDS)]
+chosen = st.pills("Pages", pages, selection_mode="multi", format_func=gallery.TITLES.get, key="pages", bind=controls.URL,
                   help="Show the cards of these pages only (none chosen: every card).")
 cards = [c for c in gallery.CARDS if not chosen or c.page in chosen]
 shots = thumbnails()
@@ -50,5 +46,5 @@ for start in range(0, len(cards), PER_ROW):
             st.markdown(f"##### {card.title}")
             st.markdown(card.text)
             st.markdown(f"**{card.claim}**")
-            st.page_link(card.page_file, label=f"Open in {TITLES[card.page]}", icon=":material/open_in_new:",
+            st.page_link(card.page_file, label=f"Open in {gallery.TITLES[card.page]}", icon=":material/open_in_new:",
                          query_params=card.query_params)

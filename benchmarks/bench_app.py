@@ -33,6 +33,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from explorer.gallery import TITLES  # the app's page titles by url path
+
 ROOT = Path(__file__).resolve().parent.parent
 BUSY = ('[data-testid="stSpinner"], [data-testid="stSkeleton"], [data-testid="stStatusWidget"], '
         '[data-testid="stProgress"]')
@@ -67,10 +69,6 @@ PAGES = {
     "few-steps": [(REDRAW, "fs_xt", "right", None), (REDRAW, "fs_paths", "right", None),
                   (PROBLEM, "fs_target", "pick", "gmm-2d-ring8")],
 }
-TITLES = {"": "Trajectories", "solver-lab": "Solver lab", "stability": "Stability",
-          "mode-interpolation": "Mode interpolation", "images": "Images", "schedules": "Schedules",
-          "audit": "Scheduler audit", "guidance": "Guidance", "search": "Solver search", "starts": "Starts",
-          "learned-fields": "Learned fields", "few-steps": "Few steps"}
 
 # Marks the first change drawn inside any figure (a replot redraws its SVG; a new chart adds one)
 # after the mark is set.

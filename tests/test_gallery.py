@@ -119,3 +119,19 @@ def test_the_readme_tour_and_the_notebook_list_every_card():
     notebook = (ROOT / "notebooks" / "00_gallery.ipynb").read_text()
     for card in gallery.CARDS:
         assert f"show({card.slug!r})" in notebook, f"notebooks/00_gallery.ipynb does not draw {card.slug}"
+
+
+def test_the_gallerys_page_list_is_the_apps():
+    """explorer.gallery.PAGES and TITLES (used by the links, AppTest's openings and bench_app) name each
+    page of app.py's PAGES by its url path, file and title; the gallery itself is the one page without cards."""
+    import ast
+
+    pages = {}
+    for node in ast.walk(ast.parse((ROOT / "app.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page":
+            kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+            file = node.args[0].value.split("/")[-1]
+            url = "" if kw.get("default") else kw.get("url_path", file[:-3])
+            pages[url] = (file, kw["title"])
+    del pages["gallery"]
+    assert pages == {url: (file, gallery.TITLES[url]) for url, file in gallery.PAGES.items()}

@@ -14,12 +14,12 @@ ex` included, as a user would), and nothing in explorer imports it. It never imp
 
 from __future__ import annotations
 
-from .card import PAGES, Card
+from .card import PAGES, TITLES, Card
 from . import distribution_cards, model_cards, solver_cards
 
 CARDS: list[Card] = [*solver_cards.CARDS, *model_cards.CARDS, *distribution_cards.CARDS]
 
-__all__ = ["CARDS", "PAGES", "Card", "get"]
+__all__ = ["CARDS", "PAGES", "TITLES", "Card", "get", "tour"]
 
 
 def get(slug: str) -> Card:

@@ -8,12 +8,19 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlencode
 
-# The app's pages by url path (app.py's PAGES), with the file each one runs; "" is Trajectories.
+# The app's pages by url path (app.py's PAGES; tests/test_gallery.py checks they agree), with the file
+# each one runs and its title; "" is Trajectories.
 PAGES = {
     "": "trajectories.py", "solver-lab": "solver_lab.py", "stability": "stability.py",
     "mode-interpolation": "mode_interpolation.py", "images": "images.py", "schedules": "schedules.py",
     "audit": "audit.py", "guidance": "guidance.py", "search": "search.py", "starts": "starts.py",
     "learned-fields": "learned_fields.py", "few-steps": "few_steps.py",
+}
+TITLES = {
+    "": "Trajectories", "solver-lab": "Solver lab", "stability": "Stability",
+    "mode-interpolation": "Mode interpolation", "images": "Images", "schedules": "Schedules",
+    "audit": "Scheduler audit", "guidance": "Guidance", "search": "Solver search", "starts": "Starts",
+    "learned-fields": "Learned fields", "few-steps": "Few steps",
 }
 
 
