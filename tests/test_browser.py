@@ -78,6 +78,9 @@ def serve(args: list[str], health_url: str, name: str, cwd: Path = ROOT, timeout
 # shared by every browser test module.
 
 
+BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]'
+
+
 def _open(driver, url: str, charts: int = 1, timeout: float = 60):
     """Load url and wait until the script has finished and `charts` plotly charts are drawn."""
     driver.get(url)
@@ -86,11 +89,22 @@ def _open(driver, url: str, charts: int = 1, timeout: float = 60):
         if d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
             return True  # fail fast, on the assertion below
         drawn = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")
-        running = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+        running = d.find_elements(By.CSS_SELECTOR, BUSY)
         return len(drawn) >= charts and not running
 
     WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
     time.sleep(0.5)  # plotly's last layout pass
+
+
+def _texts(driver, css: str) -> list[str]:
+    """The text of every element matching css, read in one script call.
+
+    Reading `.text` element by element races plotly's redraws (a legend redrawn between two
+    reads is a stale element); one call reads one consistent page.
+    """
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent)", css
+    )
 
 
 def _shot(driver, name: str) -> None:

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import pytest
 from selenium.webdriver.common.by import By
 
-from test_browser import _no_exception, _open, _shot
+from test_browser import _no_exception, _open, _shot, _texts
 
 pytest.importorskip("diffusers")
 
@@ -24,7 +24,7 @@ def test_audit_page_renders(server, browser):
     text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
     assert "model-update-mismatch" in text  # the selected row's flag, named under "One row"
     assert "Download the table (CSV)" in text
-    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
     assert "Error against NFE" in titles and "Step by step" in titles
     browser.set_window_size(1400, 3300)  # the whole page: the table, and the row's four figures under it
     try:

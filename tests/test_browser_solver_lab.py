@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_browser import _no_exception, _open, _shot
+from test_browser import _no_exception, _open, _shot, _texts
 
 import explorer as ex
 
@@ -19,7 +19,7 @@ def test_solver_lab_renders(server, browser):
     _open(browser, f"{server}/solver-lab?{urlencode(query, doseq=True)}", charts=4, timeout=120)
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Solver lab")
-    legend = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .legendtext"))
+    legend = " ".join(_texts(browser, ".js-plotly-plot .legendtext"))
     assert "heun (order ≈" in legend and "exact path (rk45)" in legend
     links = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "table a")}
     for name in ex.solvers.names():
@@ -32,7 +32,7 @@ def test_solver_lab_with_guidance(server, browser):
     _open(browser, f"{server}/solver-lab?{urlencode(query, doseq=True)}", charts=6, timeout=180)
 
     def titles(d):
-        return " ".join(e.text for e in d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+        return " ".join(_texts(d, ".js-plotly-plot .gtitle"))
 
     WebDriverWait(browser, 120, poll_frequency=0.5).until(lambda d: "Guidance scale against accuracy" in titles(d))
     _no_exception(browser)

@@ -111,13 +111,13 @@ def test_a_1d_target_is_computed_live():
 
 def test_the_page_in_a_browser(server, browser):
     from selenium.webdriver.common.by import By
-    from test_browser import _no_exception, _open, _shot
+    from test_browser import _no_exception, _open, _shot, _texts
 
     query = {"gmethod": "cfg-ode", "gstrength": "4"}
     _open(browser, f"{server}/guidance?{urlencode(query)}", charts=5, timeout=120)
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Guidance")
-    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
     assert "CFG, ODE, w = 4" in titles and "Every method against its strength" in titles
     href = browser.find_element(By.PARTIAL_LINK_TEXT, "Open the Solver lab").get_attribute("href")
     assert "/solver-lab?" in href and "guided=true" in href

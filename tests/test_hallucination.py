@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from selenium.webdriver.common.by import By
-from test_browser import CHROMIUM, _no_exception, _open, _shot
+from test_browser import CHROMIUM, _no_exception, _open, _shot, _texts
 
 import explorer as ex
 from explorer import hallucination as H
@@ -298,8 +298,8 @@ def test_page_in_a_browser(server, browser):
     _open(browser, f"{server}/mode-interpolation?{urlencode(QUERY)}", charts=6, timeout=240)
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Mode interpolation")
-    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
     assert "Trade-off over all thresholds" in titles and "Denoiser at t" in titles
-    legend = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .legendtext"))
+    legend = " ".join(_texts(browser, ".js-plotly-plot .legendtext"))
     assert "paper (Aithal et al.)" in legend
     _shot(browser, "browser-mode-interpolation")

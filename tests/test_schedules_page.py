@@ -284,7 +284,7 @@ def test_page_in_a_browser(server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from test_browser import _no_exception, _open, _shot
+    from test_browser import _no_exception, _open, _shot, _texts
 
     query = {"path_solver": "heun", "path_steps": "10", "sweep_nfes": "4, 8, 16"}
     _open(browser, f"{server}/schedules?{urlencode(query)}", charts=6, timeout=180)
@@ -294,7 +294,7 @@ def test_page_in_a_browser(server, browser):
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Schedules")
     text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
     assert "heun under B vs the converted path" in text and "timesteps = [" in text
-    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
     for title in ("The schedules", "The conversion map", "The same particles", "Drift magnitude", "Error against NFE"):
         assert title in titles
     shown = browser.execute_script(

@@ -94,16 +94,16 @@ def test_page_in_a_browser(server, browser):
     """Opened from its URL in headless Chromium: every chart drawn, no exception. Saves artifacts/browser-search.png."""
     from selenium.webdriver.common.by import By
 
-    from test_browser import _no_exception, _open, _shot
+    from test_browser import _no_exception, _open, _shot, _texts
 
     _open(browser, f"{server}/search?nfe=6", charts=8, timeout=120)
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Solver search")
-    titles = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"))
+    titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
     for title in ("searched solver schedule", "Held-out error against NFE", "Best fit error", "DC-Solver's ρ",
                   "DC-Solver under guidance", "Gain over"):
         assert title in titles
-    strip = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot text"))
+    strip = " ".join(_texts(browser, ".js-plotly-plot text"))
     assert "data x₀" in strip or "noise ε" in strip
     main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
     assert f"{_shipped_at(6)['schedule']['holdout_error']:.3g}" in main

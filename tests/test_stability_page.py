@@ -148,8 +148,8 @@ def test_stability_page_in_the_browser(server, browser):
     browser_mod._open(browser, f"{server}/stability?{urlencode(query, doseq=True)}", charts=8, timeout=180)
     browser_mod._no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Stability")
-    legend = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .legendtext"))
+    legend = " ".join(browser_mod._texts(browser, ".js-plotly-plot .legendtext"))
     assert "ghvb 2, β = 0.8 · [-1.2, 0]" in legend and "plms 2 · [-1, 0]" in legend
-    sliders = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .slider-container text")]
+    sliders = browser_mod._texts(browser, ".js-plotly-plot .slider-container text")
     assert any(t.startswith("step ") for t in sliders)
     browser_mod._shot(browser, "browser-stability")
