@@ -55,3 +55,20 @@ def test_bad_input_is_named(cache):
         O.make_cache(MODEL, 5, 2.0)
     with pytest.raises(ValueError, match="y must"):
         O.fit_map(np.zeros((1, 2)))
+
+
+def test_pot_is_imported_without_torch_and_leaves_the_environment_alone():
+    """explorer.analyses.pot.pot() in a fresh process: POT loads (and solves an exact OT problem) without
+    importing torch, and the switch it sets for the import is gone afterwards."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from explorer.analyses import reflow as R\n"
+            "import numpy as np\n"
+            "x = np.arange(6.0).reshape(3, 2)\n"
+            "print(R.optimal_cost(x, x[::-1]) == 0.0, 'torch' in sys.modules, 'ot' in sys.modules,\n"
+            "      'POT_BACKEND_DISABLE_PYTORCH' in os.environ)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "POT_BACKEND_DISABLE_PYTORCH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["True", "False", "True", "False"], out

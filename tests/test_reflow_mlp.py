@@ -58,3 +58,28 @@ def test_distilled_one_step_network_errs_between_modes():
 def test_train_refuses_unpaired_data():
     with pytest.raises(ValueError, match="z and x0"):
         RM.train(np.zeros((5, 2)), np.zeros((4, 2)), steps=1)
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_loaded_network_runs_in_numpy_as_the_torch_network_does(distilled):
+    """load() runs the shipped network in numpy: the same velocities as the torch network to round-off, at
+    every time a sampler asks for (the features' sin/cos), on points far outside the data too."""
+    z = np.random.default_rng(3).standard_normal((400, 2)) * 3.0
+    numpy_model, torch_model = RM.load(distilled=distilled), RM.load(distilled=distilled, torch=True)
+    assert isinstance(numpy_model.net, list) and not isinstance(torch_model.net, list)
+    for t in (1.0, 0.75, 0.5, 1e-3, 0.0):
+        a, b = numpy_model.velocity(z, t), torch_model.velocity(z, t)
+        assert np.abs(a - b).max() <= 1e-12 * max(1.0, np.abs(b).max()), t
+
+
+def test_loading_a_shipped_network_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport numpy as np\nfrom explorer.analyses import reflow_mlp as RM\nimport explorer as ex\n"
+            "m = RM.load()\nx = ex.sample(m, np.zeros((3, 2)), np.array([1.0, 0.0]), 'euler').x[-1]\n"
+            "path = RM.save(m, sys.argv[1])\n"
+            "print(np.isfinite(x).all(), 'torch' in sys.modules, np.array_equal(RM.load(path).velocity(x, 0.5), m.velocity(x, 0.5)))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.npz")], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["True", "False", "True"], out

@@ -72,7 +72,9 @@ def fit_map_exact(y, n: int = 20000, seed=0) -> np.ndarray:
     [0, 1]^D and the cache: its dual potential v on the cache gives argmin_i |u - y_i|^2 - v_i, i.e.
     h_i = (v_i - |y_i|^2) / 2. Not the official fit (which is fit_map): a check on it, and a quicker way to the
     same map where the Monte Carlo ascent converges slowly."""
-    import ot
+    from .pot import pot
+
+    ot = pot()
 
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2 or len(y) < 2:

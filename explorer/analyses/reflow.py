@@ -136,7 +136,9 @@ def coupling_cost(x, y) -> float:
 def optimal_cost(x, y) -> float:
     """The optimal W2^2 between the empirical measures of x and y (uniform weights), by POT's exact
     network-simplex solver (ot.emd2) on the squared Euclidean cost."""
-    import ot
+    from .pot import pot
+
+    ot = pot()
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:

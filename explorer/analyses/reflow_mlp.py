@@ -7,7 +7,7 @@ t ~ U(0, 1) (the paper's objective on the coupled pairs). In 2D lines cross, so 
 mean E[z - x0 | x_t] and the 2-rectified flow is only nearly straight; a network adds its own error. The model
 is a DenoiserModel on the rectified-flow schedule: denoise(x, t) = x - t v(x, t), so ex.sample runs it.
 
-Torch is imported only when a network is built, trained or loaded. The shipped weights (data/reflow-ring8.npz)
+Torch is imported only when a network is built or trained (a loaded one runs in numpy). The shipped weights (data/reflow-ring8.npz)
 come from `OMP_NUM_THREADS=1 python -m explorer.analyses.reflow_mlp`.
 """
 
@@ -58,17 +58,35 @@ def _network(dim: int):
     return nn.Sequential(*layers).to(torch.float64)
 
 
+def _velocity_numpy(layers, x, t: float) -> np.ndarray:
+    """The network's forward pass in numpy (float64): what the torch network computes, to round-off."""
+    k = np.arange(1, N_FREQ + 1, dtype=np.float64)
+    arg = np.broadcast_to(math.pi * k * float(t), (len(x), N_FREQ))
+    h = np.concatenate([x, np.sin(arg), np.cos(arg)], axis=1)
+    with np.errstate(over="ignore"):
+        for i, (w, b) in enumerate(layers):
+            h = h @ w.T + b
+            if i < len(layers) - 1:
+                h = h / (1.0 + np.exp(-h))  # SiLU
+    return h
+
+
 class ReflowMLP(DenoiserModel):
-    """A velocity network on the rectified-flow schedule: denoise(x, t) = x - t v(x, t)."""
+    """A velocity network on the rectified-flow schedule: denoise(x, t) = x - t v(x, t).
+
+    net: the torch network (as train makes it), or its layers [(weight, bias), ...] as float64 numpy arrays
+    (as load reads them: sampling a shipped network then needs no torch)."""
 
     def __init__(self, net, dim: int):
         self.net, self.dim = net, int(dim)
         self.schedule = get_schedule("rectified-flow")
 
     def velocity(self, x, t):
+        x = np.asarray(x, dtype=np.float64)
+        if isinstance(self.net, list):
+            return _velocity_numpy(self.net, x, t)
         import torch
 
-        x = np.asarray(x, dtype=np.float64)
         with torch.no_grad():
             xt = torch.from_numpy(x)
             return self.net(_features(xt, torch.full((len(x),), float(t), dtype=torch.float64))).numpy()
@@ -123,23 +141,29 @@ def train(z, x0, steps: int = 3000, batch: int = 1024, lr: float = 2e-3, seed=0,
 
 def save(model: ReflowMLP, path) -> Path:
     """The network's weights as float32 arrays in an .npz (no pickle)."""
-    arrays = {f"w{i}": p.detach().numpy().astype(np.float32) for i, p in enumerate(model.net.parameters())}
+    params = ([a for layer in model.net for a in layer] if isinstance(model.net, list)
+              else [p.detach().numpy() for p in model.net.parameters()])
+    arrays = {f"w{i}": np.asarray(p).astype(np.float32) for i, p in enumerate(params)}
     np.savez_compressed(path, dim=np.array(model.dim), **arrays)
     return Path(path)
 
 
-def load(path=None, distilled: bool = False) -> ReflowMLP:
+def load(path=None, distilled: bool = False, torch: bool = False) -> ReflowMLP:
     """The shipped 2-rectified flow of gmm-2d-ring8, or with distilled=True its one-step distillation (sample it
-    on the grid [1, 0]); or the .npz at path."""
-    import torch
-
+    on the grid [1, 0]); or the .npz at path. The network runs in numpy (no torch import); torch=True loads it
+    into the torch network instead (the same numbers to round-off: to train it further)."""
     path = DATA_DIR / (DISTILLED if distilled else WEIGHTS) if path is None else path
     with np.load(path, allow_pickle=False) as f:
         dim = int(f["dim"])
-        net = _network(dim)
-        with torch.no_grad():
-            for i, p in enumerate(net.parameters()):
-                p.copy_(torch.from_numpy(f[f"w{i}"].astype(np.float64)))
+        params = [f[f"w{i}"].astype(np.float64) for i in range(2 * (DEPTH + 1))]
+    if not torch:
+        return ReflowMLP([(params[i], params[i + 1]) for i in range(0, len(params), 2)], dim)
+    import torch as _torch
+
+    net = _network(dim)
+    with _torch.no_grad():
+        for p, value in zip(net.parameters(), params, strict=True):
+            p.copy_(_torch.from_numpy(value))
     return ReflowMLP(net, dim)
 
 
