@@ -227,6 +227,22 @@ def test_trajectory_variance_filter_on_images():
     assert rep["removed_fraction"] == 1.0 and rep["kept_fraction"] == 1.0
 
 
+def test_run_start_is_the_start_of_sample_run():
+    """run_start stops sample_run's own run early: its states are the full run's, bit for bit (the x0-prediction
+    made from them is the run's), at the first step and at the last; bad step counts are named."""
+    images, _ = datasets.shapes(200, seed=0)
+    model = image_models.EmpiricalModel(images, image_models.cosine_schedule(), dataset="shapes")
+    run = S.sample_run(model, 6, seed=3, n_steps=12, keep=13)
+    ts = run.t
+    for k in (1, 5, 11):
+        x = S.run_start(model, 6, seed=3, n_steps=12, steps=k)
+        assert x.dtype == np.float32 and x.shape == (6, 1, 16, 48)
+        d = model.denoise(torch.from_numpy(x), float(ts[k])).numpy()
+        assert np.array_equal(d, run.denoised[k]), k
+    with pytest.raises(ValueError, match="steps"):
+        S.run_start(model, 6, n_steps=12, steps=12)
+
+
 # ------------------------------------------------------------------ the shipped learned model
 
 

@@ -197,16 +197,12 @@ def sample_run(model, n: int, seed: int = 0, solver: str = "ddpm", n_steps: int 
     as the paper does."""
     import torch
 
-    from ..foundations.random import as_generator
     from ..solvers.sampling import sample
 
-    ts = H.ddpm_grid(model.schedule, n_steps)
-    x_T = model.prior_sample(int(n), as_generator(seed))
-    if solver == "ddpm":
-        options.setdefault("variance", "beta")
+    ts, x_T, rng, options = _run_setup(model, n, seed, solver, n_steps, options)
     start = time.perf_counter()
     with torch.no_grad():
-        traj = sample(model, x_T, ts, solver, rng=np.random.default_rng([int(seed), 1]), **options)
+        traj = sample(model, x_T, ts, solver, rng=rng, **options)
         if traj.diverged:
             raise ValueError(f"the run diverged: {traj.diverged_reason}")
         last = model.denoise(traj.x[-1], float(ts[-1]))
@@ -215,6 +211,39 @@ def sample_run(model, n: int, seed: int = 0, solver: str = "ddpm", n_steps: int 
     denoised = np.concatenate([as_np(d).astype(np.float32), as_np(last)[None].astype(np.float32)], axis=0)
     return H.Run(samples=denoised[-1], denoised=denoised, t=ts[-len(denoised):], solver=solver,
                  options=dict(traj.options), wall_time=time.perf_counter() - start)
+
+
+def _run_setup(model, n, seed, solver, n_steps, options):
+    """sample_run's grid, prior draw, noise stream and solver options (run_start shares them)."""
+    from ..foundations.random import as_generator
+
+    ts = H.ddpm_grid(model.schedule, n_steps)
+    x_T = model.prior_sample(int(n), as_generator(seed))
+    options = dict(options)
+    if solver == "ddpm":
+        options.setdefault("variance", "beta")
+    return ts, x_T, np.random.default_rng([int(seed), 1]), options
+
+
+def run_start(model, n: int, seed: int = 0, solver: str = "ddpm", n_steps: int = 100, steps: int = 1,
+              **options) -> np.ndarray:
+    """The images (float32 numpy (n, C, H, W)) after the first `steps` steps of sample_run(model, n, seed,
+    solver, n_steps): the same grid, prior draw and noise, stopped early. A step uses only the two times it
+    steps between, so these are the states of the full run: a shipped run can be checked bit for bit at its
+    start in a fraction of its time."""
+    import torch
+
+    from ..solvers.sampling import sample
+
+    ts, x_T, rng, options = _run_setup(model, n, seed, solver, n_steps, options)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= len(ts) - 1:
+        raise ValueError(f"steps must be an integer in [1, {len(ts) - 1}] (the run's steps), got {steps!r}")
+    with torch.no_grad():
+        traj = sample(model, x_T, ts[: int(steps) + 1], solver, rng=rng, **options)
+    if traj.diverged:
+        raise ValueError(f"the run diverged: {traj.diverged_reason}")
+    x = traj.x[-1]
+    return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
 
 
 def trajectory_variance(run_or_denoised, window: int = H.WINDOW) -> np.ndarray:
