@@ -161,8 +161,10 @@ def _memoriser():
 def _ddim_against_dpm():
     from explorer.figures import images as FI
 
-    a, b = _digits("learned", "dpmpp-2m", 5, 256), _digits("learned", "ddim", 5, 256)
-    return FI.side_by_side(a[:32], b[:32], "dpmpp-2m: NFE 5", "ddim: NFE 5", cols=8)
+    # The figure shows the first 32 of the page's 256 digits: a 32-digit run is the same prior draw's first 32
+    # (drawn in order), so the same images (to the bit, measured) for an eighth of the network calls.
+    a, b = _digits("learned", "dpmpp-2m", 5, 32), _digits("learned", "ddim", 5, 32)
+    return FI.side_by_side(a, b, "dpmpp-2m: NFE 5", "ddim: NFE 5", cols=8)
 
 
 CARDS: list[Card] = [
