@@ -160,6 +160,35 @@ def test_recursive_training_bookkeeping_and_filters():
         H.recursive_training(G1, filter="bogus", trainer=_exact_trainer)
 
 
+def test_recursive_training_filters_shares_generation_zero():
+    """recursive_training_filters gives, filter by filter, what recursive_training gives (every array to the bit),
+    training and sampling generation 0 once for the filters that draw alike ("variance" and "random"), and
+    reports progress over all of them."""
+    trained = []
+
+    def trainer(data, seed=0, progress=False, **kwargs):
+        trained.append(seed)
+        return _exact_trainer(data, seed, progress, **kwargs)
+
+    kwargs = dict(generations=2, n_samples=120, sample_kwargs={"n_steps": 30}, seed=4, drop=0.25)
+    calls = []
+    together = H.recursive_training_filters(G1, filters=("variance", "random", None), trainer=trainer,
+                                            progress=lambda frac, msg: calls.append((frac, msg)), **kwargs)
+    assert trained == [4, 5, 5, 4, 5]  # seed + generation: generation 0 once for variance and random, again for None (draws 120, not 160)
+    assert list(together) == ["variance", "random", None]
+    for f, recs in together.items():
+        alone = H.recursive_training(G1, filter=f, trainer=_exact_trainer, **kwargs)
+        assert len(recs) == len(alone) == 2
+        for a, b in zip(recs, alone):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert np.array_equal(a[key], b[key], equal_nan=True), (f, a["generation"], key)
+    assert calls[0] == (0.0, "variance: generation 0: training") and calls[-1] == (1.0, "None: done")
+    assert [frac for frac, _ in calls] == sorted(frac for frac, _ in calls)
+    with pytest.raises(ValueError, match="filter"):
+        H.recursive_training_filters(G1, filters=("variance", "bogus"), trainer=_exact_trainer)
+
+
 def test_exact_denoiser_hallucinates_no_more_than_the_tails():
     exact = ex.AnalyticModel(G1, ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000)))
     # every timestep, as DDPM samples: with 250 of them the last jumps are large enough for the exact

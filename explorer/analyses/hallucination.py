@@ -284,9 +284,43 @@ def recursive_training(target: GaussianMixture, generations: int = 3, n_samples:
     "random" draws as many and keeps a random n_samples (the same number dropped, at random).
     Each generation's record: hallucination rate of its raw samples and of the training set it
     hands on, per-mode mass, modes covered. trainer defaults to explorer.models.train;
-    progress(fraction, message) is called as it goes."""
+    progress(fraction, message) is called as it goes. recursive_training_filters runs several
+    filters at once, sharing their generation 0."""
+    return _recursive(target, generations, n_samples, filter, train_kwargs, sample_kwargs, seed, progress, drop,
+                      window, k, trainer, {})
+
+
+def recursive_training_filters(target: GaussianMixture, generations: int = 3, n_samples: int = 2000,
+                               filters=("variance", "random"), train_kwargs=None, sample_kwargs=None, seed: int = 0,
+                               progress=None, drop: float = 0.2, window: int = WINDOW, k: float = K_STD,
+                               trainer=None) -> dict:
+    """{filter: records} for each filter, each what recursive_training(filter=...) returns, for less: generation 0
+    is trained on the target and sampled the same way whatever the filter (the same seeds; "variance" and "random"
+    both draw n_samples / (1 - drop)), so it is trained and sampled once for the filters that draw alike.
+    progress(fraction, message) over all of them, the message naming the filter."""
+    filters = tuple(filters)
+    for f in filters:
+        _check_filter(f)
+    shared, out = {}, {}
+    for j, f in enumerate(filters):
+        def report(frac, msg, j=j, f=f):
+            if progress:
+                progress((j + frac) / len(filters), f"{f}: {msg}")
+
+        out[f] = _recursive(target, generations, n_samples, f, train_kwargs, sample_kwargs, seed, report, drop,
+                            window, k, trainer, shared)
+    return out
+
+
+def _check_filter(filter) -> None:
     if filter not in (None, "variance", "random"):
         raise ValueError(f"filter must be None, 'variance' or 'random', got {filter!r}")
+
+
+def _recursive(target, generations, n_samples, filter, train_kwargs, sample_kwargs, seed, progress, drop, window, k,
+               trainer, shared: dict) -> list[dict]:
+    """recursive_training; shared holds generation 0's (model, run) by the number drawn, filled and reused."""
+    _check_filter(filter)
     if not 0 <= drop < 1:
         raise ValueError(f"drop must be in [0, 1), got {drop}")
     if trainer is None:
@@ -301,10 +335,14 @@ def recursive_training(target: GaussianMixture, generations: int = 3, n_samples:
     for g in range(int(generations)):
         if progress:
             progress(g / generations, f"generation {g}: training")
-        model = trainer(data, seed=int(seed) + g, progress=False, **train_kwargs)
+        reuse = shared.get(n_draw) if g == 0 else None
+        model = reuse[0] if reuse else trainer(data, seed=int(seed) + g, progress=False, **train_kwargs)
         if progress:
             progress((g + 0.5) / generations, f"generation {g}: sampling")
-        run = sample_run(model, n_draw, seed=np.random.default_rng([int(seed), g]), **sample_kwargs)
+        run = reuse[1] if reuse else sample_run(model, n_draw, seed=np.random.default_rng([int(seed), g]),
+                                                 **sample_kwargs)
+        if g == 0:
+            shared[n_draw] = (model, run)
         x = run.samples
         if filter == "variance":
             chosen = np.argsort(trajectory_variance(run.denoised, window), kind="stable")[: int(n_samples)]
