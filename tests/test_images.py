@@ -20,8 +20,22 @@ def test_digits_are_sklearn_digits_in_minus_one_one():
     assert images.min() == -1.0 and images.max() == 1.0
     from sklearn.datasets import load_digits
 
-    np.testing.assert_array_equal((images[:, 0] + 1) * 8, load_digits().images)
-    assert set(labels.tolist()) == set(range(10))
+    d = load_digits()
+    np.testing.assert_array_equal((images[:, 0] + 1) * 8, d.images)
+    np.testing.assert_array_equal(images, (d.images.astype(np.float32) / 8.0 - 1.0)[:, None])
+    np.testing.assert_array_equal(labels, d.target)
+    assert labels.dtype == np.int64 and set(labels.tolist()) == set(range(10))
+    images[0] = 0.0  # each call hands out its own arrays (the file is read once)
+    assert datasets.digits()[0][0].min() == -1.0
+
+
+def test_digits_load_without_importing_sklearn():
+    import subprocess
+    import sys
+
+    code = "import sys; from explorer.learned import datasets; x, y = datasets.digits(); print(x.shape, 'sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["(1797,", "1,", "8,", "8)", "False"], out
 
 
 def _components(mask):

@@ -25,12 +25,28 @@ SHAPES = ("triangle", "square", "pentagon")  # panel j holds only SHAPES[j], lef
 
 def digits():
     """scikit-learn's 8x8 digits: images (1797, 1, 8, 8) float32 with grey levels 0..16 mapped
-    linearly to [-1, 1], and labels (1797,) int64."""
-    from sklearn.datasets import load_digits
+    linearly to [-1, 1], and labels (1797,) int64 (fresh copies on every call)."""
+    images, labels = _digits()
+    return images.copy(), labels.copy()
 
-    d = load_digits()
-    images = (d.images.astype(np.float32) / 8.0 - 1.0)[:, None]
-    return images, d.target.astype(np.int64)
+
+@lru_cache(maxsize=1)
+def _digits():
+    """The digits read as sklearn.datasets.load_digits reads them (np.loadtxt of the digits.csv.gz that
+    scikit-learn ships, pixels then the label on each row), without importing scikit-learn (about 1 s):
+    the same numbers (a test compares them)."""
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the digits dataset is scikit-learn's: install scikit-learn")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, mode="rt", encoding="utf-8") as f:
+        data = np.loadtxt(f, delimiter=",")
+    images = (data[:, :-1].reshape(-1, 8, 8).astype(np.float32) / 8.0 - 1.0)[:, None]
+    return images, data[:, -1].astype(np.int64)
 
 
 def _polygon_mask(vertices, height: int, width: int) -> np.ndarray:
