@@ -1,5 +1,6 @@
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # Two test workers share two cores: one math thread each. Oversubscribed torch (2 workers x 2
@@ -23,20 +24,55 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # (starting them per module cost about 4 s each, 13 times). The helpers are in test_browser.py.
 import pytest  # noqa: E402
 
+def _in_browser_group(nodeid: str) -> bool:
+    """The tests that drive the app server or Chromium: test_browser*.py and every test named *browser*."""
+    return "browser" in nodeid.lower()
+
+
+class _BrowserGroup:
+    """Under xdist's default `load` distribution, the browser tests run on one worker, so that one app server
+    and one Chromium serve all of them: split over two workers, each started its own pair and paid its
+    imports and first page loads again. (xdist's own loadgroup cannot be used: its mark renames the test's
+    nodeid, which pytest 9.2 no longer allows.) Scopes are ordered by size, so the browser group starts first."""
+
+    @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config, log):
+        if config.getvalue("dist") != "load":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class BrowserGroupScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return "browser-group" if _in_browser_group(nodeid) else nodeid
+
+        return BrowserGroupScheduling(config, log)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_BrowserGroup(), "browser-group")
+
+
+def pytest_itemcollected(item):
+    if {"browser", "server"} & set(getattr(item, "fixturenames", ())) and not _in_browser_group(item.nodeid):
+        warnings.warn(f"{item.nodeid} uses the app server or Chromium: name it *browser* so that it runs with "
+                      "the other browser tests (conftest.py)")
+
 
 @pytest.fixture(scope="session")
 def server():
-    """The app (`streamlit run app.py`) served on a free port."""
+    """The app served on a free port as `bash scripts/dev.sh app` serves it (app_pages/serve.py: the
+    heavy imports done first and frozen out of the garbage collector, then `streamlit run app.py`)."""
     from test_browser import ROOT as root, _free_port, serve
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     args = [
-        sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.headless", "true",
+        sys.executable, str(root / "app_pages" / "serve.py"), "--server.headless", "true",
         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]
-    with serve(args, f"{url}/_stcore/health", f"streamlit-{port}"):
+    with serve(args, f"{url}/_stcore/health", f"streamlit-{port}", timeout=120):  # the imports first: 5-20 s
         yield url
 
 

@@ -81,8 +81,23 @@ def serve(args: list[str], health_url: str, name: str, cwd: Path = ROOT, timeout
 BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]'
 
 
+# True once every drawn chart kept its size over two animation frames (plotly's last layout pass is done).
+SETTLED = """
+const done = arguments[arguments.length - 1];
+const sizes = () => Array.from(document.querySelectorAll('.js-plotly-plot .main-svg'),
+                               e => { const r = e.getBoundingClientRect(); return r.width + 'x' + r.height; }).join();
+const before = sizes();
+requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => done(before === sizes()), 30)));
+"""
+
+
+def _settled(driver, timeout: float = 10) -> None:
+    """Wait until the drawn charts stop changing size (in place of a fixed pause for plotly's last layout)."""
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: d.execute_async_script(SETTLED))
+
+
 def _open(driver, url: str, charts: int = 1, timeout: float = 60):
-    """Load url and wait until the script has finished and `charts` plotly charts are drawn."""
+    """Load url and wait until the script has finished and `charts` plotly charts are drawn and laid out."""
     driver.get(url)
 
     def ready(d):
@@ -93,7 +108,7 @@ def _open(driver, url: str, charts: int = 1, timeout: float = 60):
         return len(drawn) >= charts and not running
 
     WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
-    time.sleep(0.5)  # plotly's last layout pass
+    _settled(driver)
 
 
 def _texts(driver, css: str) -> list[str]:
@@ -117,7 +132,7 @@ def _no_exception(driver) -> None:
     assert not errors, errors[0].text
 
 
-def test_default_view_renders(server, browser):
+def test_default_view_renders_and_a_changed_control_lands_in_the_url(server, browser):
     _open(browser, server + "/", charts=3)
     _shot(browser, "browser-1d")
     _no_exception(browser)
@@ -129,6 +144,13 @@ def test_default_view_renders(server, browser):
     metrics = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')
     assert [m.text.splitlines()[0] for m in metrics][:2] == ["NFE", "Distance to target"]
     assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
+
+    # the same view: a changed control lands in the URL, and the shared link opens that view
+    browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]").click()
+    WebDriverWait(browser, 20).until(lambda d: "x0=true" in d.current_url)
+    _open(browser, browser.current_url, charts=3)
+    _no_exception(browser)
+    assert browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]//input").is_selected()
 
 
 def test_query_params_open_a_2d_view(server, browser):
@@ -155,15 +177,6 @@ def test_query_params_open_a_2d_view(server, browser):
     ActionChains(browser).move_to_element(play[0]).click().perform()
     WebDriverWait(browser, 5, poll_frequency=0.05).until(lambda d: not shown(d).startswith("step 8/8"))
     WebDriverWait(browser, 10, poll_frequency=0.1).until(lambda d: shown(d).startswith("step 8/8"))
-
-
-def test_a_changed_control_lands_in_the_url(server, browser):
-    _open(browser, server + "/", charts=3)
-    browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]").click()
-    WebDriverWait(browser, 20).until(lambda d: "x0=true" in d.current_url)
-    _open(browser, browser.current_url, charts=3)  # the shared link opens the same view
-    _no_exception(browser)
-    assert browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]//input").is_selected()
 
 
 def test_bad_input_is_an_error_box(server, browser):
