@@ -189,6 +189,24 @@ def test_recursive_training_filters_shares_generation_zero():
         H.recursive_training_filters(G1, filters=("variance", "bogus"), trainer=_exact_trainer)
 
 
+def test_run_start_is_the_start_of_sample_run():
+    """run_start stops sample_run's own run early, block by block: the x0-prediction made from its particles is
+    the run's, bit for bit, after the first step, in the middle and after the last (DDPM draws noise every step,
+    so the streams must line up); bad step counts are named."""
+    model = ex.AnalyticModel(G1, ex.schedules.Discrete.from_betas(np.linspace(1e-3, 0.2, 1000)))
+    kwargs = dict(seed=2, n_steps=30, t_start=363)
+    run = H.sample_run(model, H.BLOCK + 60, **kwargs)  # two blocks
+    for k in (1, 12, 29):
+        x = H.run_start(model, H.BLOCK + 60, steps=k, **kwargs)
+        assert x.shape == (H.BLOCK + 60, 1)
+        assert np.array_equal(model.denoise(x, float(run.t[k])), run.denoised[k]), k
+    ddim = H.sample_run(model, 50, solver="ddim", **kwargs)
+    x = H.run_start(model, 50, solver="ddim", steps=29, **kwargs)
+    assert np.array_equal(model.denoise(x, 0.0), ddim.samples)
+    with pytest.raises(ValueError, match="steps"):
+        H.run_start(model, 10, steps=30, **kwargs)
+
+
 def test_exact_denoiser_hallucinates_no_more_than_the_tails():
     exact = ex.AnalyticModel(G1, ex.schedules.Discrete.from_betas(np.linspace(1e-4, 0.02, 1000)))
     # every timestep, as DDPM samples: with 250 of them the last jumps are large enough for the exact

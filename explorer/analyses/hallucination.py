@@ -165,12 +165,7 @@ def sample_run(model, n: int, seed=0, solver: str = "ddpm", n_steps: int = 1000,
 
     from ..solvers.sampling import sample
 
-    ts = ddpm_grid(model.schedule, n_steps, t_start)
-    dim = int(getattr(model, "dim", None) or model.target.dim)
-    if solver == "ddpm":
-        options.setdefault("variance", "beta")
-    n = int(n)
-    streams = as_generator(seed).spawn(-(-n // BLOCK))
+    ts, dim, n, streams, options = _run_setup(model, n, seed, solver, n_steps, t_start, options)
     start = time.perf_counter()
     samples, denoised = [], []
     for b, rng in enumerate(streams):
@@ -187,6 +182,35 @@ def sample_run(model, n: int, seed=0, solver: str = "ddpm", n_steps: int = 1000,
                denoised=np.concatenate(denoised, axis=1) if denoised else np.zeros((len(ts), 0, dim)), t=ts,
                solver=solver, options=dict(traj.options) if n else dict(options),
                wall_time=time.perf_counter() - start)
+
+
+def _run_setup(model, n, seed, solver, n_steps, t_start, options):
+    """sample_run's grid, dimension, count, per-block seed streams and solver options (run_start shares them)."""
+    ts = ddpm_grid(model.schedule, n_steps, t_start)
+    dim = int(getattr(model, "dim", None) or model.target.dim)
+    options = dict(options)
+    if solver == "ddpm":
+        options.setdefault("variance", "beta")
+    n = int(n)
+    return ts, dim, n, as_generator(seed).spawn(-(-n // BLOCK)), options
+
+
+def run_start(model, n: int, seed=0, solver: str = "ddpm", n_steps: int = 1000, t_start: float | None = None,
+              steps: int = 1, **options) -> np.ndarray:
+    """The particles (n, D) after the first `steps` steps of sample_run(model, n, seed, solver, n_steps, t_start):
+    every block's start, grid and noise, stopped early. A step uses only the two times it steps between, so these
+    are the states of the full run: a shipped run can be checked bit for bit at its start in a fraction of its time."""
+    from ..solvers.sampling import sample
+
+    ts, dim, n, streams, options = _run_setup(model, n, seed, solver, n_steps, t_start, options)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= len(ts) - 1:
+        raise ValueError(f"steps must be an integer in [1, {len(ts) - 1}] (the run's steps), got {steps!r}")
+    out = []
+    for b, rng in enumerate(streams):
+        x_T = rng.standard_normal((min(BLOCK, n - b * BLOCK), dim))
+        traj = sample(model, x_T, ts[: int(steps) + 1], solver, rng=rng, **options)
+        out.append(np.asarray(traj.x[-1], dtype=np.float64))
+    return np.concatenate(out) if out else np.zeros((0, dim))
 
 
 def trajectory_variance(denoised, window: int = WINDOW) -> np.ndarray:
