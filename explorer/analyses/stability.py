@@ -300,10 +300,13 @@ def roots(solver: str, z, **options) -> np.ndarray:
         small = np.divide(c0, big, out=np.zeros_like(big), where=big != 0)  # product of roots = c
         return np.stack([big, small], axis=-1)
     flat = c.reshape(-1, p + 1)
-    companion = np.zeros((flat.shape[0], p, p), dtype=complex)
-    companion[:, 0, :] = -flat[:, 1:]
+    # real coefficients (a real recurrence at real z: a run's h*lambda, the Jacobians being symmetric) take
+    # LAPACK's real eigenvalue routine, about 2.5x faster than the complex one on these small matrices
+    real = not np.any(flat.imag)
+    companion = np.zeros((flat.shape[0], p, p), dtype=float if real else complex)
+    companion[:, 0, :] = -(flat.real if real else flat)[:, 1:]
     companion[:, np.arange(1, p), np.arange(p - 1)] = 1.0
-    return np.linalg.eigvals(companion).reshape(c.shape[:-1] + (p,))
+    return np.linalg.eigvals(companion).astype(complex, copy=False).reshape(c.shape[:-1] + (p,))
 
 
 def spectral_radius(solver: str, z, **options) -> np.ndarray:
