@@ -227,6 +227,27 @@ def test_trajectory_variance_filter_on_images():
     assert rep["removed_fraction"] == 1.0 and rep["kept_fraction"] == 1.0
 
 
+def test_template_overlap_is_scipys_full_correlation():
+    """The overlap template_iou maximises is scipy.signal.correlate2d(mask, template, "full").max(), exactly, for
+    random masks of every shape against each template, and the module reads images without importing scipy.signal."""
+    import subprocess
+    import sys
+
+    import scipy.signal
+
+    rng = np.random.default_rng(0)
+    templates = S._templates(16)
+    for _ in range(300):
+        mask = rng.random(tuple(rng.integers(1, 20, size=2))) < rng.random()
+        for tpl in templates.values():
+            want = scipy.signal.correlate2d(mask.astype(np.float64), tpl, mode="full").max()
+            assert S._overlap_max(mask.astype(np.float64), tpl) == want
+    code = ("import sys\nfrom explorer.analyses import shapes_analysis as S\nfrom explorer.learned import datasets\n"
+            "x, info = datasets.shapes(20, seed=1)\nprint(S.detection_accuracy(x, info)['panels'], 'scipy.signal' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1.0", "False"], out
+
+
 def test_run_start_is_the_start_of_sample_run():
     """run_start stops sample_run's own run early: its states are the full run's, bit for bit (the x0-prediction
     made from them is the run's), at the first step and at the last; bad step counts are named."""
