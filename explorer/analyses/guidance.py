@@ -108,6 +108,14 @@ class CFGModel(DenoiserModel):
     def dim(self):
         return getattr(self.cond, "dim", None)
 
+    @property
+    def smooth(self):  # a fixed combination of two fields: as smooth as both
+        return all(getattr(m, "smooth", False) for m in (self.cond, self.uncond))
+
+    @property
+    def times_per_particle(self):
+        return all(getattr(m, "times_per_particle", False) for m in (self.cond, self.uncond))
+
     def __repr__(self) -> str:
         return f"CFGModel(w={self.w:g}, {self.cond!r})"
 
@@ -131,6 +139,8 @@ class DynamicThresholding(DenoiserModel):
     coordinates is (nearly) its largest |coordinate|; set max_value to the data's range
     (data_range(target)) for a mixture not scaled to [-1, 1]."""
 
+    smooth = False  # the clip is a kink in every sample's field, where its quantile crosses max_value
+
     def __init__(self, model, ratio: float = 0.995, max_value: float = 1.0):
         if not 0.0 < float(ratio) <= 1.0:
             raise ValueError(f"ratio must lie in (0, 1], got {ratio!r}")
@@ -143,6 +153,10 @@ class DynamicThresholding(DenoiserModel):
     @property
     def dim(self):
         return getattr(self.model, "dim", None)
+
+    @property
+    def times_per_particle(self):  # the threshold is per sample: one time per sample passes straight through
+        return bool(getattr(self.model, "times_per_particle", False))
 
     def __repr__(self) -> str:
         return f"DynamicThresholding({self.model!r}, ratio={self.ratio:g}, max_value={self.max_value:g})"

@@ -17,9 +17,16 @@ from .schedules import Schedule
 
 
 class DenoiserModel:
-    """Derives eps, score and velocity from a subclass's denoise(x, t)."""
+    """Derives eps, score and velocity from a subclass's denoise(x, t).
+
+    What a model declares about its field, for the rk45 reference (explorer/solvers/reference.py) to
+    choose how its particles share steps; a subclass that cannot vouch for one says False (the default):
+    smooth: x0_hat(x, t) is infinitely differentiable in x and t (no clip, no ReLU, no table lookup).
+    times_per_particle: denoise(x, t) also takes t as an (N,) array, one time per row of x."""
 
     schedule: Schedule
+    smooth = False
+    times_per_particle = False
 
     def denoise(self, x, t):
         raise NotImplementedError
@@ -59,6 +66,9 @@ class DenoiserModel:
 
 class AnalyticModel(DenoiserModel):
     """The exact posterior mean of a Gaussian mixture noised by a schedule."""
+
+    smooth = True  # a ratio of Gaussian sums, smooth in x and in (alpha, sigma)
+    times_per_particle = True  # GaussianMixture.noised takes one noise level per particle
 
     def __init__(self, target: GaussianMixture, schedule: Schedule):
         if not isinstance(target, GaussianMixture):

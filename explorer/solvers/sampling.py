@@ -24,11 +24,21 @@ class _CountedModel:
         self.nfe = 0
         self._lo = t_lo - 1e-12 * max(1.0, abs(t_lo))
         self._hi = t_hi + 1e-12 * max(1.0, abs(t_hi))
+        # what the model declares about its field (explorer.foundations.analytic.DenoiserModel)
+        self.smooth = bool(getattr(model, "smooth", False))
+        self.times_per_particle = bool(getattr(model, "times_per_particle", False))
 
     def denoise(self, x, t):
-        t = float(t)
-        if not self._lo <= t <= self._hi:
-            raise AssertionError(f"solver evaluated the model at t={t}, outside the grid [{self._lo}, {self._hi}]")
+        """One evaluation: at one time t, or (times_per_particle models) at an (N,) array of times."""
+        if np.ndim(t) == 0:
+            t = float(t)
+            lo = hi = t
+        else:
+            t = np.asarray(t, dtype=np.float64)
+            lo, hi = float(t.min()), float(t.max())
+        if not (self._lo <= lo and hi <= self._hi):
+            raise AssertionError(f"solver evaluated the model at t={lo if lo < self._lo else hi}, "
+                                 f"outside the grid [{self._lo}, {self._hi}]")
         self.nfe += 1
         return self._model.denoise(x, t)
 
