@@ -139,11 +139,11 @@ def test_on_a_thresholded_field_each_particle_beats_one_flat_system(name, schedu
 
 
 def test_the_tight_solve_is_scipy_alone_on_a_thresholded_field():
-    model, x = guided("gmm-2d-ring8", "vp-linear", 8.0, thresholding=True, n=2, seed=5)
+    model, x = guided("gmm-2d-ring8", "vp-linear", 8.0, thresholding=True, n=4, seed=5)
     ts = ex.timesteps(model.schedule, 2)
-    tight = ex.reference(model, x, ts, rtol=1e-12, atol=1e-12)
-    alone = np.stack([scipy_alone(model, x[i], ts, 1e-12, 1e-12) for i in range(2)], axis=1)
-    np.testing.assert_allclose(tight.x, alone, rtol=0, atol=1e-9)  # measured 3e-10
+    tight = ex.reference(model, x, ts, rtol=1e-12, atol=1e-12)  # the yardstick above (there at 1e-13)
+    alone = scipy_alone(model, x[1], ts, 1e-12, 1e-12)  # an independent code on one particle
+    np.testing.assert_allclose(tight.x[:, 1], alone, rtol=0, atol=2e-9)  # measured 5e-10 (others 5e-11 .. 1e-10)
 
 
 @pytest.mark.parametrize("thresholding", [False, True])
