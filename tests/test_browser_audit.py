@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 from selenium.webdriver.common.by import By
 
-from test_browser import _no_exception, _open, _shot, _texts
+from test_browser import _inner_text, _no_exception, _open, _tall_shot, _texts
 
 pytest.importorskip("diffusers")
 
@@ -22,17 +22,13 @@ DEFAULT_SCHEDULERS = ["DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMulti
 def test_audit_page_renders(server, browser):
     query = {"schedulers": DEFAULT_SCHEDULERS, "nfes": "5, 10, 20, 40", "n": "1000",
              "row": "DPMSolverMultistep · use_karras_sigmas=True", "at": "10"}
-    browser.set_window_size(1400, 3300)  # the whole page: the table, and the row's four figures under it
-    try:
-        _open(browser, f"{server}/audit?{urlencode(query, doseq=True)}", charts=4, timeout=120)
-        _shot(browser, "browser-audit")
-        _no_exception(browser)
-        assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Scheduler audit")
-        assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
-        text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
-        assert "model-update-mismatch" in text  # the selected row's flag, named under "One row"
-        assert "Download the table (CSV)" in text
-        titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
-        assert "Error against NFE" in titles and "Step by step" in titles
-    finally:
-        browser.set_window_size(1400, 1000)
+    _open(browser, f"{server}/audit?{urlencode(query, doseq=True)}", charts=4, timeout=120)
+    _tall_shot(browser, "browser-audit", 3300)  # the whole page: the table, and the row's four figures under it
+    _no_exception(browser)
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Scheduler audit")
+    assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+    text = _inner_text(browser, '[data-testid="stMain"]')
+    assert "model-update-mismatch" in text  # the selected row's flag, named under "One row"
+    assert "Download the table (CSV)" in text
+    titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
+    assert "Error against NFE" in titles and "Step by step" in titles

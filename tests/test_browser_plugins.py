@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from selenium.webdriver.common.by import By
 
-from test_browser import ROOT, _free_port, _no_exception, _open, _shot, serve
+from test_browser import ROOT, _free_port, _inner_text, _no_exception, _open, _shot, serve
 
 EXAMPLE = ROOT / "examples" / "my_solver.py"
 MODEL_EXAMPLE = ROOT / "examples" / "my_model.py"
@@ -56,7 +56,8 @@ def test_the_plugin_solver_runs_and_the_broken_one_is_reported(plugin_server, br
     errors = sidebar.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
     assert len(errors) == 1, [e.text for e in errors]
     assert str(broken) in errors[0].text and "this plug-in is broken on purpose" in errors[0].text
-    assert "heun-sigma" in sidebar.text and "my_solver.py" in sidebar.text
+    sidebar_text = _inner_text(browser, '[data-testid="stSidebar"]')
+    assert "heun-sigma" in sidebar_text and "my_solver.py" in sidebar_text
 
 
 def test_a_plugin_model_samples_on_trajectories(plugin_server, browser):  # noqa: F811
@@ -67,10 +68,11 @@ def test_a_plugin_model_samples_on_trajectories(plugin_server, browser):  # noqa
     sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]')
     chosen = _selected(sidebar)
     assert chosen["Model"] == "my-mlp-1d" and "Target" not in chosen and "Schedule" not in chosen
-    assert "my-flow-2d" in sidebar.text and "my_model.py" in sidebar.text
+    sidebar_text = _inner_text(browser, '[data-testid="stSidebar"]')
+    assert "my-flow-2d" in sidebar_text and "my_model.py" in sidebar_text
     metrics = {m.text.splitlines()[0]: m.text.splitlines()[1] for m in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')}
     assert metrics["NFE"] == "10" and float(metrics["Distance to target"]) < 0.5
     main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]')
-    assert "Model my-mlp-1d samples on its own target" in main.text
+    assert "Model my-mlp-1d samples on its own target" in _inner_text(browser, '[data-testid="stMain"]')
     assert not main.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
     assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")

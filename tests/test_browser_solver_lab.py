@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_browser import _no_exception, _open, _shot, _texts
+from test_browser import _inner_text, _no_exception, _open, _shot, _texts
 
 import explorer as ex
 
@@ -36,5 +36,5 @@ def test_solver_lab_with_guidance(server, browser):
 
     WebDriverWait(browser, 120, poll_frequency=0.5).until(lambda d: "Guidance scale against accuracy" in titles(d))
     _no_exception(browser)
-    assert "Class c" in browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]').text
+    assert "Class c" in _inner_text(browser, '[data-testid="stSidebar"]')
     _shot(browser, "browser-solver-lab-guidance")

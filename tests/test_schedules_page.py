@@ -284,15 +284,15 @@ def test_page_in_a_browser(server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from test_browser import _no_exception, _open, _shot, _texts
+    from test_browser import _inner_text, _no_exception, _open, _tall_shot, _texts
 
     query = {"path_solver": "heun", "path_steps": "10", "sweep_nfes": "4, 8, 16"}
     _open(browser, f"{server}/schedules?{urlencode(query)}", charts=6, timeout=180)
-    main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]')
-    WebDriverWait(browser, 120, poll_frequency=0.5).until(lambda d: "timesteps = [" in main.text)  # the last section
+    WebDriverWait(browser, 120, poll_frequency=0.5).until(
+        lambda d: "timesteps = [" in (_inner_text(d, '[data-testid="stMain"]') or ""))  # the last section
     _no_exception(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Schedules")
-    text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    text = _inner_text(browser, '[data-testid="stMain"]')
     assert "heun under B vs the converted path" in text and "timesteps = [" in text
     titles = " ".join(_texts(browser, ".js-plotly-plot .gtitle"))
     for title in ("The schedules", "The conversion map", "The same particles", "Drift magnitude", "Error against NFE"):
@@ -300,10 +300,7 @@ def test_page_in_a_browser(server, browser):
     shown = browser.execute_script(
         "return [...document.querySelectorAll('.js-plotly-plot .slider-container text')].map(e => e.textContent);")
     assert any(s.startswith("step 10") for s in shown)
-    browser.set_window_size(1400, 4200)  # the whole page in one picture
-    time.sleep(1.5)
-    _shot(browser, "schedules")
-    browser.set_window_size(1400, 1000)
+    _tall_shot(browser, "schedules", 4200)  # the whole page in one picture
 
 
 def test_the_pages_path_numbers_come_from_the_core():

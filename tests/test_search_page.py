@@ -94,7 +94,7 @@ def test_page_in_a_browser(server, browser):
     """Opened from its URL in headless Chromium: every chart drawn, no exception. Saves artifacts/browser-search.png."""
     from selenium.webdriver.common.by import By
 
-    from test_browser import _no_exception, _open, _shot, _texts
+    from test_browser import _inner_text, _no_exception, _open, _shot, _texts
 
     _open(browser, f"{server}/search?nfe=6", charts=8, timeout=120)
     _no_exception(browser)
@@ -105,6 +105,6 @@ def test_page_in_a_browser(server, browser):
         assert title in titles
     strip = " ".join(_texts(browser, ".js-plotly-plot text"))
     assert "data x₀" in strip or "noise ε" in strip
-    main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    main = _inner_text(browser, '[data-testid="stMain"]')
     assert f"{_shipped_at(6)['schedule']['holdout_error']:.3g}" in main
     _shot(browser, "browser-search")
