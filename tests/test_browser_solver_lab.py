@@ -21,6 +21,8 @@ def test_solver_lab_renders(server, browser):
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Solver lab")
     legend = " ".join(_texts(browser, ".js-plotly-plot .legendtext"))
     assert "heun (order ≈" in legend and "exact path (rk45)" in legend
+    # the table of solvers is drawn after the charts: wait for its links (read before them, on a busy machine, it was empty)
+    WebDriverWait(browser, 30, poll_frequency=0.25).until(lambda d: d.find_elements(By.CSS_SELECTOR, "table a"))
     links = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "table a")}
     for name in ex.solvers.names():
         assert ex.solvers.info(name)["reference"] in links
