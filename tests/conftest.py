@@ -32,20 +32,40 @@ def _in_browser_group(nodeid: str) -> bool:
 class _BrowserGroup:
     """Under xdist's default `load` distribution, the browser tests run on one worker, so that one app server
     and one Chromium serve all of them: split over two workers, each started its own pair and paid its
-    imports and first page loads again. (xdist's own loadgroup cannot be used: its mark renames the test's
-    nodeid, which pytest 9.2 no longer allows.) Scopes are ordered by size, so the browser group starts first."""
+    imports and first page loads again. Everything else is distributed as `load` does (contiguous chunks,
+    so that a module's fixtures are mostly set up once). xdist's own loadgroup cannot be used: its mark
+    renames the test's nodeid, which pytest 9.2 no longer allows; loadscope would hand out one test at a
+    time, splitting every module's fixtures over both workers."""
 
     @pytest.hookimpl
     def pytest_xdist_make_scheduler(self, config, log):
         if config.getvalue("dist") != "load":
             return None
-        from xdist.scheduler import LoadScopeScheduling
+        from xdist.scheduler import LoadScheduling
 
-        class BrowserGroupScheduling(LoadScopeScheduling):
-            def _split_scope(self, nodeid: str) -> str:
-                return "browser-group" if _in_browser_group(nodeid) else nodeid
+        class BrowserFirstScheduling(LoadScheduling):
+            """LoadScheduling whose first worker is handed every browser test first, and nothing else until
+            they are done (check_schedule sends no more while a worker holds slow tests)."""
 
-        return BrowserGroupScheduling(config, log)
+            def schedule(self) -> None:
+                if self.collection is not None or not self._check_nodes_have_same_collection():
+                    return super().schedule()
+                collection = next(iter(self.node2collection.values()))
+                browser = [i for i, nodeid in enumerate(collection) if _in_browser_group(nodeid)]
+                nodes = self.nodes
+                if not browser or len(nodes) < 2 or len(collection) - len(browser) < 2 * len(nodes):
+                    return super().schedule()
+                self.collection = collection
+                self.pending[:] = [i for i in range(len(collection)) if not _in_browser_group(collection[i])]
+                if self.maxschedchunk is None:
+                    self.maxschedchunk = len(collection)
+                self.node2pending[nodes[0]].extend(browser)
+                nodes[0].send_runtest_some(browser)
+                chunk = max(min(len(collection) // len(nodes) // 4, self.maxschedchunk), 2)
+                for node in nodes[1:]:
+                    self._send_tests(node, chunk)
+
+        return BrowserFirstScheduling(config, log)
 
 
 def pytest_configure(config):
