@@ -81,13 +81,16 @@ def serve(args: list[str], health_url: str, name: str, cwd: Path = ROOT, timeout
 BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]'
 
 
-# True once every drawn chart kept its size over two animation frames (plotly's last layout pass is done).
+# True once every drawn chart kept its size over two animation frames (plotly's last layout pass is done);
+# a frame that does not come within 100 ms (a page the browser does not paint) counts as one.
 SETTLED = """
 const done = arguments[arguments.length - 1];
 const sizes = () => Array.from(document.querySelectorAll('.js-plotly-plot .main-svg'),
                                e => { const r = e.getBoundingClientRect(); return r.width + 'x' + r.height; }).join();
+const frame = f => { let called = false; const once = () => { if (!called) { called = true; f(); } };
+                     requestAnimationFrame(once); setTimeout(once, 100); };
 const before = sizes();
-requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => done(before === sizes()), 30)));
+frame(() => frame(() => setTimeout(() => done(before === sizes()), 30)));
 """
 
 
