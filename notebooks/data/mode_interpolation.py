@@ -3,11 +3,13 @@ print or draw, kept as what the notebook shows.
 
     .venv/bin/python notebooks/data/mode_interpolation.py        # about 10 s on one core
 
+exact: the exact denoiser's DDPM run from the same 20,000 starts as the shipped learned run (tests/data/
+hallucination_runs.npz, seed 0); the notebook samples its first block afresh.
 ddim: DDIM on the shipped 1D model, the 1,000 starts of DDPM's first block (H.sample_run, seed 0, every
 timestep from t0 = 363): its samples, and its particles after the first START steps (H.run_start).
 recursive: H.recursive_training_filters (variance and random, two generations of 200, 40 training steps of
 256) as records without their sample arrays; and the particles of generation 0's run after START steps.
-The notebook takes the START steps of both runs afresh, trains generation 0 again (its last loss must be the
+The notebook takes the START steps of the last two runs afresh, trains generation 0 again (its last loss must be the
 record's), and checks them against the file to the last bit."""
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from explorer import hallucination as H
 from explorer.learned import torch_threads
 
 PATH = Path(__file__).with_suffix(".npz")
-MODEL, START = "gmm-1d-3modes", 8
+MODEL, START, N_EXACT = "gmm-1d-3modes", 8, 20_000
 RECURSIVE = dict(generations=2, n_samples=200, filters=["variance", "random"], seed=0,
                  train_kwargs={"steps": 40, "batch_size": 256})
 
@@ -38,6 +40,7 @@ def main() -> None:
     model = ex.models.load_pretrained(MODEL)
     run = run_setup(model)
     train_kwargs = {**RECURSIVE["train_kwargs"], **model.config["schedule"]}
+    exact = H.sample_run(ex.AnalyticModel(model.target, model.schedule), N_EXACT, seed=0, **run)
     with torch_threads(1):  # as the notebook runs them: one thread (the same bits)
         ddim = H.sample_run(model, H.BLOCK, seed=0, solver="ddim", **run)
         ddim_start = H.run_start(model, H.BLOCK, seed=0, solver="ddim", steps=START, **run)
@@ -51,8 +54,8 @@ def main() -> None:
     records = {f: [{k: (v.tolist() if k == "mode_mass" else v) for k, v in r.items() if k not in ("samples", "training_set")}
                    for r in recs] for f, recs in results.items()}
     meta = {"model": MODEL, "run": run, "start_steps": START, "recursive": RECURSIVE, "records": records}
-    np.savez_compressed(PATH, meta=np.array(json.dumps(meta)), ddim_samples=ddim.samples, ddim_start=ddim_start,
-                        recursive_start=first_start)
+    np.savez_compressed(PATH, meta=np.array(json.dumps(meta)), exact_samples=exact.samples, ddim_samples=ddim.samples,
+                        ddim_start=ddim_start, recursive_start=first_start)
     print(f"wrote {PATH} ({PATH.stat().st_size / 1e3:.0f} kB) in {time.perf_counter() - start:.0f} s")
 
 
