@@ -203,14 +203,19 @@ def run_start(model, n: int, seed=0, solver: str = "ddpm", n_steps: int = 1000, 
     from ..solvers.sampling import sample
 
     ts, dim, n, streams, options = _run_setup(model, n, seed, solver, n_steps, t_start, options)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= len(ts) - 1:
-        raise ValueError(f"steps must be an integer in [1, {len(ts) - 1}] (the run's steps), got {steps!r}")
+    check_start_steps(steps, ts)
     out = []
     for b, rng in enumerate(streams):
         x_T = rng.standard_normal((min(BLOCK, n - b * BLOCK), dim))
         traj = sample(model, x_T, ts[: int(steps) + 1], solver, rng=rng, **options)
         out.append(np.asarray(traj.x[-1], dtype=np.float64))
     return np.concatenate(out) if out else np.zeros((0, dim))
+
+
+def check_start_steps(steps, ts) -> None:
+    """run_start's `steps`: an integer in [1, the run's steps] on the grid ts (also shapes_analysis.run_start's)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= len(ts) - 1:
+        raise ValueError(f"steps must be an integer in [1, {len(ts) - 1}] (the run's steps), got {steps!r}")
 
 
 def trajectory_variance(denoised, window: int = WINDOW) -> np.ndarray:

@@ -245,8 +245,7 @@ def run_start(model, n: int, seed: int = 0, solver: str = "ddpm", n_steps: int =
     from ..solvers.sampling import sample
 
     ts, x_T, rng, options = _run_setup(model, n, seed, solver, n_steps, options)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= len(ts) - 1:
-        raise ValueError(f"steps must be an integer in [1, {len(ts) - 1}] (the run's steps), got {steps!r}")
+    H.check_start_steps(steps, ts)
     with torch.no_grad():
         traj = sample(model, x_T, ts[: int(steps) + 1], solver, rng=rng, **options)
     if traj.diverged:
