@@ -11,6 +11,7 @@ import pytest
 
 import explorer as ex
 from explorer import figures
+from explorer.figures import style
 
 
 def _run(target: str, schedule: str = "edm", steps: int = 8, n: int = 300, solver: str = "dpmpp-2m", **grid):
@@ -104,7 +105,17 @@ def test_particles_2d_caps_frames(run_2d):
 def test_final_samples_2d(run_2d):
     model, traj, _ = run_2d
     fig = figures.final_samples_2d(model.target, traj.sample)
-    assert [tr.type for tr in fig.data] == ["contour", "scattergl"]
+    assert [tr.type for tr in fig.data] == ["contour", "scatter"]  # a few hundred samples: SVG
+    many = np.tile(np.asarray(traj.sample), (-(-style.GL_POINTS // len(traj.sample)), 1))
+    fig = figures.final_samples_2d(model.target, many, n_show=len(many))
+    assert [tr.type for tr in fig.data] == ["contour", "scattergl"] and len(fig.data[1].x) >= style.GL_POINTS
+
+
+def test_points_are_svg_below_the_webgl_threshold_and_keep_their_settings():
+    few = style.points(style.GL_POINTS - 1, x=[0.0], y=[1.0], mode="markers", name="p", marker=dict(size=3))
+    many = style.points(style.GL_POINTS, x=[0.0], y=[1.0], mode="markers", name="p", marker=dict(size=3))
+    assert (few.type, many.type) == ("scatter", "scattergl")
+    assert few.name == many.name == "p" and few.marker.size == many.marker.size == 3 and tuple(many.y) == (1.0,)
 
 
 def test_path_error(run_1d):

@@ -48,7 +48,7 @@ def samples_grid(rows, samples, target, nfes=(1, 2, 4, 8), max_points: int = 600
         x = np.asarray(x)[:max_points] if target.dim == 2 else np.asarray(x)
         if target.dim == 2:
             fig.add_trace(_target_contour(target, box, n=60), row=i, col=j)
-            fig.add_trace(go.Scattergl(x=_f32(x[:, 0]), y=_f32(x[:, 1]), mode="markers", showlegend=False,
+            fig.add_trace(style.points(len(x), x=_f32(x[:, 0]), y=_f32(x[:, 1]), mode="markers", showlegend=False,
                                        marker=dict(size=3, color=COLORS[r["method"]], opacity=0.6),
                                        name=f"{LABELS[r['method']]}, {r['nfe']} NFE"), row=i, col=j)
         else:
@@ -128,11 +128,12 @@ def bridges(paths: dict, source, target, height: int = 380) -> go.Figure:
         x = np.asarray(paths[e].x)  # (n + 1, N, 2)
         xs = np.concatenate([x[:, :, 0], np.full((1, x.shape[1]), np.nan)], axis=0).T.ravel()
         ys = np.concatenate([x[:, :, 1], np.full((1, x.shape[1]), np.nan)], axis=0).T.ravel()
-        fig.add_trace(go.Scattergl(x=_f32(xs), y=_f32(ys), mode="lines", line=dict(width=0.7, color="rgba(31,78,156,0.35)"),
-                                   showlegend=j == 1, name="bridge path"), row=1, col=j)
-        fig.add_trace(go.Scattergl(x=_f32(x[0, :, 0]), y=_f32(x[0, :, 1]), mode="markers", showlegend=j == 1,
+        # the paths are one SVG path each (cheap at any length); the draws SVG or WebGL by their number
+        fig.add_trace(go.Scatter(x=_f32(xs), y=_f32(ys), mode="lines", line=dict(width=0.7, color="rgba(31,78,156,0.35)"),
+                                 showlegend=j == 1, name="bridge path", hoverinfo="skip"), row=1, col=j)
+        fig.add_trace(style.points(x.shape[1], x=_f32(x[0, :, 0]), y=_f32(x[0, :, 1]), mode="markers", showlegend=j == 1,
                                    name="source draw", marker=dict(size=4, color="#6c757d")), row=1, col=j)
-        fig.add_trace(go.Scattergl(x=_f32(x[-1, :, 0]), y=_f32(x[-1, :, 1]), mode="markers", showlegend=j == 1,
+        fig.add_trace(style.points(x.shape[1], x=_f32(x[-1, :, 0]), y=_f32(x[-1, :, 1]), mode="markers", showlegend=j == 1,
                                    name="target draw", marker=dict(size=4, color=style.TARGET_COLOR)), row=1, col=j)
     fig.update_xaxes(range=list(box[0]))
     fig.update_yaxes(range=list(box[1]))

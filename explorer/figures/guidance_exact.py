@@ -56,8 +56,8 @@ def over_density(want, samples, target, title: str | None = None, n_show: int = 
     bad = hallucinated(show, target) if len(show) else np.zeros(0, bool)
     for mask, name, color in ((~bad, "samples", style.SAMPLE_COLOR), (bad, "beyond 3 std of every mode", OFF_COLOR)):
         if mask.any():
-            fig.add_trace(go.Scattergl(x=show[mask, 0], y=show[mask, 1], mode="markers", name=f"{name} ({int(mask.sum())})",
-                                       marker=dict(color=color, size=3.5, opacity=0.65)))
+            fig.add_trace(style.points(len(show), x=show[mask, 0], y=show[mask, 1], mode="markers",
+                                       name=f"{name} ({int(mask.sum())})", marker=dict(color=color, size=3.5, opacity=0.65)))
     fig.add_trace(go.Scatter(x=target.means[:, 0], y=target.means[:, 1], mode="markers", name="modes",
                              text=[f"mode {k}, weight {w:.3f}" for k, w in enumerate(target.weights)],
                              hovertemplate="%{text}<extra></extra>",
@@ -65,6 +65,7 @@ def over_density(want, samples, target, title: str | None = None, n_show: int = 
     fig.update_layout(**style.base_layout(title or f"Samples over {want.name}", height))
     fig.update_xaxes(range=list(box[0]), title_text="x₁")
     fig.update_yaxes(range=list(box[1]), title_text="x₂", scaleanchor="x", scaleratio=1)
+    style.fixed_axis_margins(fig)
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))
     return fig
 

@@ -79,13 +79,14 @@ def samples_2d(samples, target, k: float = H.K_STD, title: str | None = None, n_
     bad = H.hallucinated(x, target, k)
     fig = go.Figure()
     for mask, name, color in ((~bad, "in support", GOOD_COLOR), (bad, "hallucinated", BAD_COLOR)):
-        fig.add_trace(go.Scattergl(x=x[mask, 0], y=x[mask, 1], mode="markers", name=f"{name} ({int(mask.sum())})",
-                                   marker=dict(color=color, size=3, opacity=0.6)))
+        fig.add_trace(style.points(len(x), x=x[mask, 0], y=x[mask, 1], mode="markers",
+                                   name=f"{name} ({int(mask.sum())})", marker=dict(color=color, size=3, opacity=0.6)))
     fig.add_trace(go.Scatter(x=target.means[:, 0], y=target.means[:, 1], mode="markers", name="modes",
                              marker=dict(color="black", symbol="x", size=7)))
     fig.update_layout(**style.base_layout(title or f"Samples: {bad.mean():.2%} hallucinated", height))
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    style.fixed_axis_margins(fig)
     return fig
 
 

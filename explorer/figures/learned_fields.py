@@ -49,6 +49,7 @@ def gauge_paths(runs: dict, target, n_paths: int = 12, n_show: int = 400, height
     fig.update_layout(**style.base_layout("The same noise, two gauges: different paths, the same samples", height))
     fig.update_xaxes(range=list(box[0]))
     fig.update_yaxes(range=list(box[1]), scaleanchor="x")
+    style.fixed_axis_margins(fig)
     return fig
 
 
@@ -104,6 +105,7 @@ def curl_map(x, y, curl, log_p, sigma_over_alpha: float, title: str | None = Non
                              name="p_t"))
     fig.update_layout(**style.base_layout(title or f"Curl of the field at σ/α = {sigma_over_alpha:g}", height))
     fig.update_yaxes(scaleanchor="x")
+    style.fixed_axis_margins(fig)
     return fig
 
 
@@ -172,4 +174,5 @@ def dimension_points(target, x, dims, height: int = 420) -> go.Figure:
     _below(fig, height)
     fig.update_xaxes(range=list(box[0]))
     fig.update_yaxes(range=list(box[1]), scaleanchor="x")
+    style.fixed_axis_margins(fig)
     return fig

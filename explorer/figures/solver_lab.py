@@ -178,6 +178,7 @@ def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, t
             fig.update_xaxes(range=list(box[0]), showgrid=False, zeroline=False, title_text="x₁", row=1, col=col)
             fig.update_yaxes(range=list(box[1]), showgrid=False, zeroline=False, title_text="x₂" if first else None,
                              scaleanchor="x" if first else "x2", scaleratio=1, row=1, col=col)
+            style.fixed_axis_margins(fig)
         else:
             to_x, xaxis = _time_axis(model.schedule, traj.t, time_axis)
             tx = to_x(traj.t)

@@ -52,7 +52,7 @@ def label(solver: str, options: dict | None = None) -> str:
 # Data: computed once, drawn many times.
 
 
-def region_data(solver: str, options: dict | None = None, box=DEFAULT_BOX, n: int = 300) -> dict:
+def region_data(solver: str, options: dict | None = None, box=DEFAULT_BOX, n: int = 150) -> dict:
     """The method's stability region on an n x n grid over box = ((re_lo, re_hi), (im_lo, im_hi)):
     spectral radius (max |root| of the characteristic polynomial at z = h*lambda), boundary locus,
     left end of the real stability interval and the integration variable h is measured in."""
@@ -134,6 +134,7 @@ def _plane_axes(fig, box, row=None, col=None) -> None:
     fig.update_yaxes(range=list(box[1]), title_text="Im(h·λ)", zeroline=True, zerolinecolor="#999", zerolinewidth=1,
                      showgrid=True, gridcolor="#eee", scaleanchor="x" if row is None else f"x{'' if col == 1 else col}",
                      scaleratio=1, constrain="domain", **kw)
+    style.fixed_axis_margins(fig)
 
 
 def _region_traces(regions, fill_opacity: float = 0.18) -> list:
@@ -196,7 +197,7 @@ def _point_traces(z, outside, growing=None, full: bool = True) -> list:
     if not full:
         return [dict(x=_f32(p.real), y=_f32(p.imag)) for p, *_ in parts]
     return [
-        go.Scattergl(x=_f32(p.real), y=_f32(p.imag), mode="markers", name=name, hoverinfo="skip",
+        style.points(z.size, x=_f32(p.real), y=_f32(p.imag), mode="markers", name=name, hoverinfo="skip",
                      marker=dict(line=dict(width=1 if "symbol" in m else 0, color=m["color"]), **m))
         for p, name, m in parts
     ]
@@ -234,11 +235,11 @@ def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | N
     def state(i, full=True):
         xi, bad = x[i], po[i]
         moving = _point_traces(z[i], outside[i], growing[i], full) + [
-            (dict(x=_f32(xi[~bad, 0]), y=_f32(xi[~bad, 1])) if not full else go.Scattergl(
-                x=_f32(xi[~bad, 0]), y=_f32(xi[~bad, 1]), mode="markers", name="particles", hoverinfo="skip",
+            (dict(x=_f32(xi[~bad, 0]), y=_f32(xi[~bad, 1])) if not full else style.points(
+                len(xi), x=_f32(xi[~bad, 0]), y=_f32(xi[~bad, 1]), mode="markers", name="particles", hoverinfo="skip",
                 marker=dict(size=4, opacity=0.7, line=dict(width=0), color=INSIDE_COLOR), xaxis="x2", yaxis="y2")),
-            (dict(x=_f32(xi[bad, 0]), y=_f32(xi[bad, 1])) if not full else go.Scattergl(
-                x=_f32(xi[bad, 0]), y=_f32(xi[bad, 1]), mode="markers", name="particles with h·λ outside", hoverinfo="skip",
+            (dict(x=_f32(xi[bad, 0]), y=_f32(xi[bad, 1])) if not full else style.points(
+                len(xi), x=_f32(xi[bad, 0]), y=_f32(xi[bad, 1]), mode="markers", name="particles with h·λ outside", hoverinfo="skip",
                 marker=dict(size=6, opacity=0.9, line=dict(width=0), color=OUTSIDE_COLOR), xaxis="x2", yaxis="y2")),
         ]
         return moving
@@ -267,6 +268,7 @@ def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | N
     fig.update_xaxes(range=list(xbox[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain", row=1, col=2)
     fig.update_yaxes(range=list(xbox[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x2", scaleratio=1,
                      constrain="domain", row=1, col=2)
+    style.fixed_axis_margins(fig)
     for ann in fig.layout.annotations:
         ann.update(font=dict(size=13), y=1.0, yanchor="bottom")
     if not animate:

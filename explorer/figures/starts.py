@@ -225,6 +225,7 @@ def boundary(result, target, height: int = 480) -> go.Figure:
     fig.update_xaxes(range=list(box[0]), row=1, col=2)
     fig.update_yaxes(range=list(box[1]), scaleanchor="x2", row=1, col=2)
     fig.update_yaxes(scaleanchor="x", row=1, col=1)
+    style.fixed_axis_margins(fig)
     return fig
 
 

@@ -290,14 +290,14 @@ def particles_2d(
         ]
         if show_x0:
             traces.append(
-                go.Scattergl(
-                    mode="markers", name="x0-prediction", hoverinfo="skip",
+                style.points(
+                    len(show), mode="markers", name="x0-prediction", hoverinfo="skip",
                     marker=dict(size=5, color=style.X0_COLOR, opacity=0.45, symbol="x", line=dict(width=0)),
                 )
             )
         traces += [
-            go.Scattergl(
-                mode="markers", name="particles", hoverinfo="skip",
+            style.points(
+                len(show), mode="markers", name="particles", hoverinfo="skip",
                 marker=dict(size=4, opacity=0.75, line=dict(width=0), **mode_marker),
             ),
             go.Scatter(
@@ -326,6 +326,7 @@ def particles_2d(
 
     fig.update_xaxes(range=list(box[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(range=list(box[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain")
+    style.fixed_axis_margins(fig)
     if not animate:
         layout = style.base_layout(title or f"{traj.solver} — {label(first)}", height)
         layout["legend"].update(x=0.0, xanchor="left", y=1.01, yanchor="bottom")
@@ -373,8 +374,8 @@ def final_samples_2d(target, samples, n_show: int = 4000, title: str | None = No
     fig = go.Figure(
         [
             _target_contour(target, box),
-            go.Scattergl(
-                x=x[:, 0], y=x[:, 1], mode="markers", name=f"samples ({len(x)})",
+            style.points(
+                len(x), x=x[:, 0], y=x[:, 1], mode="markers", name=f"samples ({len(x)})",
                 marker=dict(size=4, opacity=0.75, line=dict(width=0), **_mode_marker(target, x)),
                 hovertemplate="(%{x:.3f}, %{y:.3f})<extra></extra>",
             ),
@@ -383,4 +384,5 @@ def final_samples_2d(target, samples, n_show: int = 4000, title: str | None = No
     fig.update_layout(**style.base_layout(title or "Final samples against the target", height))
     fig.update_xaxes(range=list(box[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(range=list(box[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain")
+    style.fixed_axis_margins(fig)
     return fig
