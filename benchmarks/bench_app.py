@@ -2,7 +2,9 @@
 started and the page opened cold; the time to its first drawn figure and to a settled page (no
 spinner, skeleton, progress bar or running status) is printed; then each page's main controls are
 changed one at a time, and the time from the change to the first updated figure and to a settled
-page is printed.
+page is printed. Before the pages, the browser visits the app once (on an app process of its own)
+and that first visit's time is printed on its own line: the pages are then timed with the browser's
+cache warm, and a fresh app process each (--cold-browser skips the warm-up).
 
     python benchmarks/bench_app.py                 # every page
     python benchmarks/bench_app.py trajectories    # some pages, by url path ("" is Trajectories)
@@ -243,10 +245,28 @@ def change(driver, key: str, action: str, arg, timeout: float = 120) -> tuple[fl
     return first, max(settled, first or 0.0)
 
 
-def measure(pages: list[str], screenshots: Path | None = None) -> list[dict]:
+def warm_browser(driver) -> float:
+    """Open the Trajectories page once, on an app process of its own, and return its first-figure time: the
+    browser's first visit, which also fetches and compiles Streamlit's and plotly's scripts (about 1 s more on
+    2 cores). Every page is then timed on a fresh app process with the browser's cache warm, as on a visit
+    after the first."""
+    app = App()
+    try:
+        first, _ = open_cold(driver, f"{app.url}/")
+        return first
+    finally:
+        app.close()
+
+
+def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True) -> list[dict]:
     rows = []
     driver = chromium()
     try:
+        if warm:
+            first = warm_browser(driver)
+            rows.append(dict(page=TITLES[""], what="first view, the browser's first visit", kind="first", first=first,
+                             settled=first))
+            print(f"{'(browser warm-up)':20s} Trajectories, the browser's first visit: first figure {first:.2f} s", flush=True)
         for path in pages:
             app = App()
             try:
@@ -292,12 +312,14 @@ def main(argv=None):
     parser.add_argument("pages", nargs="*", help="url paths (default: every page; '' or 'trajectories' for the first)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown at the end")
     parser.add_argument("--screenshots", type=Path, help="save each settled page's first view here (PNG)")
+    parser.add_argument("--cold-browser", action="store_true",
+                        help="skip the warm-up visit: the first page timed is then also the browser's first visit")
     args = parser.parse_args(argv)
     pages = [("" if p in ("", "trajectories") else p) for p in args.pages] or list(PAGES)
     unknown = [p for p in pages if p not in PAGES]
     if unknown:
         parser.error(f"unknown pages {unknown}; choose from {[p or 'trajectories' for p in PAGES]}")
-    rows = measure(pages, args.screenshots)
+    rows = measure(pages, args.screenshots, warm=not args.cold_browser)
     if args.markdown:
         print(markdown(rows))
 
