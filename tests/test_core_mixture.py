@@ -198,3 +198,35 @@ def test_full_covariance_one_level_path_equals_the_general_path(mix, alpha, sigm
     general = gm.noised(x, np.full(len(x), alpha), np.full(len(x), sigma))
     for key in one:
         np.testing.assert_allclose(one[key], general[key], rtol=1e-8, atol=1e-10)
+
+
+@given(mixtures(), st.booleans(), st.integers(1, 300), st.sampled_from([64, None]), st.floats(1e-4, 0.5))
+def test_per_particle_levels_equal_the_general_path(mix, rotated, n, chunk, sigma_lo):
+    """noised with one (alpha, sigma) per particle in a few dimensions goes through _noised_per_particle,
+    the (K, n) layout of _noised_general's arithmetic in blocks of particles: the same numbers to
+    round-off, on diagonal and rotated covariances, down to small noise (sharp posteriors), in one
+    block and across several."""
+    means, variances, weights, rng = mix
+    k, d = means.shape
+    if rotated:
+        q = np.linalg.qr(rng.normal(size=(k, d, d)))[0]
+        covs = np.einsum("kij,kj,klj->kil", q, variances, q)
+    else:
+        covs = variances
+    gm = ex.GaussianMixture(means, covs, weights)
+    if chunk:  # blocks of 64 particles (4096 in use): several blocks on a small batch
+        gm._CHUNK = chunk
+    assert gm.diagonal is (not rotated or d == 1 or not np.any(covs - np.einsum("kdd->kd", covs)[:, :, None] * np.eye(d)))
+    x = rng.normal(size=(n, d)) * 2
+    alpha, sigma = rng.uniform(0.0, 1.0, n), rng.uniform(sigma_lo, 3.0, n)
+    need = ("log_prob", "resp", "x0")
+    fast, general = gm.noised(x, alpha, sigma, need), gm._noised_general(x, alpha, sigma, need)
+    assert set(fast) == set(general) == set(need)
+    scale = 1.0 + np.abs(general["log_prob"])
+    np.testing.assert_array_less(np.abs(fast["log_prob"] - general["log_prob"]) / scale, 1e-14)
+    np.testing.assert_allclose(fast["resp"], general["resp"], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(fast["x0"], general["x0"], rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(fast["resp"].sum(axis=1), 1.0, rtol=1e-14)
+    one_need = gm.noised(x[:5], alpha[:5], sigma[:5], need=("x0",))  # only what is asked for
+    assert set(one_need) == {"x0"}
+    np.testing.assert_allclose(one_need["x0"], fast["x0"][:5], rtol=1e-14, atol=1e-15)
