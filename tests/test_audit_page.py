@@ -109,5 +109,10 @@ def test_bad_input_is_a_message():
     at = _page(**{**SMALL, "nfes": "5, ten"})
     assert not at.exception
     assert any("'ten' is not a number" in e.value for e in at.error), [e.value for e in at.error]
-    at = _page(**{**SMALL, "schedulers": []})
+    # No scheduler chosen: the URL's empty value (?schedulers=). AppTest drops an empty list instead, so that
+    # the page fell back to its five default classes and ran their audit (5-9 s) to show no message at all.
+    at = _page(**{**SMALL, "schedulers": ""})
     assert not at.exception
+    assert at.multiselect(key="schedulers").value == []
+    assert [i.value for i in at.info] == ["Choose at least one scheduler class in the sidebar."]
+    assert not at.dataframe and not at.get("plotly_chart")
