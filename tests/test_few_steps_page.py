@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from explorer.analyses import few_step_compare as C
-from test_starts import run_page
+from test_starts import run_pages
 
 PAGE = "app_pages/few_steps.py"
 
@@ -18,6 +18,16 @@ PAGE = "app_pages/few_steps.py"
 @pytest.fixture(scope="module")
 def shipped():
     return C.load_table()
+
+
+@pytest.fixture(scope="module")
+def page_views():
+    """The page's two views in one fresh interpreter (each its own AppTest; an interpreter costs about 2 s of
+    imports): the ring's first view, then the 1D view at 300 particles, first and switched to live. Neither
+    first view loads torch, so each still shows what that view imports."""
+    ring, one_d = run_pages(PAGE, [({"fs_target": "gmm-2d-ring8"}, ()),
+                                   ({"fs_target": "gmm-1d-3modes", "fs_n": "300"}, ("fs_live",))])
+    return {"ring": ring, "1d": one_d}
 
 
 def test_shipped_table_is_current(shipped):
@@ -60,9 +70,8 @@ def test_summary_lists_every_row_once(shipped):
         for r in mine:
             assert f"{r['nfe']} NFE {r['distance']:.3f} ({r['off_mode']:.1%})" in line
 
-def test_page_shows_the_shipped_numbers_without_torch(shipped):
-    views = run_page(PAGE, {"fs_target": "gmm-1d-3modes", "fs_n": "300"}, toggles=("fs_live",))
-    first, live = views
+def test_page_shows_the_shipped_numbers_without_torch(shipped, page_views):
+    first, live = page_views["1d"]
     assert not first["errors"], first["errors"]
     assert first["torch"] is False
     assert first["charts"] == 6  # vs NFE, samples, transport, kernel, reflow lines, bridges
@@ -95,8 +104,8 @@ def test_bad_method_is_named():
         C.run_method("ode", "gmm-1d-3modes", 0, 10, 0)
 
 
-def test_ring_view_shows_every_method(shipped):
-    (view,) = run_page(PAGE, {"fs_target": "gmm-2d-ring8"})
+def test_ring_view_shows_every_method(shipped, page_views):
+    (view,) = page_views["ring"]
     assert not view["errors"], view["errors"]
     assert view["torch"] is False and view["charts"] == 6
     shown = set(view["tables"][0]["method"])

@@ -302,6 +302,13 @@ PAGE = "app_pages/starts.py"
 def run_page(page: str, query: dict, toggles: tuple = ()) -> list[dict]:
     """AppTest of one page file in a fresh interpreter (so that what it imports is its own): after the first run
     and after each toggle (key) switched on, its metrics, tables, chart count, errors and whether torch is loaded."""
+    return run_pages(page, [(query, toggles)])[0]
+
+
+def run_pages(page: str, views: list) -> list[list[dict]]:
+    """run_page for several (query, toggles) views of one page file, opened one after the other (each its own
+    AppTest) in one fresh interpreter: the same records for each. Whether torch is loaded is read after each run,
+    so a view that reports torch absent says that no view before it loaded torch either."""
     import json
     import os
     import subprocess
@@ -313,18 +320,21 @@ def run_page(page: str, query: dict, toggles: tuple = ()) -> list[dict]:
 import json, sys
 sys.path.insert(0, {str(root)!r})
 from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({str(root / page)!r}, default_timeout=120)
-for k, v in {query!r}.items():
-    at.query_params[k] = v
 out = []
-for toggle in (None,) + {tuple(toggles)!r}:
-    if toggle is None:
-        at.run()
-    else:
-        at.toggle(key=toggle).set_value(True).run()
-    out.append(dict(errors=[e.message for e in at.exception] + [e.value for e in at.error],
-                    metrics={{m.label: m.value for m in at.metric}}, charts=len(at.get("plotly_chart")),
-                    tables=[d.value.to_dict(orient="list") for d in at.dataframe], torch="torch" in sys.modules))
+for query, toggles in {[(dict(q), tuple(t)) for q, t in views]!r}:
+    at = AppTest.from_file({str(root / page)!r}, default_timeout=120)
+    for k, v in query.items():
+        at.query_params[k] = v
+    records = []
+    for toggle in (None,) + toggles:
+        if toggle is None:
+            at.run()
+        else:
+            at.toggle(key=toggle).set_value(True).run()
+        records.append(dict(errors=[e.message for e in at.exception] + [e.value for e in at.error],
+                            metrics={{m.label: m.value for m in at.metric}}, charts=len(at.get("plotly_chart")),
+                            tables=[d.value.to_dict(orient="list") for d in at.dataframe], torch="torch" in sys.modules))
+    out.append(records)
 print("RESULT" + json.dumps(out, default=float))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
