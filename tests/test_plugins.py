@@ -530,7 +530,8 @@ def test_app_runs_the_example_on_trajectories(plugin_app):
     ("app_pages/schedules.py", dict(path_solver="heun-sigma", path_steps="6", particles="100", sweep_nfes="6",
                                     grid_nfe="4"),
      {"selectbox": "path_solver"}),
-    ("app_pages/mode_interpolation.py", dict(), {}),
+    # 100 samples on a 100-step grid (the page's defaults: 1000 on every timestep, 6.7 against 2.5 CPU-s here)
+    ("app_pages/mode_interpolation.py", dict(samples="100", sample_steps="100"), {}),
 ])
 def test_every_page_lists_the_plugin_and_shows_the_broken_one(plugin_app, page, query, widgets):
     at = open_page_from_url(page, **query)
