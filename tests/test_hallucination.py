@@ -319,9 +319,15 @@ def _page(**query):
     return open_app(PAGE, timeout=240, **query)
 
 
+# The AppTest view samples on a 100-step grid (QUERY's 1000 steps: every timestep from t = 363): 2.2 against 4.8
+# CPU-s, and its coarse last steps leave many samples between modes (56 of 300 against 1), so that the lowest
+# threshold removing every hallucination is a check on dozens of them.
+PAGE_QUERY = {**QUERY, "sample_steps": "100"}
+
+
 def test_page_renders_and_the_threshold_answers_fast():
     _assert_shipped()
-    at = _page(**QUERY)
+    at = _page(**PAGE_QUERY)
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Mode interpolation"
@@ -336,6 +342,7 @@ def test_page_renders_and_the_threshold_answers_fast():
     assert time.perf_counter() - start < 5  # cached sampling: only the counts are redone
     after = next(m.value for m in at.metric if m.label == "Hallucinations removed")
     n_bad = int(after.split("/")[1])
+    assert n_bad >= 10, after  # measured 56
     assert after == f"{n_bad} / {n_bad}" and removed.endswith(f"/ {n_bad}")
 
 
