@@ -205,7 +205,8 @@ def test_the_sweeps_of_the_analyses_give_the_same_records_on_a_cluster(cluster):
 @pytest.fixture(scope="module")
 def hand_started(tmp_path_factory):
     """`dask scheduler` and `dask worker` (one process of two threads, no nanny: cheaper to start than two)
-    on loopback, a remote cluster's stand-in."""
+    on loopback, a remote cluster's stand-in. Both start at once (their imports take a second or two each):
+    the worker finds the scheduler through its file as soon as it is written."""
     folder = tmp_path_factory.mktemp("dask")
     file = folder / "scheduler.json"
     dask = str(Path(sys.executable).with_name("dask"))
@@ -214,15 +215,15 @@ def hand_started(tmp_path_factory):
                                "--scheduler-file", str(file)], cwd=folder, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
+        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(file), "--nworkers", "1", "--nthreads",
+                                       "2", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], cwd=folder, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 30
         while not file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         import json
 
         address = json.loads(file.read_text())["address"]
-        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "2", "--no-nanny",
-                                       "--no-dashboard", "--host", "127.0.0.1"], cwd=folder, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         from distributed import Client
 
         with Client(address, timeout=30) as c:
