@@ -56,6 +56,19 @@ def test_work_precision_records_and_orders():
     assert heun16["distance"] == pytest.approx(ex.metrics.sliced_wasserstein(run.sample, draws, n_projections=64, rng=0), rel=1e-12)
 
 
+def test_one_reference_solve_serves_the_errors_and_the_floor():
+    model = _model()
+    x = model.prior_sample(100, 4)
+    final = E.reference_final(model, x)
+    assert np.array_equal(final, ex.reference(model, x, ex.timesteps(model.schedule, 1)).sample)
+    given = E.work_precision(model, x, {"heun": "heun"}, (8, 16), reference_sample=final)
+    solved = E.work_precision(model, x, {"heun": "heun"}, (8, 16))
+    assert [r["error"] for r in given] == [r["error"] for r in solved] and not np.isnan(given[0]["error"])
+    assert E.reference_distance(model, x, reference_sample=final) == E.reference_distance(model, x) > 0
+    bad = BlowsUp(model, k=3)
+    bad.target = model.target
+    assert E.reference_final(bad, x) is None and np.isnan(E.reference_distance(bad, x))  # the solve diverged
+
 def test_sliced_w2_matches_the_metric():
     rng = np.random.default_rng(2)
     for n_x, n_y in ((300, 300), (300, 1000), (1000, 300)):

@@ -60,11 +60,9 @@ def work_precision(model, x_T, solvers: dict, nfes, spacing: str = "uniform-lamb
     """
     from . import sweeps
 
-    s = model.schedule
     ref_final = reference_sample
     if ref_final is None:
-        ref = reference(model, x_T, timesteps(s, 1, spacing, t_start, t_end))
-        ref_final = None if ref.diverged else np.asarray(ref.sample)
+        ref_final = reference_final(model, x_T, spacing, t_start, t_end)
     target = getattr(model, "target", None) if target is None else target
     distance = None
     if target is not None:
@@ -101,14 +99,25 @@ def _work_precision_run(model, x_T, spacing, t_start, t_end, seed, ref_final, di
     return rec
 
 
-def reference_distance(model, x_T, spacing: str = "uniform-lambda", t_start=None, t_end=None, target=None,
-                       seed: int = 0, n_ref: int | None = None) -> float:
-    """Sliced W2 of the exact ODE's samples from x_T (rk45) to the same target draws work_precision
-    uses: the floor a deterministic solver's distance approaches."""
-    target = getattr(model, "target", None) if target is None else target
+def reference_final(model, x_T, spacing: str = "uniform-lambda", t_start=None, t_end=None):
+    """The rk45 solve of the probability-flow ODE from x_T at the final time (None if it diverged):
+    what work_precision measures errors against and reference_distance measures, for passing to both
+    as reference_sample (one solve instead of two). Every grid between the same end times gives it."""
     ref = reference(model, x_T, timesteps(model.schedule, 1, spacing, t_start, t_end))
+    return None if ref.diverged else np.asarray(ref.sample)
+
+
+def reference_distance(model, x_T, spacing: str = "uniform-lambda", t_start=None, t_end=None, target=None,
+                       seed: int = 0, n_ref: int | None = None, reference_sample=None) -> float:
+    """Sliced W2 of the exact ODE's samples from x_T (rk45) to the same target draws work_precision
+    uses: the floor a deterministic solver's distance approaches (NaN if that solve diverged).
+    reference_sample: that solve's final state (reference_final), if already known."""
+    target = getattr(model, "target", None) if target is None else target
+    final = reference_final(model, x_T, spacing, t_start, t_end) if reference_sample is None else reference_sample
+    if final is None:
+        return float("nan")
     n_ref = int(np.clip(4 * len(x_T), 5000, 20000)) if n_ref is None else int(n_ref)
-    return SlicedW2(target.sample(n_ref, as_generator(seed)))(np.asarray(ref.sample))
+    return SlicedW2(target.sample(n_ref, as_generator(seed)))(np.asarray(final))
 
 
 class SlicedW2:
