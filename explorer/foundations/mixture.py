@@ -176,7 +176,7 @@ class GaussianMixture:
         D, lam, U = self.dim, self._evals, self._evecs
         v = alpha * alpha * lam + sigma * sigma  # (K, D) eigenvalues of the noised covariances
         am = alpha * self.means
-        c = -0.5 * np.sum(np.log(v), axis=1) - 0.5 * D * _LOG_2PI + self._log_w
+        c = -0.5 * np.log(v).sum(axis=1) - 0.5 * D * _LOG_2PI + self._log_w
         if U is None:  # axis-aligned: features x_i^2, gains diagonal
             P_am = am / v
             W_quad = -0.5 / v
@@ -191,7 +191,7 @@ class GaussianMixture:
             b = self.means - alpha * np.einsum("kij,kj->ki", G, self.means)
             M = np.concatenate([b, G.reshape(-1, D * D)], axis=1).T  # (D + D^2, K)
         W = np.concatenate([W_quad, P_am], axis=1)  # (K, F)
-        c = c - 0.5 * np.sum(am * P_am, axis=1)
+        c = c - 0.5 * (am * P_am).sum(axis=1)
         n_quad = W_quad.shape[1]
 
         N = x.shape[0]
@@ -242,7 +242,10 @@ class GaussianMixture:
         # summed in the same order; only the sums over components may round differently (~1e-16;
         # a test compares the two).
         N, D, K = x.shape[0], self.dim, self.n_components
-        alpha, sigma = np.broadcast_to(alpha, (N,)), np.broadcast_to(sigma, (N,))
+        if alpha.shape != (N,):
+            alpha = np.broadcast_to(alpha, (N,))
+        if sigma.shape != (N,):
+            sigma = np.broadcast_to(sigma, (N,))
         lam, U = self._evals.T[:, :, None], self._evecs  # lam (D, K, 1)
         muT = self.means.T  # (D, K)
         out = {}
@@ -260,8 +263,8 @@ class GaussianMixture:
             if U is not None:
                 y = np.einsum("dkn,kde->ekn", y, U)  # into each component's eigenbasis
             v = a * a * lam + s * s  # (D, K, n) noised variances
-            L = -0.5 * np.sum(y * y / v, axis=0)
-            L -= 0.5 * (np.sum(np.log(v), axis=0) + D * _LOG_2PI)
+            L = -0.5 * (y * y / v).sum(axis=0)
+            L -= 0.5 * (np.log(v).sum(axis=0) + D * _LOG_2PI)
             L += self._log_w[:, None]
             top = L.max(axis=0)
             top = np.where(np.isfinite(top), top, 0.0)
