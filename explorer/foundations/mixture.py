@@ -29,6 +29,22 @@ def _as_float_array(value, name: str) -> np.ndarray:
     return arr
 
 
+
+def _exp_shifted(L: np.ndarray, log_prob: np.ndarray | None = None) -> np.ndarray:
+    """Per column of the (K, n) log weights L, in place: exp(L - its max), floored at exp(_EXP_FLOOR)
+    against underflow; returns the column sums, and writes log(sum) + max (log of the normaliser) into
+    log_prob when given."""
+    top = L.max(axis=0)
+    top = np.where(np.isfinite(top), top, 0.0)
+    L -= top
+    np.maximum(L, _EXP_FLOOR, out=L)
+    np.exp(L, out=L)
+    total = L.sum(axis=0)
+    if log_prob is not None:
+        with np.errstate(divide="ignore"):
+            log_prob[:] = np.log(total) + top
+    return total
+
 class GaussianMixture:
     """A mixture sum_k w_k N(mu_k, S_k) in D dimensions.
 
@@ -214,15 +230,7 @@ class GaussianMixture:
             f[n_quad:] = xT
             L = W @ f
             L += c[:, None]
-            top = L.max(axis=0)
-            top = np.where(np.isfinite(top), top, 0.0)
-            L -= top
-            np.maximum(L, _EXP_FLOOR, out=L)
-            np.exp(L, out=L)
-            total = L.sum(axis=0)
-            if "log_prob" in out:
-                with np.errstate(divide="ignore"):
-                    out["log_prob"][lo : lo + n] = np.log(total) + top
+            total = _exp_shifted(L, out["log_prob"][lo : lo + n] if "log_prob" in out else None)
             if "resp" in out:
                 out["resp"][lo : lo + n] = (L / total).T
             if "x0" in out:
@@ -266,15 +274,7 @@ class GaussianMixture:
             L = -0.5 * (y * y / v).sum(axis=0)
             L -= 0.5 * (np.log(v).sum(axis=0) + D * _LOG_2PI)
             L += self._log_w[:, None]
-            top = L.max(axis=0)
-            top = np.where(np.isfinite(top), top, 0.0)
-            L -= top
-            np.maximum(L, _EXP_FLOOR, out=L)
-            np.exp(L, out=L)
-            total = L.sum(axis=0)
-            if "log_prob" in out:
-                with np.errstate(divide="ignore"):
-                    out["log_prob"][lo : lo + n] = np.log(total) + top
+            total = _exp_shifted(L, out["log_prob"][lo : lo + n] if "log_prob" in out else None)
             if "resp" in out or "x0" in out:
                 L /= total  # the responsibilities, (K, n)
                 if "resp" in out:
