@@ -220,11 +220,12 @@ def linked_paths(trajs: dict, schedules: dict, target=None, n_paths: int = 30, s
             add_highlight(k + 1, x[:, :, 0].T, x[:, :, 1].T, f"{label}<br>x=%{{x:.3g}}, %{{y:.3g}}<extra></extra>")
             fig.update_xaxes(title_text="x₁", row=1, col=k + 1)
             fig.update_yaxes(title_text="x₂", scaleanchor=f"x{k + 1 if k else ''}", row=1, col=k + 1)
-            style.fixed_axis_margins(fig)
             if target is not None:
                 box = style.view_box(target, x)
                 fig.update_xaxes(range=list(box[0]), row=1, col=k + 1)
                 fig.update_yaxes(range=list(box[1]), row=1, col=k + 1)
+    if not one_d:
+        style.fixed_axis_margins(fig)
     if one_d:
         fig.update_xaxes(title_text="λ (data →)", row=1, col=n_cols)
         fig.update_yaxes(title_text="x", row=1, col=1)

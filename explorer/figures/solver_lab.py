@@ -178,7 +178,6 @@ def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, t
             fig.update_xaxes(range=list(box[0]), showgrid=False, zeroline=False, title_text="x₁", row=1, col=col)
             fig.update_yaxes(range=list(box[1]), showgrid=False, zeroline=False, title_text="x₂" if first else None,
                              scaleanchor="x" if first else "x2", scaleratio=1, row=1, col=col)
-            style.fixed_axis_margins(fig)
         else:
             to_x, xaxis = _time_axis(model.schedule, traj.t, time_axis)
             tx = to_x(traj.t)
@@ -200,6 +199,8 @@ def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, t
                                xref=f"x{col if col > 1 else ''} domain", yref=f"y{col if col > 1 else ''} domain",
                                x=0.5, y=0.5, showarrow=False, bgcolor="rgba(255,255,255,0.85)",
                                font=dict(color=DIVERGED_COLOR, size=12), bordercolor=DIVERGED_COLOR, borderwidth=1)
+    if dim > 1:
+        style.fixed_axis_margins(fig)
     layout = style.base_layout(title or "Two solvers from the same noise, at the same NFE", height)
     layout["margin"].update(t=95)
     layout["legend"].update(y=1.09)
