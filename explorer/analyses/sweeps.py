@@ -249,12 +249,11 @@ def _distributed():
 
 @contextlib.contextmanager
 def _local():
-    tracker_started = not _tracker_running()
     client = local_cluster()
     try:
         yield client
     finally:
-        _shutdown(client, release_tracker=tracker_started)
+        _shutdown(client)
 
 
 @contextlib.contextmanager
@@ -307,6 +306,7 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
             else:
                 os.environ[k] = v
     client = distributed.Client(cluster, set_as_default=False)
+    client._explorer_started_tracker = tracker_started  # read by _shutdown
     if tracker_started:
         shutdown = client.shutdown
 
@@ -354,12 +354,12 @@ def _release_tracker():
     stop()
 
 
-def _shutdown(client, release_tracker: bool = False):
+def _shutdown(client):
     cluster = client.cluster
     client.close()
     if cluster is not None:
         cluster.close()
-    if release_tracker:
+    if getattr(client, "_explorer_started_tracker", False):  # a local_cluster that started the tracker
         _release_tracker()
 
 
