@@ -5,14 +5,13 @@ what the notebook draws and checks.
 
 quality: the records of the digits sweep (Q.quality_vs_nfe: euler, ddim, dpmpp-2m at 5, 10, 20 NFE on 128
 images, seed 0), as JSON; shapes: the 96 Simple Shapes images of S.sample_run (DDPM on 40 of the 1000
-timesteps, seed 0), their trajectory-variance scores (window 10) and the sha256 of the images after the
-first step (as float32 bytes).
-The notebook runs a small part afresh and checks it against the file to the last bit: the sweep's cheapest
-cell (euler at 5 NFE, the same prior draw) and the shapes run's first step (S.run_start)."""
+timesteps, seed 0), their trajectory-variance scores (window 10) and the first 8 images after the first step.
+The notebook runs a small part afresh and checks it against the file (ex.data_files.matches_shipped, to 1e-5:
+another CPU differs in the last bits): the sweep's cheapest cell (euler at 5 NFE, the same prior draw) and the
+shapes run's first step (S.run_start)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ PATH = Path(__file__).with_suffix(".npz")
 SWEEP = dict(solvers=["euler", "ddim", "dpmpp-2m"], nfes=[5, 10, 20], n=128)
 SHAPES = dict(n=96, seed=0, solver="ddpm", n_steps=40)
 WINDOW = 10
+HEAD = 8  # images of the first step kept for the notebook's check
 
 
 def quality() -> list[dict]:
@@ -41,17 +41,12 @@ def shapes() -> dict:
     model = ex.models.load_pretrained("shapes")
     run = S.sample_run(model, keep=WINDOW, **SHAPES)
     return {"samples": run.samples, "score": S.trajectory_variance(run, window=WINDOW),
-            "start_sha256": np.array(start_digest(S.run_start(model, steps=1, **SHAPES)))}
-
-
-def start_digest(images) -> str:
-    """sha256 of the images' float32 bytes (C order): what the notebook compares its fresh first step with."""
-    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest()
+            "start_head": S.run_start(model, steps=1, **SHAPES)[:HEAD]}
 
 
 def main() -> None:
     start = time.perf_counter()
-    with torch_threads(1):  # as the notebook runs them: one thread (the same bits)
+    with torch_threads(1):  # as the notebook runs them: one thread
         records = quality()
         runs = shapes()
     np.savez_compressed(PATH, quality=np.array(json.dumps(records)), sweep=np.array(json.dumps(SWEEP)),
