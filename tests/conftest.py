@@ -29,6 +29,10 @@ def _in_browser_group(nodeid: str) -> bool:
     return "browser" in nodeid.lower()
 
 
+# Tests of several seconds each (a kernel per notebook), dealt out first: see _BrowserGroup.
+LONG = ("tests/test_notebooks.py::test_notebook_runs_clean_from_its_folder",)
+
+
 class _BrowserGroup:
     """Under xdist's default `load` distribution, the browser tests run on one worker, so that one app server
     and one Chromium serve all of them: split over two workers, each started its own pair and paid its
@@ -45,7 +49,9 @@ class _BrowserGroup:
 
         class BrowserFirstScheduling(LoadScheduling):
             """LoadScheduling whose first worker is handed every browser test first, and nothing else until
-            they are done (check_schedule sends no more while a worker holds slow tests)."""
+            they are done (check_schedule sends no more while a worker holds slow tests); the other workers
+            are dealt the long tests (LONG) in turn before their first chunk, so that no worker is left
+            with a run of notebooks at the end while the others idle."""
 
             def schedule(self) -> None:
                 if self.collection is not None or not self._check_nodes_have_same_collection():
@@ -56,11 +62,17 @@ class _BrowserGroup:
                 if not browser or len(nodes) < 2 or len(collection) - len(browser) < 2 * len(nodes):
                     return super().schedule()
                 self.collection = collection
-                self.pending[:] = [i for i in range(len(collection)) if not _in_browser_group(collection[i])]
+                rest = [i for i in range(len(collection)) if not _in_browser_group(collection[i])]
+                long = [i for i in rest if collection[i].startswith(LONG)]
+                self.pending[:] = [i for i in rest if not collection[i].startswith(LONG)]
                 if self.maxschedchunk is None:
                     self.maxschedchunk = len(collection)
                 self.node2pending[nodes[0]].extend(browser)
                 nodes[0].send_runtest_some(browser)
+                for k, node in enumerate(nodes[1:]):
+                    dealt = long[k::len(nodes) - 1]
+                    self.node2pending[node].extend(dealt)
+                    node.send_runtest_some(dealt)
                 chunk = max(min(len(collection) // len(nodes) // 4, self.maxschedchunk), 2)
                 for node in nodes[1:]:
                     self._send_tests(node, chunk)
