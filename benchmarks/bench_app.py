@@ -98,11 +98,13 @@ def free_port() -> int:
 
 class App:
     """The app as `bash scripts/dev.sh app` starts it (app_pages/serve.py: `streamlit run app.py` with
-    its heavy imports done before the server answers), in a fresh process on a free port; ended with
-    its process group. The clock starts once the server answers."""
+    its heavy imports done before the server answers), in a fresh process on `port` (a free one by default);
+    ended with its process group. The clock starts once the server answers. The browser caches Streamlit's
+    and plotly's scripts per origin, port included: the fresh processes of one run share a port, as the
+    app's restarts do at localhost:8501."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, str(ROOT / "app_pages" / "serve.py"), "--server.headless", "true",
                 "--server.port", str(self.port), "--server.address", "127.0.0.1",
@@ -245,12 +247,12 @@ def change(driver, key: str, action: str, arg, timeout: float = 120) -> tuple[fl
     return first, max(settled, first or 0.0)
 
 
-def warm_browser(driver) -> float:
+def warm_browser(driver, port: int) -> float:
     """Open the Trajectories page once, on an app process of its own, and return its first-figure time: the
     browser's first visit, which also fetches and compiles Streamlit's and plotly's scripts (about 1 s more on
-    2 cores). Every page is then timed on a fresh app process with the browser's cache warm, as on a visit
-    after the first."""
-    app = App()
+    2 cores). Every page is then timed on a fresh app process on the same port, with the browser's cache warm,
+    as on a visit after the first."""
+    app = App(port)
     try:
         first, _ = open_cold(driver, f"{app.url}/")
         return first
@@ -261,14 +263,15 @@ def warm_browser(driver) -> float:
 def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True) -> list[dict]:
     rows = []
     driver = chromium()
+    port = free_port()  # every app process of the run: the browser's cache is per origin
     try:
         if warm:
-            first = warm_browser(driver)
+            first = warm_browser(driver, port)
             rows.append(dict(page=TITLES[""], what="first view, the browser's first visit", kind="first", first=first,
                              settled=first))
             print(f"{'(browser warm-up)':20s} Trajectories, the browser's first visit: first figure {first:.2f} s", flush=True)
         for path in pages:
-            app = App()
+            app = App(port if warm else None)
             try:
                 first, settled = open_cold(driver, f"{app.url}/{path}")
                 rows.append(dict(page=TITLES[path], what="first view (cold)", kind="first", first=first, settled=settled))
@@ -313,7 +316,7 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown at the end")
     parser.add_argument("--screenshots", type=Path, help="save each settled page's first view here (PNG)")
     parser.add_argument("--cold-browser", action="store_true",
-                        help="skip the warm-up visit: the first page timed is then also the browser's first visit")
+                        help="skip the warm-up visit and open every page on a port of its own: nothing is cached")
     args = parser.parse_args(argv)
     pages = [("" if p in ("", "trajectories") else p) for p in args.pages] or list(PAGES)
     unknown = [p for p in pages if p not in PAGES]
