@@ -189,8 +189,9 @@ def is_fresh(page: str) -> bool:
     return made_from == fingerprint(page, files)
 
 
-def default(page: str):
-    """Mark a page's slow function: recorded arguments return the shipped value."""
+def default(page: str, only=None):
+    """Mark a page's slow function: recorded arguments return the shipped value. `only(*args, **kwargs)`,
+    if given, says which of the default view's calls are recorded (the others compute, as any other call)."""
 
     def wrap(fn):
         name = fn.__qualname__
@@ -198,7 +199,7 @@ def default(page: str):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             key = key_of(args, kwargs)
-            if os.environ.get(RECORD_ENV):
+            if os.environ.get(RECORD_ENV) and (only is None or only(*args, **kwargs)):
                 value, used = _run_traced(fn, args, kwargs)
                 with _LOCK:
                     _RECORDED.setdefault(page, {}).setdefault(name, {})[key] = value
@@ -228,7 +229,8 @@ def write(page: str, values: dict, files=()) -> Path:
 
 # ---------------------------------------------------------------- the regenerating command
 
-PAGES_WITH_DEFAULTS = ("solver_lab", "stability", "images", "schedules", "audit", "learned_fields")  # pages with marked functions
+PAGES_WITH_DEFAULTS = ("solver_lab", "stability", "mode_interpolation", "images", "schedules", "audit",
+                       "learned_fields")  # pages with marked functions
 
 
 def regenerate(pages=PAGES_WITH_DEFAULTS) -> list[Path]:

@@ -106,6 +106,19 @@ def test_a_recorded_call_returns_the_shipped_value_and_a_stale_file_is_ignored(t
         P.shipped.cache_clear()
 
 
+def test_recording_keeps_only_the_calls_only_allows(monkeypatch):
+    """Mode interpolation ships its preview's runs (n <= PREVIEW), not the full set sampled after them."""
+    monkeypatch.setenv(P.RECORD_ENV, "1")
+    monkeypatch.setitem(P._RECORDED, "only-page", {})
+
+    @P.default("only-page", only=lambda name, n: n <= 100)
+    def run(name, n):
+        return np.full(n, 1.0)
+
+    assert len(run("a", 100)) == 100 and len(run("a", 1000)) == 1000  # both compute
+    assert list(P._RECORDED["only-page"][run.__qualname__]) == [P.key_of(("a", 100), {})]
+
+
 def test_the_fingerprint_follows_the_files_the_values_came_from(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     for rel in ("explorer/a.py", "explorer/b.py", "app_pages/audit.py", "app_pages/controls.py"):
