@@ -22,6 +22,7 @@ import argparse
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -260,7 +261,9 @@ def warm_browser(driver, port: int) -> float:
         app.close()
 
 
-def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True) -> list[dict]:
+def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True, repeat: int = 1) -> list[dict]:
+    """The rows of the table. A page's first view is opened `repeat` times, each on a fresh app process, and
+    its median taken (one open varies by +-0.5 s on 2 cores); its controls are changed on the last."""
     rows = []
     driver = chromium()
     port = free_port()  # every app process of the run: the browser's cache is per origin
@@ -271,11 +274,22 @@ def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True
                              settled=first))
             print(f"{'(browser warm-up)':20s} Trajectories, the browser's first visit: first figure {first:.2f} s", flush=True)
         for path in pages:
+            opens = []
+            for _ in range(repeat - 1):
+                app = App(port if warm else None)
+                try:
+                    opens.append(open_cold(driver, f"{app.url}/{path}"))
+                finally:
+                    app.close()
             app = App(port if warm else None)
             try:
-                first, settled = open_cold(driver, f"{app.url}/{path}")
-                rows.append(dict(page=TITLES[path], what="first view (cold)", kind="first", first=first, settled=settled))
-                print(f"{TITLES[path]:20s} cold: first figure {first:.2f} s, settled {settled:.2f} s", flush=True)
+                opens.append(open_cold(driver, f"{app.url}/{path}"))
+                first, settled = (None if any(o[i] is None for o in opens) else statistics.median(o[i] for o in opens)
+                                  for i in (0, 1))
+                what = "first view (cold)" + (f", median of {repeat}" if repeat > 1 else "")
+                rows.append(dict(page=TITLES[path], what=what, kind="first", first=first, settled=settled))
+                print(f"{TITLES[path]:20s} cold: first figure {first:.2f} s, settled {settled:.2f} s"
+                      + (f" (median of {', '.join(f'{o[0]:.2f}' for o in opens)})" if repeat > 1 else ""), flush=True)
                 if screenshots is not None:
                     screenshots.mkdir(parents=True, exist_ok=True)
                     driver.set_window_size(1400, max(1000, driver.execute_script(
@@ -315,6 +329,9 @@ def main(argv=None):
     parser.add_argument("pages", nargs="*", help="url paths (default: every page; '' or 'trajectories' for the first)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown at the end")
     parser.add_argument("--screenshots", type=Path, help="save each settled page's first view here (PNG)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="open each page's first view this many times, each on a fresh app process, and report "
+                             "the medians")
     parser.add_argument("--cold-browser", action="store_true",
                         help="skip the warm-up visit and open every page on a port of its own: nothing is cached")
     args = parser.parse_args(argv)
@@ -322,7 +339,9 @@ def main(argv=None):
     unknown = [p for p in pages if p not in PAGES]
     if unknown:
         parser.error(f"unknown pages {unknown}; choose from {[p or 'trajectories' for p in PAGES]}")
-    rows = measure(pages, args.screenshots, warm=not args.cold_browser)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    rows = measure(pages, args.screenshots, warm=not args.cold_browser, repeat=args.repeat)
     if args.markdown:
         print(markdown(rows))
 
