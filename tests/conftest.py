@@ -71,8 +71,9 @@ class _BrowserGroup:
                 nodes[0].send_runtest_some(browser)
                 for k, node in enumerate(nodes[1:]):
                     dealt = long[k::len(nodes) - 1]
-                    self.node2pending[node].extend(dealt)
-                    node.send_runtest_some(dealt)
+                    if dealt:
+                        self.node2pending[node].extend(dealt)
+                        node.send_runtest_some(dealt)
                 chunk = max(min(len(collection) // len(nodes) // 4, self.maxschedchunk), 2)
                 for node in nodes[1:]:
                     self._send_tests(node, chunk)
