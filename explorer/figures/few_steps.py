@@ -144,6 +144,8 @@ def bridges(paths: dict, source, target, height: int = 380) -> go.Figure:
     fig.update_xaxes(range=list(box[0]))
     fig.update_yaxes(range=list(box[1]))
     fig.update_layout(**style.base_layout("Light Schrodinger Bridge paths between two mixtures", height))
+    # the legend below the panels: above them it ran into the last panel's title
+    fig.update_layout(legend=dict(yanchor="top", y=-0.12, xanchor="center", x=0.5), margin=dict(b=70))
     return fig
 
 
@@ -177,5 +179,7 @@ def transport_table(rows) -> go.Figure:
         cells=dict(values=[[r["coupling"] for r in rows], [f"{r['cost']:.4f}" for r in rows],
                            [f"{r['optimal']:.4f}" for r in rows], [f"{r['ratio']:.4f}" for r in rows]], align="left"),
     ))
-    fig.update_layout(**style.base_layout("Transport cost against the optimal coupling", 140 + 32 * (len(rows) + 1)))
+    # as tall as its rows (about 24 px each, the header's too) below the title: no blank band under the table
+    fig.update_layout(**style.base_layout("Transport cost against the optimal coupling", 80 + 24 * (len(rows) + 1)))
+    fig.update_layout(margin=dict(b=10))
     return fig
