@@ -43,9 +43,10 @@ def matches_shipped(fresh, shipped, rtol: float = 1e-5) -> bool:
     if isinstance(shipped, (str, bytes, bool, type(None))) or isinstance(fresh, (str, bytes, bool, type(None))):
         return type(fresh) is type(shipped) and fresh == shipped
     a, b = np.asarray(fresh), np.asarray(shipped)
-    if a.shape != b.shape or a.dtype.kind not in "biuf" or b.dtype.kind not in "biuf":
-        return a.shape == b.shape and bool(np.array_equal(a, b))
-    if a.dtype.kind in "biu" and b.dtype.kind in "biu":
+    if a.shape != b.shape:
+        return False
+    kinds = {a.dtype.kind, b.dtype.kind}
+    if kinds <= set("biu") or not kinds <= set("biuf"):  # integers, or not numbers: exactly
         return bool(np.array_equal(a, b))
     finite = np.abs(b[np.isfinite(b)])
     scale = float(finite.max()) if finite.size else 0.0
