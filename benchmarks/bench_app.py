@@ -3,8 +3,10 @@ started and the page opened cold; the time to its first drawn figure and to a se
 spinner, skeleton, progress bar or running status) is printed; then each page's main controls are
 changed one at a time, and the time from the change to the first updated figure and to a settled
 page is printed. Before the pages, the browser visits the app once (on an app process of its own)
-and that first visit's time is printed on its own line: the pages are then timed with the browser's
-cache warm, and a fresh app process each (--cold-browser skips the warm-up).
+and that first visit's time is printed on its own line, then the first page's time in a new tab (each
+open on a fresh app process): a new tab's renderer compiles Streamlit's and plotly's scripts again, from
+the HTTP cache. The pages are then timed with the browser's cache warm, a fresh app process each, in one
+tab, as a reload after the app restarted is (--cold-browser skips the warm-up and the new tabs).
 
     python benchmarks/bench_app.py                 # every page
     python benchmarks/bench_app.py trajectories    # some pages, by url path ("" is Trajectories)
@@ -156,6 +158,19 @@ def chromium() -> webdriver.Chrome:
     return driver
 
 
+def new_tab(driver) -> None:
+    """Replace the current tab by a new one. A new tab gets a renderer process of its own, which compiles
+    Streamlit's and plotly's scripts again (about 1.5 s on 2 cores, reading them from the HTTP cache), where
+    a reload in the same tab reuses the scripts its process compiled."""
+    old = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    fresh = driver.current_window_handle
+    driver.switch_to.window(old)
+    driver.close()
+    driver.switch_to.window(fresh)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": FIRST_FIGURE})
+
+
 def busy(driver) -> bool:
     return bool(driver.find_elements(By.CSS_SELECTOR, BUSY))
 
@@ -262,9 +277,9 @@ def change(driver, key: str, action: str, arg, timeout: float = 120) -> tuple[fl
 
 def warm_browser(driver, port: int) -> float:
     """Open the Trajectories page once, on an app process of its own, and return its first-figure time: the
-    browser's first visit, which also fetches and compiles Streamlit's and plotly's scripts (about 1 s more on
-    2 cores). Every page is then timed on a fresh app process on the same port, with the browser's cache warm,
-    as on a visit after the first."""
+    browser's first visit, which also fetches and compiles Streamlit's and plotly's scripts (1.5-2 s more on
+    2 cores than a reload). Every page is then timed on a fresh app process on the same port, with the
+    browser's cache warm, as on a visit after the first."""
     app = App(port)
     try:
         first, _ = open_cold(driver, f"{app.url}/")
@@ -285,6 +300,19 @@ def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True
             rows.append(dict(page=TITLES[""], what="first view, the browser's first visit", kind="first", first=first,
                              settled=first))
             print(f"{'(browser warm-up)':20s} Trajectories, the browser's first visit: first figure {first:.2f} s", flush=True)
+            opens = []
+            for _ in range(repeat):
+                new_tab(driver)
+                app = App(port)
+                try:
+                    opens.append(open_cold(driver, f"{app.url}/"))
+                finally:
+                    app.close()
+            first, settled = (statistics.median(o[i] for o in opens) for i in (0, 1))
+            what = "first view, a new tab" + (f", median of {repeat}" if repeat > 1 else "")
+            rows.append(dict(page=TITLES[""], what=what, kind="first", first=first, settled=settled))
+            print(f"{'(new tab)':20s} Trajectories in a new tab: first figure {first:.2f} s, settled {settled:.2f} s"
+                  + (f" (median of {', '.join(f'{o[0]:.2f}' for o in opens)})" if repeat > 1 else ""), flush=True)
         for path in pages:
             opens = []
             for _ in range(repeat - 1):
