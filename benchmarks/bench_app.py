@@ -326,7 +326,7 @@ def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True
                 opens.append(open_cold(driver, f"{app.url}/{path}"))
                 first, settled = (None if any(o[i] is None for o in opens) else statistics.median(o[i] for o in opens)
                                   for i in (0, 1))
-                what = "first view (cold)" + (f", median of {repeat}" if repeat > 1 else "")
+                what = "first view (cold, same tab)" + (f", median of {repeat}" if repeat > 1 else "")
                 rows.append(dict(page=TITLES[path], what=what, kind="first", first=first, settled=settled))
                 print(f"{TITLES[path]:20s} cold: first figure {first:.2f} s, settled {settled:.2f} s"
                       + (f" (median of {', '.join(f'{o[0]:.2f}' for o in opens)})" if repeat > 1 else ""), flush=True)
