@@ -30,6 +30,21 @@ def tiny():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_rows_at_one_time_share_one_embedding(name):
+    """The network embeds a time that every row shares (each sampling step) once and broadcasts it: the same
+    eps, to float32 round-off, as embedding each row, which rows at different times get (training)."""
+    net = ex.models.load_pretrained(name).net
+    dim = net.inp.in_features
+    x = torch.randn(500, dim, generator=torch.Generator().manual_seed(0))
+    for t0 in (0.0, 4.0, 200.0, 999.0):
+        t = torch.full((500,), t0)
+        with torch.no_grad():
+            shared = net(x, t)
+            each = net(torch.cat([x, x[:1]]), torch.cat([t, torch.tensor([t0 + 1.0])]))[:500]
+        assert torch.allclose(shared, each, rtol=1e-5, atol=1e-5), (t0, float((shared - each).abs().max()))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_models_load_with_weights_only(name):
     path = learned.DATA_DIR / f"{name}.pt"
     assert path.stat().st_size < 400_000
