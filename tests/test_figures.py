@@ -161,3 +161,18 @@ def test_models_without_a_target(run_1d, run_2d):
             fig = figures.particles_2d(learned, traj)
             assert not [tr for tr in fig.data if tr.type == "contour"]
         fig.to_json()
+
+
+def test_recursive_training_figure_keeps_its_axes_apart():
+    """FH.generations: the rate axis in percent, the modes-covered axis in whole modes (it once took the
+    rate's percent format: 3 modes read 300%), and the legend's two rows below the plot, clear of the title."""
+    from explorer.figures import hallucination as FH
+
+    records = {f: [dict(generation=g, hallucination_rate=0.5 + 0.01 * g, modes_covered=3 - (g > 0) * (f == "random"))
+                   for g in range(3)] for f in ("variance", "random")}
+    fig = FH.generations(records)
+    assert fig.layout.yaxis.tickformat == ".1%" and fig.layout.yaxis2.tickformat is None
+    assert fig.layout.yaxis2.dtick == 1 and fig.layout.yaxis2.overlaying == "y"
+    assert [t.yaxis or "y" for t in fig.data] == ["y", "y2"] * 2
+    assert fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"
+    assert list(fig.data[3].y) == [3, 2, 2]

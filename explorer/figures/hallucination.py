@@ -173,8 +173,11 @@ def generations(results: dict, height: int = 360) -> go.Figure:
                                  name=f"{label}: hallucination rate", line=dict(color=color, width=2.5)))
         fig.add_trace(go.Scatter(x=g, y=[r["modes_covered"] for r in records], mode="lines+markers", yaxis="y2",
                                  name=f"{label}: modes covered", line=dict(color=color, width=1.5, dash="dot")))
-    fig.update_layout(**style.base_layout("Recursive training, generation by generation", height),
-                      yaxis2=dict(overlaying="y", side="right", title="modes covered", rangemode="tozero"))
+    fig.update_layout(**style.base_layout("Recursive training, generation by generation", height))
+    # The four entries wrap to two rows: below the plot, clear of the title.
+    fig.update_layout(yaxis=dict(title="hallucination rate", tickformat=".1%", rangemode="tozero"),
+                      yaxis2=dict(overlaying="y", side="right", title="modes covered", rangemode="tozero", dtick=1),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      margin=dict(r=60, b=100))
     fig.update_xaxes(title_text="generation", dtick=1)
-    fig.update_yaxes(title_text="hallucination rate", tickformat=".1%", rangemode="tozero")
     return fig
