@@ -202,6 +202,21 @@ def test_the_sweeps_of_the_analyses_give_the_same_records_on_a_cluster(cluster):
 # ---------------------------------------------------------------- a scheduler started by hand
 
 
+def _scheduler_address(file: Path, timeout: float) -> str:
+    """The address in a scheduler file, once the scheduler has written it whole: the file appears (empty)
+    before its JSON does, and a read in between failed once with JSONDecodeError."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(file.read_text())["address"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def hand_started(tmp_path_factory):
     """`dask scheduler` and `dask worker` (one process of two threads, no nanny: cheaper to start than two)
@@ -218,12 +233,7 @@ def hand_started(tmp_path_factory):
         procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(file), "--nworkers", "1", "--nthreads",
                                        "2", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], cwd=folder, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 30
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        import json
-
-        address = json.loads(file.read_text())["address"]
+        address = _scheduler_address(file, timeout=30)
         from distributed import Client
 
         with Client(address, timeout=30) as c:
