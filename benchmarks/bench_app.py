@@ -160,8 +160,8 @@ def chromium() -> webdriver.Chrome:
 
 def new_tab(driver) -> None:
     """Replace the current tab by a new one. A new tab gets a renderer process of its own, which compiles
-    Streamlit's and plotly's scripts again (about 1.5 s on 2 cores, reading them from the HTTP cache), where
-    a reload in the same tab reuses the scripts its process compiled."""
+    Streamlit's and plotly's scripts again (reading them from the HTTP cache): about 1 s more than a reload in
+    the same tab on 2 cores, which reuses the scripts its process compiled."""
     old = driver.current_window_handle
     driver.switch_to.new_window("tab")
     fresh = driver.current_window_handle
