@@ -280,12 +280,26 @@ def warm_browser(driver, port: int) -> float:
     browser's first visit, which also fetches and compiles Streamlit's and plotly's scripts (1.5-2 s more on
     2 cores than a reload). Every page is then timed on a fresh app process on the same port, with the
     browser's cache warm, as on a visit after the first."""
+    return open_fresh(driver, port)[0]
+
+
+def open_fresh(driver, port: int | None, path: str = "") -> tuple[float, float]:
+    """open_cold on the page at `path`, served by a fresh app process on `port` (a free one if None), ended after."""
     app = App(port)
     try:
-        first, _ = open_cold(driver, f"{app.url}/")
-        return first
+        return open_cold(driver, f"{app.url}/{path}")
     finally:
         app.close()
+
+
+def first_view(rows: list, page: str, what: str, opens: list, label: str) -> None:
+    """Append and print the row of a first view opened len(opens) times: the medians of its (first, settled)."""
+    first, settled = (None if any(o[i] is None for o in opens) else statistics.median(o[i] for o in opens)
+                      for i in (0, 1))
+    what += f", median of {len(opens)}" if len(opens) > 1 else ""
+    rows.append(dict(page=page, what=what, kind="first", first=first, settled=settled))
+    print(f"{label}: first figure {first:.2f} s, settled {settled:.2f} s"
+          + (f" (median of {', '.join(f'{o[0]:.2f}' for o in opens)})" if len(opens) > 1 else ""), flush=True)
 
 
 def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True, repeat: int = 1) -> list[dict]:
@@ -303,33 +317,14 @@ def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True
             opens = []
             for _ in range(repeat):
                 new_tab(driver)
-                app = App(port)
-                try:
-                    opens.append(open_cold(driver, f"{app.url}/"))
-                finally:
-                    app.close()
-            first, settled = (statistics.median(o[i] for o in opens) for i in (0, 1))
-            what = "first view, a new tab" + (f", median of {repeat}" if repeat > 1 else "")
-            rows.append(dict(page=TITLES[""], what=what, kind="first", first=first, settled=settled))
-            print(f"{'(new tab)':20s} Trajectories in a new tab: first figure {first:.2f} s, settled {settled:.2f} s"
-                  + (f" (median of {', '.join(f'{o[0]:.2f}' for o in opens)})" if repeat > 1 else ""), flush=True)
+                opens.append(open_fresh(driver, port))
+            first_view(rows, TITLES[""], "first view, a new tab", opens, f"{'(new tab)':20s} Trajectories in a new tab")
         for path in pages:
-            opens = []
-            for _ in range(repeat - 1):
-                app = App(port if warm else None)
-                try:
-                    opens.append(open_cold(driver, f"{app.url}/{path}"))
-                finally:
-                    app.close()
-            app = App(port if warm else None)
+            opens = [open_fresh(driver, port if warm else None, path) for _ in range(repeat - 1)]
+            app = App(port if warm else None)  # the last open stays up: its controls are changed next
             try:
                 opens.append(open_cold(driver, f"{app.url}/{path}"))
-                first, settled = (None if any(o[i] is None for o in opens) else statistics.median(o[i] for o in opens)
-                                  for i in (0, 1))
-                what = "first view (cold, same tab)" + (f", median of {repeat}" if repeat > 1 else "")
-                rows.append(dict(page=TITLES[path], what=what, kind="first", first=first, settled=settled))
-                print(f"{TITLES[path]:20s} cold: first figure {first:.2f} s, settled {settled:.2f} s"
-                      + (f" (median of {', '.join(f'{o[0]:.2f}' for o in opens)})" if repeat > 1 else ""), flush=True)
+                first_view(rows, TITLES[path], "first view (cold, same tab)", opens, f"{TITLES[path]:20s} cold")
                 if screenshots is not None:
                     screenshots.mkdir(parents=True, exist_ok=True)
                     driver.set_window_size(1400, max(1000, driver.execute_script(
