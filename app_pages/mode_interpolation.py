@@ -31,10 +31,14 @@ def _exact(name: str):
     return ex.AnalyticModel(model.target, model.schedule)
 
 
-# The default view's preview (n <= PREVIEW samples) is shipped in data/precomputed/mode_interpolation.npz; its
-# full set is sampled live while the preview shows.
+def _preview(n: int, **_) -> bool:
+    """The default view's preview (n <= PREVIEW samples) is shipped in data/precomputed/mode_interpolation.npz;
+    its full set is sampled live while the preview shows."""
+    return n <= PREVIEW
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-@precomputed.default("mode_interpolation", only=lambda name, exact, solver, n_steps, n, *rest, **kw: n <= PREVIEW)
+@precomputed.default("mode_interpolation", only=_preview)
 def run(name: str, exact: bool, solver: str, n_steps: int, n: int, seed: int, t_start: int | None = None) -> H.Run:
     model = _exact(name) if exact else load(name)
     with torch_threads(1):  # Streamlit reruns in a fresh thread: 2 torch threads there ran 2x slower
@@ -42,7 +46,7 @@ def run(name: str, exact: bool, solver: str, n_steps: int, n: int, seed: int, t_
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-@precomputed.default("mode_interpolation", only=lambda name, solver, n_steps, n, *rest, **kw: n <= PREVIEW)
+@precomputed.default("mode_interpolation", only=_preview)
 def analysis(name: str, solver: str, n_steps: int, n: int, seed: int, window: int, k: float,
              t_start: int | None = None) -> dict:
     """Per-sample flags and scores, the trade-off curve, a default threshold (cheap once sampled)."""

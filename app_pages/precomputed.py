@@ -22,6 +22,7 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata
+import inspect
 import json
 import os
 import sys
@@ -190,16 +191,25 @@ def is_fresh(page: str) -> bool:
 
 
 def default(page: str, only=None):
-    """Mark a page's slow function: recorded arguments return the shipped value. `only(*args, **kwargs)`,
-    if given, says which of the default view's calls are recorded (the others compute, as any other call)."""
+    """Mark a page's slow function: recorded arguments return the shipped value. `only`, if given, says which
+    of the default view's calls are recorded (the others compute, as any other call): it is called with the
+    call's arguments by name, defaults filled in, however the page passed them."""
 
     def wrap(fn):
         name = fn.__qualname__
+        signature = inspect.signature(fn)
+
+        def kept(args, kwargs) -> bool:
+            if only is None:
+                return True
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return only(**bound.arguments)
 
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             key = key_of(args, kwargs)
-            if os.environ.get(RECORD_ENV) and (only is None or only(*args, **kwargs)):
+            if os.environ.get(RECORD_ENV) and kept(args, kwargs):
                 value, used = _run_traced(fn, args, kwargs)
                 with _LOCK:
                     _RECORDED.setdefault(page, {}).setdefault(name, {})[key] = value

@@ -111,12 +111,13 @@ def test_recording_keeps_only_the_calls_only_allows(monkeypatch):
     monkeypatch.setenv(P.RECORD_ENV, "1")
     monkeypatch.setitem(P._RECORDED, "only-page", {})
 
-    @P.default("only-page", only=lambda name, n: n <= 100)
-    def run(name, n):
+    @P.default("only-page", only=lambda n, **_: n <= 100)  # by name, however the call passes it
+    def run(name, n=100):
         return np.full(n, 1.0)
 
     assert len(run("a", 100)) == 100 and len(run("a", 1000)) == 1000  # both compute
-    assert list(P._RECORDED["only-page"][run.__qualname__]) == [P.key_of(("a", 100), {})]
+    assert len(run(name="b", n=1000)) == 1000 and len(run("c")) == 100
+    assert list(P._RECORDED["only-page"][run.__qualname__]) == [P.key_of(("a", 100), {}), P.key_of(("c",), {})]
 
 
 def test_the_fingerprint_follows_the_files_the_values_came_from(tmp_path, monkeypatch):
