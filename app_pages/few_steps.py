@@ -99,9 +99,9 @@ with st.expander("The chart's numbers: sliced W2 at each NFE (share between the 
 st.plotly_chart(F.samples_grid(rows, samples, target), theme=None, config=CONFIG)
 mass = [{"method": C.LABELS[r["method"]], "NFE": r["nfe"], "W2 (sliced)": r["distance"], "off-mode": r["off_mode"],
          **{f"mode {k + 1}": m for k, m in enumerate(r["mass"])}} for r in rows]
-st.dataframe(mass, hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f") for k in mass[0]
-                                                  if k not in ("method", "NFE")})
-st.caption(f"Per-mode mass (target weights: {', '.join(f'{w:.3f}' for w in target.weights)}).")
+with st.expander(f"Each row's numbers: W2, share between the modes and mass per mode (target weights: "
+                 f"{', '.join(f'{w:.3f}' for w in target.weights)})"):
+    controls.table(mass, formats={k: ".3f" for k in mass[0] if k not in ("method", "NFE")})
 
 st.subheader("Transport cost against the optimal coupling")
 st.plotly_chart(F.transport_table(info["transport"]), theme=None, config=CONFIG)

@@ -188,8 +188,8 @@ else:
                                          {nm: dims[:, k] for k, nm in enumerate(names)}, known), theme=None, config=CONFIG)
     cols = st.columns([3, 2])
     cols[0].plotly_chart(F.dimension_points(G.line_target(float(length), float(width)), pts, d), theme=None, config=CONFIG)
-    cols[1].dataframe([{"component": nm, "known": known[nm], "estimated (median)": int(np.median(d[comp == k])),
-                        "agree": f"{np.mean(d[comp == k] == known[nm]):.0%}"} for k, nm in enumerate(names)], hide_index=True)
+    controls.table([{"component": nm, "known": known[nm], "estimated (median)": int(np.median(d[comp == k])),
+                     "agree": f"{np.mean(d[comp == k] == known[nm]):.0%}"} for k, nm in enumerate(names)], where=cols[1])
     agree = float(np.mean(d == np.asarray(G.LINE_DIMENSIONS)[comp]))
     cols[1].markdown(f"**At σ/α = {level_d:.2g}** the score's dimension matches the known one at {agree:.0%} of the "
                      f"{len(d)} points (line {known['line']}, point {known['point']}, blob {known['blob']}).")

@@ -220,7 +220,6 @@ st.code(found.code(), language="python")
 st.download_button("Download the searched sampler (.json)", json.dumps(found.runnable(), indent=1),
                    file_name=f"usf-nfe{k}.json", mime="application/json")
 with st.expander(f"The best fixed solvers at NFE {shown['nfe']}"):
-    st.dataframe([{k2: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k2, v in r.items()} for r in results["fixed"]],
-                 hide_index=True)
+    controls.table(results["fixed"])
 if not is_default and key not in store():
     st.caption("Showing the precomputed results for the default settings.")

@@ -109,12 +109,9 @@ cols[2].metric("Std, N(0, I) start", f"{naive['std']:.2f}", delta=f"{naive['std'
 oms = next(r for r in table if r["start"] == "One More Step")
 cols[3].metric("Std, One More Step", f"{oms['std']:.2f}", delta=f"{oms['std'] - oms['true_std']:+.2f} vs p₀", delta_color="off",
                delta_arrow="off")
-st.dataframe(table, hide_index=True, column_config={
-    "t_start": st.column_config.NumberColumn("starts at t", format="%.0f"),
-    "sqrt_abar_start": st.column_config.NumberColumn("√ᾱ there", format="%.4f"),
-    **{k: st.column_config.NumberColumn(k.replace("_", " "), format="%.3f") for k in
-       ("mean", "true_mean", "std", "true_std", "closed_form_mean", "closed_form_std", "w2_to_p0", "mode_mass_error")},
-})
+measured = ("mean", "true_mean", "std", "true_std", "closed_form_mean", "closed_form_std", "w2_to_p0", "mode_mass_error")
+controls.table(table, formats={"t_start": ".0f", "sqrt_abar_start": ".4f", **{k: ".3f" for k in measured}},
+               labels={"t_start": "starts at t", "sqrt_abar_start": "√ᾱ there", **{k: k.replace("_", " ") for k in measured}})
 st.caption(
     "For Gaussian data the probability-flow ODE keeps (x_t − α_t m)/r_t fixed, r_t² = α_t² s + σ_t², so from N(0, I) the "
     "sample's mean is m(α₀ − α_T r₀/r_T) and its std r₀/r_T: pulled toward 0 the more, the wider the data (dashed: these "
@@ -212,8 +209,9 @@ else:
                        delta=f"{res.mean_loss[res.reference_best] - res.mean_loss[res.best]:+.3f} vs exact", delta_color="off",
                        delta_arrow="off")
     st.plotly_chart(F.boundary_ranks(res), theme=None, config=CONFIG)
-    st.dataframe([{**d, "regret": float(r), "rank_of_shared": int(k)} for d, r, k in zip(div, res.regret(), res.rank_of_best())],
-                 hide_index=True)
+    controls.table([{**d, "regret": float(r), "rank_of_shared": int(k)} for d, r, k in zip(div, res.regret(), res.rank_of_best())],
+                   formats={k: ".3f" for k in ("spread_random", "spread_shared", "loss_random", "loss_shared", "loss_own_best", "regret")},
+                   labels={k: k.replace("_", " ") for k in (*div[0], "rank_of_shared")})
     st.caption(
         "A shared start gives each condition one output: of its modes it reaches one, and two draws are 0 apart (random "
         "starts: all modes, spread as listed). With mse the best output is the one nearest the condition's mean, which may lie "

@@ -79,6 +79,9 @@ def test_page_shows_the_shipped_numbers_without_torch(shipped, page_views):
     rows = shipped["meta"]["targets"]["gmm-1d-3modes"]["rows"]
     assert table["NFE"] == [r["nfe"] for r in rows]
     assert np.allclose(table["W2 (sliced)"], [r["distance"] for r in rows], rtol=1e-12)
+    shown = next(text for text in first["texts"] if text.startswith("| method | NFE |"))  # the table as drawn
+    for r in rows:
+        assert f"| {C.LABELS[r['method']]} | {r['nfe']} | {r['distance']:.3f} | {r['off_mode']:.3f} |" in shown
     assert not live["errors"], live["errors"]
     want = C.compare("gmm-1d-3modes", n=300, seed=0, methods=("exact",),
                      sb=shipped["lightsb"]["gmm-1d-3modes"][0.1])

@@ -301,7 +301,9 @@ PAGE = "app_pages/starts.py"
 
 def run_page(page: str, query: dict, toggles: tuple = ()) -> list[dict]:
     """AppTest of one page file in a fresh interpreter (so that what it imports is its own): after the first run
-    and after each toggle (key) switched on, its metrics, tables, chart count, errors and whether torch is loaded."""
+    and after each toggle (key) switched on, its metrics, tables, chart count, errors and whether torch is loaded.
+    A table is the rows the page gave controls.table, column by column at full precision ("tables"); what the page
+    shows of it is its markdown, in "texts" with the rest of the page's markdown."""
     return run_pages(page, [(query, toggles)])[0]
 
 
@@ -320,6 +322,12 @@ def run_pages(page: str, views: list) -> list[list[dict]]:
 import json, sys
 sys.path.insert(0, {str(root)!r})
 from streamlit.testing.v1 import AppTest
+from app_pages import controls
+tables, draw = [], controls.table
+def record(rows, *args, **kwargs):
+    tables.append({{k: [r.get(k) for r in rows] for k in dict.fromkeys(k for r in rows for k in r)}})
+    return draw(rows, *args, **kwargs)
+controls.table = record
 out = []
 for query, toggles in {[(dict(q), tuple(t)) for q, t in views]!r}:
     at = AppTest.from_file({str(root / page)!r}, default_timeout=120)
@@ -327,13 +335,14 @@ for query, toggles in {[(dict(q), tuple(t)) for q, t in views]!r}:
         at.query_params[k] = v
     records = []
     for toggle in (None,) + toggles:
+        tables.clear()
         if toggle is None:
             at.run()
         else:
             at.toggle(key=toggle).set_value(True).run()
         records.append(dict(errors=[e.message for e in at.exception] + [e.value for e in at.error],
                             metrics={{m.label: m.value for m in at.metric}}, charts=len(at.get("plotly_chart")),
-                            tables=[d.value.to_dict(orient="list") for d in at.dataframe], torch="torch" in sys.modules))
+                            tables=list(tables), texts=[m.value for m in at.markdown], torch="torch" in sys.modules))
     out.append(records)
 print("RESULT" + json.dumps(out, default=float))
 """
@@ -356,6 +365,10 @@ def test_starts_page_shows_the_cores_numbers_without_torch():
     assert table["start"] == list(T.METHODS)
     for col in ("t_start", "mean", "std", "closed_form_mean", "closed_form_std", "w2_to_p0"):
         assert np.allclose(np.asarray(table[col], dtype=float), [r[col] for r in expected], rtol=1e-12), col
+    shown = next(text for text in view["texts"] if text.startswith("| start |"))  # the table as drawn
+    for r in expected:
+        assert f"| {r['start']} | {r['t_start']:.0f} | {r['sqrt_abar_start']:.4f} |" in shown
+        assert f"| {r['closed_form_std']:.3f} | {r['w2_to_p0']:.3f} |" in shown
     assert table["t_start"][0] == 999 and view["metrics"]["√ᾱ where it starts"] == f"{np.sqrt(SD.alphas_cumprod[999]):.4f}"
     assert view["charts"] == 8  # brightness, signal, two chains, level histogram, vs NFE, boundary, ranks
     res = B.find(ex.guidance.labelled("gmm-2d-ring8"), ex.schedules.get("vp-cosine"), 256, "mse", n_reference=32, seed=0)
