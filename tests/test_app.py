@@ -164,6 +164,26 @@ def test_shown_metrics_are_the_core_metrics_of_the_url(query):
     assert shown["Distance to target"].proto.delta == expected["floor"]
 
 
+def test_a_table_is_markdown_with_its_formats_labels_and_blanks():
+    """controls.table, the pages' small read-only tables: columns in order of appearance, a missing value blank,
+    formats and labels applied, other floats to 4 significant digits, all-number columns right-aligned (a bool is
+    not a number), and a | inside a cell escaped."""
+    from app_pages import controls
+
+    class Capture:
+        def markdown(self, text):
+            self.text = text
+
+    shown = Capture()
+    controls.table([{"name": "a|b", "x": 0.123456, "n": 3, "flag": True},
+                    {"name": "c", "n": 4, "flag": False, "y": 1234.5678}], formats={"x": ".2f"}, labels={"n": "count"},
+                   where=shown)
+    assert shown.text.splitlines() == ["| name | x | count | flag | y |",
+                                       "|---|---:|---:|---|---:|",
+                                       "| a\\|b | 0.12 | 3 | True |  |",
+                                       "| c |  | 4 | False | 1235 |"]
+
+
 def test_query_params_restore_the_controls():
     at = _app(
         target="gmm-2d-ring8", **{"gmm-2d-ring8.radius": "4"}, schedule="vp-linear", spacing="karras",
