@@ -220,6 +220,6 @@ st.code(found.code(), language="python")
 st.download_button("Download the searched sampler (.json)", json.dumps(found.runnable(), indent=1),
                    file_name=f"usf-nfe{k}.json", mime="application/json")
 with st.expander(f"The best fixed solvers at NFE {shown['nfe']}"):
-    controls.table(results["fixed"])
+    controls.table(results["fixed"], labels={"fit_error": "fit error", "holdout_error": "held-out error"})
 if not is_default and key not in store():
     st.caption("Showing the precomputed results for the default settings.")
