@@ -6,7 +6,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from streamlit import config
 from streamlit.components.v2 import manifest_scanner
+from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.testing.v1 import AppTest, local_script_runner
 from streamlit.util import calc_hash
 
@@ -20,6 +22,24 @@ URL_PATHS = {file: url for url, file in PAGES.items() if url}  # page file -> it
 # first run. The installed packages do not change while the tests run: scan once per test process.
 if not hasattr(manifest_scanner.scan_component_manifests, "cache_info"):
     manifest_scanner.scan_component_manifests = functools.cache(manifest_scanner.scan_component_manifests)
+
+# Every run of an AppTest compiles its scripts anew (app.py and the page: read, rewritten for Streamlit's magic,
+# compiled; 7-20 ms each), as each run gets a fresh ScriptCache. The app's server compiles a script once per
+# process: so do the tests, keyed by the file's path, mtime and size (a script a test rewrites compiles again).
+_BYTECODE: dict = {}
+_compile_script = ScriptCache.get_bytecode
+
+
+def _compiled_once(self, script_path: str):
+    stat = os.stat(script_path)
+    key = (os.path.abspath(script_path), stat.st_mtime_ns, stat.st_size, config.get_option("runner.magicEnabled"))
+    if key not in _BYTECODE:
+        _BYTECODE[key] = _compile_script(self, script_path)
+    return _BYTECODE[key]
+
+
+if ScriptCache.get_bytecode.__name__ != "_compiled_once":  # once, if this module is imported twice
+    ScriptCache.get_bytecode = _compiled_once
 
 
 def _wait_for_the_run(runner, timeout: float = 3) -> None:
