@@ -319,10 +319,7 @@ else:
 # The table.
 st.subheader("Solvers")
 rows = figures.solver_rows()
-table = ["| solver | order | stochastic | multistep | NFE/step | options | paper |", "|---|---|---|---|---|---|---|"]
-for r in rows:
-    table.append(
-        f"| **{r['solver']}**{_plugin_note(r['solver'])} | {r['order']} | {'yes' if r['stochastic'] else 'no'} | {'yes' if r['multistep'] else 'no'} "
-        f"| {r['nfe_per_step']} | {r['options'].replace('|', '/')} | {_paper_link(r['paper'])} |"
-    )
-st.markdown("\n".join(table))
+controls.table([{"solver": f"**{r['solver']}**{_plugin_note(r['solver'])}", "order": str(r["order"]),
+                 "stochastic": "yes" if r["stochastic"] else "no", "multistep": "yes" if r["multistep"] else "no",
+                 "NFE/step": str(r["nfe_per_step"]), "options": r["options"].replace("|", "/"), "paper": _paper_link(r["paper"])}
+                for r in rows])

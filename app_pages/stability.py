@@ -150,9 +150,8 @@ def regions_section():
         left, right = st.columns([3, 2])
         if regions:
             left.plotly_chart(FS.stability_regions(regions, box, height=600), theme=None, config=CONFIG)
-            table = ["| method | h in | real interval |", "|---|---|---|"]
-            table += [f"| {r['label']} | {r['variable']} | [{r['interval']:.4g}, 0] |" for r in regions]
-            right.markdown("\n".join(table))
+            controls.table([{"method": r["label"], "h in": r["variable"], "real interval": f"[{r['interval']:.4g}, 0]"}
+                            for r in regions], where=right)
         right.markdown(
             "A method applied to the test equation y′ = λy with step h is a linear recurrence in z = h·λ; it is **stable** "
             "when every root ζ of its characteristic polynomial has |ζ| ≤ 1 (filled). Dotted: the boundary locus, the z "
@@ -243,12 +242,13 @@ def toy_section():
     left, right = st.columns([3, 2])
     left.plotly_chart(FS.stability_regions(toy_regions, toy_box, points=(result["z"], outside), height=440,
                                            title="Regions, and h·λ at A's eigenvalues"), theme=None, config=CONFIG)
-    inside_table = ["| method | h·λ = " + ", ".join(f"{z.real:.3g}" for z in result["z"]) + " | final error |", "|---|---|---|"]
-    for (name, (s, o)), r in zip(methods.items(), toy_regions):
-        ok = S.region(s, result["z"], **o)
+    at_z = "h·λ = " + ", ".join(f"{z.real:.3g}" for z in result["z"])
+    inside = []
+    for name, (s, o) in methods.items():
         err = float(np.linalg.norm(result["runs"][name][-1] - result["exact"][-1]))
-        inside_table.append(f"| {name} | {' / '.join('inside' if k else '**outside**' for k in ok)} | {err:.3g} |")
-    right.markdown("\n".join(inside_table))
+        inside.append({"method": name, at_z: " / ".join("inside" if k else "**outside**" for k in S.region(s, result["z"], **o)),
+                       "final error": f"{err:.3g}"})
+    controls.table(inside, where=right)
     right.caption(f"Red on the plane: outside the region of plms {int(toy_order)} (Adams-Bashforth), the classical method. "
                   "A value outside a method's region grows by its largest |root| every step.")
     left, right = st.columns(2)
