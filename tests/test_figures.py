@@ -36,6 +36,28 @@ def test_figures_import_no_ui():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_template_is_plotly_whites_and_copies_as_plain_data():
+    """Every figure takes a copy of style.TEMPLATE; the copy is plotly_white's layout (less the unused plot
+    kinds) and its defaults for style.TRACE_TYPES, equal to the registered one and independent of it."""
+    import copy
+    import json
+    import pkgutil
+
+    import plotly.io as pio
+
+    white = json.loads(pkgutil.get_data("plotly", "package_data/templates/plotly_white.json"))
+    registered = pio.templates[style.TEMPLATE]
+    copied = copy.deepcopy(registered)
+    assert type(copied) is go.layout.Template
+    assert copied.to_plotly_json() == registered.to_plotly_json()
+    assert copied.to_plotly_json()["data"] == {k: v for k, v in white["data"].items() if k in style.TRACE_TYPES}
+    assert copied.to_plotly_json()["layout"] == {k: v for k, v in white["layout"].items() if k not in style._UNUSED_LAYOUT}
+    copied.layout.font.color = "#000000"
+    assert registered.layout.font.color == white["layout"]["font"]["color"]
+    drawn = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]), layout=style.base_layout("t", 300)).to_plotly_json()
+    assert drawn["layout"]["template"] == registered.to_plotly_json()
+
+
 @pytest.mark.parametrize("axis", figures.TIME_AXES)
 @pytest.mark.parametrize("show_x0", [False, True])
 def test_density_heatmap_1d(run_1d, axis, show_x0):

@@ -16,6 +16,16 @@ TRACE_TYPES = ("scatter", "scattergl", "heatmap", "histogram", "bar", "contour",
 _UNUSED_LAYOUT = ("scene", "polar", "ternary", "geo", "mapbox")  # 3D, polar, ternary and map axes: none drawn
 
 
+class _PlainTemplate(_layout.Template):
+    """A template copied as the plain data it is. Plotly deep-copies the registered template into every figure
+    that names it, and copy.deepcopy of a graph object walks its validators and parent links: 4.7 ms a figure,
+    most of what a small figure costs to build. This one copies through its JSON (0.15 ms): the same content,
+    in a Template of plotly's own class."""
+
+    def __deepcopy__(self, memo):
+        return _layout.Template(self.to_plotly_json(), _validate=False)
+
+
 def _register_template() -> None:
     """Register TEMPLATE: plotly_white's layout (less the axes of the plot kinds none of these figures draws) and
     its defaults for TRACE_TYPES. Plotly deep-copies and re-validates a figure's template whenever one is made or
@@ -26,7 +36,7 @@ def _register_template() -> None:
     white = json.loads(pkgutil.get_data("plotly", "package_data/templates/plotly_white.json"))  # what pio loads
     data = {k: v for k, v in white["data"].items() if k in TRACE_TYPES}
     layout = {k: v for k, v in white["layout"].items() if k not in _UNUSED_LAYOUT}
-    template = _layout.Template({"data": data, "layout": layout}, _validate=False)
+    template = _PlainTemplate({"data": data, "layout": layout}, _validate=False)
     store = getattr(pio.templates, "_templates", None)
     if isinstance(store, dict):  # stored as plotly stores its own (unvalidated): a figure validates the copy it takes
         store[TEMPLATE] = template
