@@ -36,6 +36,39 @@ def test_figures_import_no_ui():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_set_layout_is_update_layout_then_every_axis_and_annotation():
+    """style.set_layout(fig, layout, xaxes=, yaxes=, annotations=) draws what update_layout, update_xaxes,
+    update_yaxes and update_annotations draw, on a grid of subplots with shapes and titles already in its layout;
+    plotly's underscore paths are refused, by name."""
+    import json
+
+    from plotly.subplots import make_subplots
+
+    def grid():
+        fig = make_subplots(rows=2, cols=2, subplot_titles=("a", "b", "c", "d"), shared_xaxes=True)
+        for k in range(4):
+            fig.add_trace(go.Scatter(x=[0, 1], y=[k, 1]), row=k // 2 + 1, col=k % 2 + 1)
+        fig.add_hline(y=0.5, row=1, col=2)
+        return fig
+
+    layout = dict(style.base_layout("t", 300), annotations=[go.layout.Annotation(text="extra", x=0, y=0)],
+                  yaxis3=dict(type="log"), legend=dict(x=0.5), margin=dict(b=99))
+    xaxes, yaxes, notes = dict(range=[0, 1], title=dict(text="x")), dict(showgrid=False), dict(font=dict(size=10))
+    by_plotly = grid()
+    by_plotly.update_layout(**{k: v for k, v in layout.items() if k != "annotations"},
+                            annotations=list(by_plotly.layout.annotations) + layout["annotations"])
+    by_plotly.update_xaxes(xaxes).update_yaxes(yaxes).update_annotations(notes)
+    fig = grid()
+    ours = style.set_layout(fig, dict(layout, annotations=list(fig.layout.annotations) + layout["annotations"]),
+                            xaxes=xaxes, yaxes=yaxes, annotations=notes)
+    assert ours is fig
+    drawn = [json.dumps(f.to_plotly_json(), sort_keys=True, default=str) for f in (by_plotly, ours)]
+    assert drawn[0] == drawn[1]
+    assert ours.layout.yaxis3.type == "log" and ours.layout.yaxis3.showgrid is False and len(ours.layout.shapes) == 1
+    with pytest.raises(ValueError, match="xaxis_title"):
+        style.set_layout(go.Figure(), dict(xaxis_title="x"))
+
+
 def test_the_template_is_plotly_whites_and_copies_as_plain_data():
     """Every figure takes a copy of style.TEMPLATE; the copy is plotly_white's layout (less the unused plot
     kinds) and its defaults for style.TRACE_TYPES, equal to the registered one and independent of it."""

@@ -66,16 +66,12 @@ def samples_grid(rows, samples, target, nfes=(1, 2, 4, 8), max_points: int = 600
                            font=dict(size=10, color="#444")))
     if traces:
         fig.add_traces(traces, rows=[c[0] for c in cells], cols=[c[1] for c in cells])
-    fig.update_layout(annotations=list(fig.layout.annotations) + labels,
-                      **style.base_layout("Samples at 1, 2, 4 and 8 NFE (W: sliced W2 to the target; off: mass "
-                                          "between modes)", 60 + height_per_row * len(methods)))
-    fig.update_annotations(font_size=10)
-    fig.update_xaxes(range=list(box[0]), showticklabels=False)
-    if target.dim == 2:
-        fig.update_yaxes(range=list(box[1]), showticklabels=False)
-    else:
-        fig.update_yaxes(showticklabels=False)
-    return fig
+    title = "Samples at 1, 2, 4 and 8 NFE (W: sliced W2 to the target; off: mass between modes)"
+    return style.set_layout(
+        fig, dict(style.base_layout(title, 60 + height_per_row * len(methods)), annotations=list(fig.layout.annotations) + labels),
+        xaxes=dict(range=list(box[0]), showticklabels=False),
+        yaxes=dict(showticklabels=False, **({"range": list(box[1])} if target.dim == 2 else {})),
+        annotations=dict(font=dict(size=10)))
 
 
 def error_vs_nfe(rows, height: int = 380) -> go.Figure:

@@ -18,11 +18,6 @@ from .trajectories import _f32, _target_contour
 GAUGE_COLORS = ["#1f4e9c", "#d62728", "#2ca02c", "#ff9f1c", "#9467bd"]
 LEARNED_COLOR, EXACT_COLOR = "#d62728", "#2ca02c"
 COMPONENT_COLORS = ["#1f4e9c", "#d62728", "#2ca02c", "#ff9f1c"]
-LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0)  # clear of subplot titles
-
-
-def _below(fig: go.Figure, height: int) -> None:
-    fig.update_layout(legend=LEGEND_BELOW, margin=dict(b=110), height=height + 50)
 
 
 def gauge_paths(runs: dict, target, n_paths: int = 12, n_show: int = 400, height: int = 480) -> go.Figure:
@@ -46,11 +41,9 @@ def gauge_paths(runs: dict, target, n_paths: int = 12, n_show: int = 400, height
                                  legendgroup=label, marker=dict(size=3, color=color, opacity=0.45)))
         fig.add_trace(go.Scatter(x=_f32(xs[-1, :, 0]), y=_f32(xs[-1, :, 1]), mode="markers", showlegend=False, legendgroup=label,
                                  marker=dict(size=8, color=color, line=dict(color="#111", width=1))))
-    fig.update_layout(**style.base_layout("The same noise, two gauges: different paths, the same samples", height))
-    fig.update_xaxes(range=list(box[0]))
-    fig.update_yaxes(range=list(box[1]), scaleanchor="x")
-    style.fixed_axis_margins(fig)
-    return fig
+    return style.set_layout(fig, style.base_layout("The same noise, two gauges: different paths, the same samples", height),
+                            xaxes=dict(range=list(box[0]), automargin=False),
+                            yaxes=dict(range=list(box[1]), scaleanchor="x", automargin=False))  # fixed margins
 
 
 def gauge_marginals(runs: dict, exact_density, height: int = 340, bins: int = 60) -> go.Figure:
@@ -69,9 +62,7 @@ def gauge_marginals(runs: dict, exact_density, height: int = 340, bins: int = 60
             hist, _ = np.histogram(np.asarray(tr.x[-1])[:, axis], edges, density=True)
             fig.add_trace(go.Scatter(x=centres, y=_f32(hist), mode="lines", line=dict(color=GAUGE_COLORS[j % len(GAUGE_COLORS)],
                                      width=1.6, shape="hvh"), name=label, showlegend=axis == 0, legendgroup=label), row=1, col=axis + 1)
-    fig.update_layout(**style.base_layout("Marginals of the samples: the gauge changes none", height))
-    _below(fig, height)
-    return fig
+    return style.set_layout(fig, style.base_below("Marginals of the samples: the gauge changes none", height))
 
 
 def gauge_error(records: list[dict], height: int = 320) -> go.Figure:
@@ -82,10 +73,9 @@ def gauge_error(records: list[dict], height: int = 320) -> go.Figure:
         rs = sorted((r for r in records if r["solver"] == s), key=lambda r: r["c"])
         fig.add_trace(go.Scatter(x=[r["c"] for r in rs], y=[max(r["error"], 1e-8) for r in rs], mode="lines+markers", name=s,
                                  line=dict(color=GAUGE_COLORS[j % len(GAUGE_COLORS)], width=2)))
-    fig.update_layout(**style.base_layout("The gauge changes the solver's error", height))
-    fig.update_xaxes(title_text="c (score + c J score)")
-    fig.update_yaxes(title_text="error against the exact path (RMS)", type="log", dtick=1)
-    return fig
+    return style.set_layout(fig, style.base_layout("The gauge changes the solver's error", height),
+                            xaxes=dict(title=dict(text="c (score + c J score)")),
+                            yaxes=dict(title=dict(text="error against the exact path (RMS)"), type="log", dtick=1))
 
 
 def curl_map(x, y, curl, log_p, sigma_over_alpha: float, title: str | None = None, clip: float = 0.99,
@@ -103,10 +93,8 @@ def curl_map(x, y, curl, log_p, sigma_over_alpha: float, title: str | None = Non
     fig.add_trace(go.Contour(x=_f32(x), y=_f32(y), z=_f32(np.exp(lp - lp.max())), showscale=False, hoverinfo="skip",
                              contours=dict(coloring="none", start=0.1, end=0.9, size=0.2), line=dict(color="rgba(0,0,0,0.45)", width=1),
                              name="p_t"))
-    fig.update_layout(**style.base_layout(title or f"Curl of the field at σ/α = {sigma_over_alpha:g}", height))
-    fig.update_yaxes(scaleanchor="x")
-    style.fixed_axis_margins(fig)
-    return fig
+    return style.set_layout(fig, style.base_layout(title or f"Curl of the field at σ/α = {sigma_over_alpha:g}", height),
+                            xaxes=dict(automargin=False), yaxes=dict(scaleanchor="x", automargin=False))  # fixed margins
 
 
 def nonconservative_vs_noise(levels, learned_fraction, exact_fraction, learned_curl=None, exact_curl=None,
@@ -125,10 +113,8 @@ def nonconservative_vs_noise(levels, learned_fraction, exact_fraction, learned_c
         if exact is not None:
             fig.add_trace(go.Scatter(x=_f32(levels), y=_f32(np.maximum(exact, 1e-12)), mode="lines+markers", name="exact score",
                                      line=dict(color=EXACT_COLOR, width=2.5), showlegend=col == 1, legendgroup="e"), row=1, col=col)
-    fig.update_layout(**style.base_layout("How far the learned field is from a gradient, per noise level", height))
-    _below(fig, height)
-    fig.update_xaxes(type="log", title_text="σ/α", dtick=1)
-    fig.update_yaxes(type="log", dtick=2, exponentformat="power")
+    style.set_layout(fig, style.base_below("How far the learned field is from a gradient, per noise level", height),
+                     xaxes=dict(type="log", title=dict(text="σ/α"), dtick=1), yaxes=dict(type="log", dtick=2, exponentformat="power"))
     if exact_curl is not None and not np.any(np.asarray(exact_curl) > 1e-12):
         fig.add_annotation(text="exact: 0 (drawn at the axis floor)", xref="x2 domain", yref="y2 domain", x=0.98, y=0.08,
                            showarrow=False, xanchor="right", font=dict(size=11, color=EXACT_COLOR))
@@ -153,12 +139,9 @@ def dimension_spectrum(noises, spectra: dict, dims: dict, known: dict | None = N
         if known and name in known:
             fig.add_hline(y=known[name], line=dict(color=color, dash="dot", width=1), row=1, col=2)
     fig.add_hline(y=threshold, line=dict(color="#111", dash="dash", width=1), row=1, col=1)
-    fig.update_layout(**style.base_layout("The dimension the score sees, against the noise level", height))
-    _below(fig, height)
-    fig.update_xaxes(type="log", title_text="σ/α", dtick=1, exponentformat="power")
-    fig.update_yaxes(range=[-0.05, 1.05], row=1, col=1)
-    fig.update_yaxes(dtick=1, row=1, col=2)
-    return fig
+    layout = dict(style.base_below("The dimension the score sees, against the noise level", height),
+                  yaxis=dict(range=[-0.05, 1.05]), yaxis2=dict(dtick=1))
+    return style.set_layout(fig, layout, xaxes=dict(type="log", title=dict(text="σ/α"), dtick=1, exponentformat="power"))
 
 
 def dimension_points(target, x, dims, height: int = 420) -> go.Figure:
@@ -170,9 +153,6 @@ def dimension_points(target, x, dims, height: int = 420) -> go.Figure:
         sel = np.asarray(dims) == d
         fig.add_trace(go.Scatter(x=_f32(x[sel, 0]), y=_f32(x[sel, 1]), mode="markers", name=f"dimension {d} ({int(sel.sum())})",
                                  marker=dict(size=5, color=color, opacity=0.7)))
-    fig.update_layout(**style.base_layout("Where the score reads each dimension", height))
-    _below(fig, height)
-    fig.update_xaxes(range=list(box[0]))
-    fig.update_yaxes(range=list(box[1]), scaleanchor="x")
-    style.fixed_axis_margins(fig)
-    return fig
+    return style.set_layout(fig, style.base_below("Where the score reads each dimension", height),
+                            xaxes=dict(range=list(box[0]), automargin=False),
+                            yaxes=dict(range=list(box[1]), scaleanchor="x", automargin=False))  # fixed margins

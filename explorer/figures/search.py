@@ -24,11 +24,14 @@ ROWS = ("prediction", "order", "derivative points", "relaxation", "corrector")
 BELOW = dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0, bgcolor="rgba(0,0,0,0)")
 
 
-def _layout(fig: go.Figure, title: str, height: int, legend_below: bool = False) -> go.Figure:
-    fig.update_layout(**style.base_layout(title, height))
+def _layout(fig: go.Figure, title: str, height: int, legend_below: bool = False, **axes) -> go.Figure:
+    """The figure's layout (style.set_layout; axes: its xaxes and yaxes updates)."""
+    layout = style.base_layout(title, height)
     if legend_below:  # long legends under the plot, clear of the title
-        fig.update_layout(legend=BELOW, margin=dict(l=70, r=20, t=50, b=130), height=height + 60)
-    return fig
+        layout["legend"].update(BELOW)
+        layout["margin"].update(l=70, r=20, t=50, b=130)
+        layout["height"] = height + 60
+    return style.set_layout(fig, layout, **axes)
 
 
 def _log_axis(values) -> dict:
@@ -81,10 +84,9 @@ def decision_strip(schedule, ts=None, title: str = "The searched solver schedule
         colorscale=[[0, "#f4f6f9"], [0.5, "#c6dbef"], [1, "#6baed6"]], zmin=0, zmax=1, showscale=False, xgap=3, ygap=3,
         hovertemplate="%{x}<br>%{y}: %{text}<extra></extra>",
     ))
-    fig.update_layout(**style.base_layout(title, height))
-    fig.update_layout(margin=dict(l=130, r=20, t=60, b=40))
-    fig.update_xaxes(side="bottom", showgrid=False)
-    fig.update_yaxes(showgrid=False)
+    layout = style.base_layout(title, height)
+    layout["margin"].update(l=130, r=20, t=60, b=40)
+    style.set_layout(fig, layout, xaxes=dict(side="bottom", showgrid=False), yaxes=dict(showgrid=False))
     return fig
 
 
@@ -99,9 +101,8 @@ def grids(rows: dict, title: str = "Where each grid puts its steps (relative pos
             line=dict(color="#cccccc", width=1), marker=dict(size=11, color=[SEARCHED, GRID, FIXED, DC][k % 4]),
             hovertemplate=f"{label}<br>position %{{x:.3f}}<extra></extra>",
         ))
-    fig.update_layout(**style.base_layout(title, height))
-    fig.update_xaxes(title_text="relative position in λ  (noise → data)", range=[-0.03, 1.03])
-    fig.update_yaxes(autorange="reversed")
+    style.set_layout(fig, style.base_layout(title, height), yaxes=dict(autorange="reversed"),
+                     xaxes=dict(title=dict(text="relative position in λ  (noise → data)"), range=[-0.03, 1.03]))
     return fig
 
 
@@ -135,9 +136,8 @@ def error_vs_nfe(curve: list, title: str = "Held-out error against NFE: searched
             line=dict(color=color, width=1.5, dash="dot"), showlegend=key == "schedule",
             hovertemplate="NFE %{x}<br>fit %{y:.3g}<extra></extra>",
         ))
-    _layout(fig, title, height, legend_below=True)
-    fig.update_xaxes(title_text="NFE (model evaluations)", dtick=1)
-    fig.update_yaxes(title_text="RMS error to the exact endpoint", **_log_axis([y for t in fig.data for y in t.y]))
+    _layout(fig, title, height, legend_below=True, xaxes=dict(title=dict(text="NFE (model evaluations)"), dtick=1),
+            yaxes=dict(title=dict(text="RMS error to the exact endpoint"), **_log_axis([y for t in fig.data for y in t.y])))
     return fig
 
 
@@ -158,9 +158,8 @@ def histories(runs: dict, optimum: float | None = None, title: str = "Best fit e
             name="brute-force optimum (3 steps)", line=dict(color="#111111", dash="dash", width=1.2),
             hovertemplate="brute-force optimum %{y:.4g}<extra></extra>",
         ))
-    _layout(fig, title, height, legend_below=True)
-    fig.update_xaxes(title_text="evaluations (solver runs)", type="log")
-    fig.update_yaxes(title_text="best fit error so far", **_log_axis([y for t in fig.data for y in t.y]))
+    _layout(fig, title, height, legend_below=True, xaxes=dict(title=dict(text="evaluations (solver runs)"), type="log"),
+            yaxes=dict(title=dict(text="best fit error so far"), **_log_axis([y for t in fig.data for y in t.y])))
     return fig
 
 
@@ -180,9 +179,8 @@ def rho_per_step(fit: dict, title: str | None = None, height: int = 380) -> go.F
                                      hovertemplate=f"{name}<br>step %{{x}}<br>ρ = %{{y:.3f}}<extra></extra>"))
     fig.add_hline(y=1.0, line=dict(color="#999999", width=1), annotation_text="ρ = 1: UniPC",
                   annotation_position="bottom left")
-    _layout(fig, title or f"DC-Solver's ρ per step at NFE {fit['nfe']}", height, legend_below=True)
-    fig.update_xaxes(title_text="step", dtick=1)
-    fig.update_yaxes(title_text="ρ   (t* = t_{i−1} + ρ (t_i − t_{i−1}))")
+    _layout(fig, title or f"DC-Solver's ρ per step at NFE {fit['nfe']}", height, legend_below=True,
+            xaxes=dict(title=dict(text="step"), dtick=1), yaxes=dict(title=dict(text="ρ   (t* = t_{i−1} + ρ (t_i − t_{i−1}))")))
     return fig
 
 
@@ -204,9 +202,8 @@ def dc_error_vs_nfe(fits: list, title: str = "DC-Solver against UniPC (held out)
         line=dict(color="#111111", dash="dot", width=1.5),
         hovertemplate="best fixed<br>NFE %{x}<br>%{y:.3g}<extra></extra>",
     ))
-    _layout(fig, title, height, legend_below=True)
-    fig.update_xaxes(title_text="NFE  (open: not fitted by the regression)", dtick=1)
-    fig.update_yaxes(title_text="RMS error to the exact endpoint", **_log_axis([y for t in fig.data for y in t.y]))
+    _layout(fig, title, height, legend_below=True, xaxes=dict(title=dict(text="NFE  (open: not fitted by the regression)"), dtick=1),
+            yaxes=dict(title=dict(text="RMS error to the exact endpoint"), **_log_axis([y for t in fig.data for y in t.y])))
     return fig
 
 
@@ -229,9 +226,8 @@ def dc_guided(guided: dict, title: str = "DC-Solver under guidance (held out)", 
                 marker=dict(size=8, symbol=["circle-open" if r["heldout"] else "circle" for r in rows]),
                 hovertemplate=f"{name}, w = {w:g}<br>NFE %{{x}}<br>held-out %{{y:.3g}}<extra></extra>",
             ))
-    _layout(fig, title, height, legend_below=True)
-    fig.update_xaxes(title_text="NFE  (open: not fitted by the regression)", dtick=1)
-    fig.update_yaxes(title_text="RMS error to the exact endpoint", **_log_axis([y for t in fig.data for y in t.y]))
+    _layout(fig, title, height, legend_below=True, xaxes=dict(title=dict(text="NFE  (open: not fitted by the regression)"), dtick=1),
+            yaxes=dict(title=dict(text="RMS error to the exact endpoint"), **_log_axis([y for t in fig.data for y in t.y])))
     return fig
 
 
@@ -250,7 +246,7 @@ def transfer_matrix(matrix: dict, title: str = "Gain over the best fixed solver:
         colorbar=dict(title="gain", tickvals=[-1, -0.5, 0, 0.5, 1], ticktext=["×0.1", "×0.3", "×1", "×3", "×10"]),
         hovertemplate="%{y}<br>%{x}<br>gain %{text}<extra></extra>",
     ))
-    fig.update_layout(**style.base_layout(title, height))
-    fig.update_layout(margin=dict(l=220, r=20, t=60, b=80))
-    fig.update_yaxes(autorange="reversed")
+    layout = style.base_layout(title, height)
+    layout["margin"].update(l=220, r=20, t=60, b=80)
+    style.set_layout(fig, layout, yaxes=dict(autorange="reversed"))
     return fig

@@ -127,13 +127,19 @@ def run_data(model, traj, particles=None) -> dict:
 # The plane.
 
 
+def _plane(box, col=None) -> tuple[dict, dict]:
+    """The x and y axes of the plane of h*lambda over box (in column col of a grid), equal in scale."""
+    common = dict(zeroline=True, zerolinecolor="#999", zerolinewidth=1, showgrid=True, gridcolor="#eee", constrain="domain")
+    return (dict(range=list(box[0]), title=dict(text="Re(h·λ)"), **common),
+            dict(range=list(box[1]), title=dict(text="Im(h·λ)"), scaleanchor="x" if col in (None, 1) else f"x{col}",
+                 scaleratio=1, **common))
+
+
 def _plane_axes(fig, box, row=None, col=None) -> None:
     kw = {} if row is None else dict(row=row, col=col)
-    fig.update_xaxes(range=list(box[0]), title_text="Re(h·λ)", zeroline=True, zerolinecolor="#999", zerolinewidth=1,
-                     showgrid=True, gridcolor="#eee", constrain="domain", **kw)
-    fig.update_yaxes(range=list(box[1]), title_text="Im(h·λ)", zeroline=True, zerolinecolor="#999", zerolinewidth=1,
-                     showgrid=True, gridcolor="#eee", scaleanchor="x" if row is None else f"x{'' if col == 1 else col}",
-                     scaleratio=1, constrain="domain", **kw)
+    x, y = _plane(box, col)
+    fig.update_xaxes(x, **kw)
+    fig.update_yaxes(y, **kw)
     style.fixed_axis_margins(fig)
 
 
@@ -178,9 +184,8 @@ def stability_regions(regions, box=DEFAULT_BOX, points=None, title: str | None =
         for trace in _point_traces(*points):  # (z, outside) or (z, outside, growing)
             fig.add_trace(trace)
     layout = _legend_below(style.base_layout(title or "Stability regions (filled: stable)", height))
-    fig.update_layout(**layout)
-    _plane_axes(fig, box)
-    return fig
+    x, y = _plane(box)
+    return style.set_layout(fig, layout, xaxes=dict(x, automargin=False), yaxes=dict(y, automargin=False))
 
 
 def _point_traces(z, outside, growing=None, full: bool = True) -> list:
@@ -362,10 +367,8 @@ def toy_paths(results: dict, exact: np.ndarray, title: str | None = None, height
             hovertemplate="step %{customdata}: (%{x:.3g}, %{y:.3g})<extra>" + name + "</extra>",
         ))
     layout = _legend_below(style.base_layout(title or "Paths of x′ = A x from (−1, 0)", height))
-    fig.update_layout(**layout)
-    fig.update_xaxes(range=list(box[0]), title_text="x₁")
-    fig.update_yaxes(range=list(box[1]), title_text="x₂")
-    return fig
+    return style.set_layout(fig, layout, xaxes=dict(range=list(box[0]), title=dict(text="x₁")),
+                            yaxes=dict(range=list(box[1]), title=dict(text="x₂")))
 
 
 def toy_error(results: dict, exact: np.ndarray, t: np.ndarray, title: str | None = None, height: int = 460) -> go.Figure:
@@ -377,10 +380,8 @@ def toy_error(results: dict, exact: np.ndarray, t: np.ndarray, title: str | None
                                  line=dict(color=region_color(k), width=1.8), marker=dict(size=5),
                                  hovertemplate="t = %{x:.3g}: error %{y:.3g}<extra>" + name + "</extra>"))
     layout = _legend_below(style.base_layout(title or "Error against the exact solution", height))
-    fig.update_layout(**layout)
-    fig.update_xaxes(title_text="t")
-    fig.update_yaxes(type="log", title_text="‖x_n − x(t_n)‖", exponentformat="power")
-    return fig
+    return style.set_layout(fig, layout, xaxes=dict(title=dict(text="t")),
+                            yaxes=dict(type="log", title=dict(text="‖x_n − x(t_n)‖"), exponentformat="power"))
 
 
 # Guidance.
@@ -410,10 +411,8 @@ def guidance_stability(records, title: str | None = None, height: int = 420, ran
     fig.add_hline(y=1.0, line=dict(color="#888", dash="dash", width=1), annotation_text=range_name,
                   annotation_position="bottom right", annotation_font_size=11)
     layout = _legend_below(style.base_layout(title or "Guidance scale w against the samples' size", height))
-    fig.update_layout(**layout)
-    fig.update_xaxes(title_text="guidance scale w")
-    fig.update_yaxes(type="log", title_text=f"max |x| / {range_name}")
-    return fig
+    return style.set_layout(fig, layout, xaxes=dict(title=dict(text="guidance scale w")),
+                            yaxes=dict(type="log", title=dict(text=f"max |x| / {range_name}")))
 
 
 # Data for the toy system and the guidance demo (shared by the page and the notebook).

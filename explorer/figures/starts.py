@@ -21,11 +21,6 @@ METHOD_COLORS = {
     "N(0, I) start": "#d62728", "exact p_T start": "#2ca02c", "zero terminal SNR": "#1f4e9c", "One More Step": "#ff9f1c",
 }
 DMCMC_COLORS = ["#6c757d", "#343a40", "#d62728", "#1f4e9c", "#2ca02c", "#9467bd"]
-LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0)  # clear of subplot titles
-
-
-def _below(fig: go.Figure, height: int) -> None:
-    fig.update_layout(legend=LEGEND_BELOW, margin=dict(b=110), height=height + 50)
 
 
 def brightness(rows: list[dict], target, kind: str | None = "ode", bins: int = 60, height: int = 420) -> go.Figure:
@@ -70,13 +65,10 @@ def brightness(rows: list[dict], target, kind: str | None = "ode", bins: int = 6
                              marker=dict(size=16, symbol="x-thin", line=dict(color="#111", width=3)), showlegend=False,
                              hovertemplate="exact p₀<br>mean %{x:.3f}, std %{y:.3f}<extra></extra>"), row=1, col=2)
     fig.add_vline(x=float(rows[0]["true_mean"]), line=dict(color="#111111", width=1, dash="dot"), row=1, col=1)
-    fig.update_layout(**style.base_layout("Brightness of the samples: the start against the exact p₀", height))
-    _below(fig, height)
-    fig.update_xaxes(title_text="brightness (the data's widest direction)", row=1, col=1)
-    fig.update_yaxes(title_text="density", row=1, col=1)
-    fig.update_xaxes(title_text="mean", row=1, col=2)
-    fig.update_yaxes(title_text="std", row=1, col=2)
-    return fig
+    return style.set_layout(fig, dict(
+        style.base_below("Brightness of the samples: the start against the exact p₀", height),
+        xaxis=dict(title=dict(text="brightness (the data's widest direction)")), yaxis=dict(title=dict(text="density")),
+        xaxis2=dict(title=dict(text="mean")), yaxis2=dict(title=dict(text="std"))))
 
 
 def terminal_signal(n_steps: int = 50, height: int = 320) -> go.Figure:
@@ -92,10 +84,9 @@ def terminal_signal(n_steps: int = 50, height: int = 320) -> go.Figure:
         fig.add_trace(go.Scatter(x=[t0], y=[float(sd.alpha(t0))], mode="markers+text", text=[f"{spacing}: t = {t0:.0f}"],
                                  textposition="top center", marker=dict(size=10, symbol=symbol, color="#d62728"),
                                  showlegend=False, hovertemplate=f"{spacing} starts at t = {t0:.0f}, √ᾱ = %{{y:.4f}}<extra></extra>"))
-    fig.update_layout(**style.base_layout(f"Signal left where sampling starts ({n_steps} steps)", height))
-    fig.update_xaxes(title_text="table timestep t")
-    fig.update_yaxes(title_text="√ᾱ_t (share of x0 in x_t)", rangemode="tozero")
-    return fig
+    return style.set_layout(fig, style.base_layout(f"Signal left where sampling starts ({n_steps} steps)", height),
+                            xaxes=dict(title=dict(text="table timestep t")),
+                            yaxes=dict(title=dict(text="√ᾱ_t (share of x0 in x_t)"), rangemode="tozero"))
 
 
 # Denoising MCMC.
@@ -133,11 +124,10 @@ def chain(chains, target, n_paths: int = 6, height: int = 440) -> go.Figure:
         fig.add_trace(go.Scatter(x=_f32(chains.picked_x[:, c, 0]), y=_f32(np.log10(chains.picked_sigma[:, c])), mode="markers",
                                  marker=dict(size=11, symbol="star", color=color, line=dict(color="#111", width=1)),
                                  name="picked (solve starts)", showlegend=j == 0, legendgroup="picked"))
-    fig.update_layout(**style.base_layout(f"Chains in (x, σ): variant {chains.variant}", height))
-    fig.update_xaxes(title_text="x (first coordinate)", range=list(box[0]))
     ticks = np.arange(np.floor(np.log10(levels.min())), np.ceil(np.log10(levels.max())) + 1)
-    fig.update_yaxes(title_text="noise level σ", tickvals=ticks, ticktext=[f"{10 ** v:g}" for v in ticks])
-    return fig
+    return style.set_layout(fig, style.base_layout(f"Chains in (x, σ): variant {chains.variant}", height),
+                            xaxes=dict(title=dict(text="x (first coordinate)"), range=list(box[0])),
+                            yaxes=dict(title=dict(text="noise level σ"), tickvals=ticks, ticktext=[f"{10 ** v:g}" for v in ticks]))
 
 
 def level_histogram(chains_by_name: dict, height: int = 360) -> go.Figure:
@@ -154,11 +144,8 @@ def level_histogram(chains_by_name: dict, height: int = 360) -> go.Figure:
         if j == 0:
             fig.add_trace(go.Scatter(x=_f32(ch.levels), y=np.full(L, 1.0 / L, dtype=np.float32), mode="lines",
                                      line=dict(color="#111", dash="dash"), name="prior (uniform)"), row=1, col=1)
-    fig.update_layout(**style.base_layout("Noise levels the chains visit", height))
-    _below(fig, height)
-    fig.update_xaxes(type="log", title_text="σ", dtick=1)
-    fig.update_yaxes(title_text="share", row=1, col=1)
-    return fig
+    return style.set_layout(fig, dict(style.base_below("Noise levels the chains visit", height), yaxis=dict(title=dict(text="share"))),
+                            xaxes=dict(type="log", title=dict(text="σ"), dtick=1))
 
 
 def dmcmc_vs_nfe(records: list[dict], floor: dict | None = None, height: int = 400) -> go.Figure:
@@ -177,11 +164,8 @@ def dmcmc_vs_nfe(records: list[dict], floor: dict | None = None, height: int = 4
     if floor is not None:
         for col, key in ((1, "distance"), (2, "mode_bias")):
             fig.add_hline(y=max(floor[key], 1e-4), line=dict(color="#999", dash="dash"), row=1, col=col)
-    fig.update_layout(**style.base_layout("DMCMC against plain sampling, at equal NFE per sample", height))
-    _below(fig, height)
-    fig.update_xaxes(type="log", title_text="NFE per sample")
-    fig.update_yaxes(type="log", dtick=1)
-    return fig
+    return style.set_layout(fig, style.base_below("DMCMC against plain sampling, at equal NFE per sample", height),
+                            xaxes=dict(type="log", title=dict(text="NFE per sample")), yaxes=dict(type="log", dtick=1))
 
 
 # Optimal boundary conditions.
@@ -220,13 +204,9 @@ def boundary(result, target, height: int = 480) -> go.Figure:
         m = conditional_target(target, int(c)).mean()
         fig.add_trace(go.Scatter(x=[m[0]], y=[m[1]], mode="markers", showlegend=False, hovertemplate=f"E[x0 | c = {c}]<extra></extra>",
                                  marker=dict(size=10, symbol="x-thin", color=color, line=dict(color=color, width=2))), row=1, col=2)
-    fig.update_layout(**style.base_layout(f"One start for every condition ({result.criterion})", height))
-    _below(fig, height)
-    fig.update_xaxes(range=list(box[0]), row=1, col=2)
-    fig.update_yaxes(range=list(box[1]), scaleanchor="x2", row=1, col=2)
-    fig.update_yaxes(scaleanchor="x", row=1, col=1)
-    style.fixed_axis_margins(fig)
-    return fig
+    layout = dict(style.base_below(f"One start for every condition ({result.criterion})", height),
+                  xaxis2=dict(range=list(box[0])), yaxis=dict(scaleanchor="x"), yaxis2=dict(range=list(box[1]), scaleanchor="x2"))
+    return style.set_layout(fig, layout, xaxes=dict(automargin=False), yaxes=dict(automargin=False))  # fixed margins
 
 
 def boundary_ranks(result, height: int = 300) -> go.Figure:
@@ -238,10 +218,9 @@ def boundary_ranks(result, height: int = 300) -> go.Figure:
         fig.add_trace(go.Scatter(x=np.arange(len(order)), y=_f32(result.loss[i, order]), mode="lines", name=f"c = {c}",
                                  line=dict(color=style.MODE_PALETTE_1D[i % len(style.MODE_PALETTE_1D)], width=1.5)))
     fig.add_vline(x=0, line=dict(color="#111", dash="dot"))
-    fig.update_layout(**style.base_layout("Loss of each candidate under each condition (ordered by the mean)", height))
-    fig.update_xaxes(title_text="candidate (rank of its mean loss)")
-    fig.update_yaxes(title_text="expected loss")
-    return fig
+    return style.set_layout(fig, style.base_layout("Loss of each candidate under each condition (ordered by the mean)", height),
+                            xaxes=dict(title=dict(text="candidate (rank of its mean loss)")),
+                            yaxes=dict(title=dict(text="expected loss")))
 
 
 __all__ = ["brightness", "terminal_signal", "chain", "level_histogram", "dmcmc_vs_nfe", "boundary", "boundary_ranks"]
