@@ -99,11 +99,9 @@ def work_precision(records, tail: int = 3, title: str | None = None, height: int
     layout = style.base_layout(title or "Error against the exact ODE solution", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=11))
     layout["margin"].update(r=10)
-    fig.update_layout(**layout)
-    _nfe_axis(fig, records)
-    fig.update_yaxes(type="log", title_text="RMS ‖x − x_rk45‖ at t_min", range=_log_range([r["error"] for r in records]),
-                     **_log_ticks([r["error"] for r in records]))
-    return fig
+    errors = [r["error"] for r in records]
+    return style.set_layout(fig, layout, xaxes=_nfe_axis(records), yaxes=dict(
+        type="log", title=dict(text="RMS ‖x − x_rk45‖ at t_min"), range=_log_range(errors), **_log_ticks(errors)))
 
 
 def distance_vs_nfe(records, floor: float | None = None, title: str | None = None, height: int = 400) -> go.Figure:
@@ -135,10 +133,8 @@ def distance_vs_nfe(records, floor: float | None = None, title: str | None = Non
     layout = style.base_layout(title or "Distance to the target", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=11))
     layout["margin"].update(r=10)
-    fig.update_layout(**layout)
-    _nfe_axis(fig, records)
-    fig.update_yaxes(type="log", title_text="sliced W2 to the target", range=_log_range(values), **_log_ticks(values))
-    return fig
+    return style.set_layout(fig, layout, xaxes=_nfe_axis(records), yaxes=dict(
+        type="log", title=dict(text="sliced W2 to the target"), range=_log_range(values), **_log_ticks(values)))
 
 
 def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, time_axis: str = "log-snr",
@@ -156,10 +152,11 @@ def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, t
     pick = _spread_indices(np.arctan2(*(x_end[:, :2] - x_end[:, :2].mean(0)).T) if dim > 1 else x_end[:, 0], n_paths)
     if dim > 1:
         box = style.view_box(target, np.concatenate([_np(s["traj"].x)[:, pick] for s in sides]), widen=1.3, square=True)
+    axes = {}  # each panel's axes, set with the layout
     for col, side in enumerate(sides, start=1):
         traj, ref = side["traj"], side["ref"]
         x, d, xr = _np(traj.x)[:, pick], _np(traj.denoised)[:, pick], _np(ref.x)[:, pick]
-        first = col == 1
+        first, suffix = col == 1, "" if col == 1 else col
         if dim > 1:
             if target is not None:
                 fig.add_trace(_target_contour(target, box, n=80), row=1, col=col)
@@ -175,9 +172,9 @@ def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, t
                                          marker=dict(size=5, color=style.X0_COLOR, symbol="x", opacity=0.7),
                                          customdata=np.repeat(np.arange(len(d)), len(pick)),
                                          hovertemplate="x0-prediction at step %{customdata}<extra></extra>"), row=1, col=col)
-            fig.update_xaxes(range=list(box[0]), showgrid=False, zeroline=False, title_text="x₁", row=1, col=col)
-            fig.update_yaxes(range=list(box[1]), showgrid=False, zeroline=False, title_text="x₂" if first else None,
-                             scaleanchor="x" if first else "x2", scaleratio=1, row=1, col=col)
+            axes[f"xaxis{suffix}"] = dict(range=list(box[0]), showgrid=False, zeroline=False, title=dict(text="x₁"))
+            axes[f"yaxis{suffix}"] = dict(range=list(box[1]), showgrid=False, zeroline=False, title=dict(text="x₂" if first else None),
+                                          scaleanchor="x" if first else "x2", scaleratio=1)
         else:
             to_x, xaxis = _time_axis(model.schedule, traj.t, time_axis)
             tx = to_x(traj.t)
@@ -192,20 +189,18 @@ def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, t
                                          name="x0-prediction", legendgroup="x0", showlegend=first,
                                          marker=dict(size=5, color=style.X0_COLOR, symbol="x", opacity=0.7),
                                          hovertemplate="x0-prediction %{y:.3f}<extra></extra>"), row=1, col=col)
-            fig.update_xaxes(**xaxis, row=1, col=col)
-            fig.update_yaxes(title_text="x" if first else None, row=1, col=col)
+            axes[f"xaxis{suffix}"] = xaxis
+            axes[f"yaxis{suffix}"] = dict(title=dict(text="x" if first else None))
         if traj.diverged:
             fig.add_annotation(text=f"<b>diverged at step {traj.diverged_at}</b><br>{_wrap(traj.diverged_reason)}",
                                xref=f"x{col if col > 1 else ''} domain", yref=f"y{col if col > 1 else ''} domain",
                                x=0.5, y=0.5, showarrow=False, bgcolor="rgba(255,255,255,0.85)",
                                font=dict(color=DIVERGED_COLOR, size=12), bordercolor=DIVERGED_COLOR, borderwidth=1)
-    if dim > 1:
-        style.fixed_axis_margins(fig)
     layout = style.base_layout(title or "Two solvers from the same noise, at the same NFE", height)
     layout["margin"].update(t=95)
     layout["legend"].update(y=1.09)
-    fig.update_layout(**layout)
-    return fig
+    fixed = dict(automargin=False) if dim > 1 else None  # style.fixed_axis_margins
+    return style.set_layout(fig, dict(layout, **axes), xaxes=fixed, yaxes=fixed)
 
 
 def step_errors(model, result: dict, time_axis: str = "log-snr", title: str | None = None, height: int = 400) -> go.Figure:
@@ -243,10 +238,8 @@ def step_errors(model, result: dict, time_axis: str = "log-snr", title: str | No
     layout = style.base_layout(title or "Error committed at each step", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=11))
     layout["margin"].update(r=10)
-    fig.update_layout(**layout)
-    fig.update_xaxes(**xaxis)
-    fig.update_yaxes(type="log", title_text="RMS error", range=_log_range(values), **_log_ticks(values))
-    return fig
+    return style.set_layout(fig, layout, xaxes=xaxis, yaxes=dict(
+        type="log", title=dict(text="RMS error"), range=_log_range(values), **_log_ticks(values)))
 
 
 def guidance_failure(records, what: str = "error", title: str | None = None, height: int = 400) -> go.Figure:
@@ -280,10 +273,8 @@ def guidance_failure(records, what: str = "error", title: str | None = None, hei
     layout = style.base_layout(title or f"Guidance scale against accuracy, {nfe} NFE", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=11))
     layout["margin"].update(r=10)
-    fig.update_layout(**layout)
-    fig.update_xaxes(title_text="guidance scale w   (D = (1 + w) D(x | c) − w D(x))")
-    fig.update_yaxes(type="log", title_text=label, range=_log_range(values), **_log_ticks(values))
-    return fig
+    return style.set_layout(fig, layout, xaxes=dict(title=dict(text="guidance scale w   (D = (1 + w) D(x | c) − w D(x))")),
+                            yaxes=dict(type="log", title=dict(text=label), range=_log_range(values), **_log_ticks(values)))
 
 
 def solver_rows(names=None) -> list[dict]:
@@ -316,17 +307,17 @@ def solver_table(names=None, height: int | None = None) -> go.Figure:
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#eef3fa", align="left", font=dict(size=12)),
         cells=dict(values=cells, align="left", font=dict(size=11), height=24),
     ))
-    fig.update_layout(**style.base_layout("Solvers", height or 90 + 34 * len(rows)))
-    fig.update_layout(margin=dict(l=10, r=10, t=45, b=10))
-    return fig
+    layout = style.base_layout("Solvers", height or 90 + 34 * len(rows))
+    layout["margin"].update(l=10, r=10, t=45, b=10)
+    return style.set_layout(fig, layout)
 
 
-def _nfe_axis(fig, records) -> None:
+def _nfe_axis(records) -> dict:
     """A log NFE axis ticked at the NFE values of the runs."""
     ticks = sorted({int(r["nfe_spent"]) for r in records})
     if len(ticks) > 10:
         ticks = ticks[:: int(np.ceil(len(ticks) / 10))]
-    fig.update_xaxes(type="log", title_text="NFE (model evaluations)", tickvals=ticks, ticktext=[str(t) for t in ticks])
+    return dict(type="log", title=dict(text="NFE (model evaluations)"), tickvals=ticks, ticktext=[str(t) for t in ticks])
 
 
 def _nan_join(values: np.ndarray) -> np.ndarray:

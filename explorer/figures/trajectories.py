@@ -147,12 +147,9 @@ def density_heatmap_1d(
                 line=dict(color="#555", width=width), marker=dict(size=6, color="#555", symbol=symbol, line=dict(width=1.5, color="#555")),
             )
         )
-    fig.update_layout(
-        **style.base_layout(title or f"Particle paths through the exact density p_t(x) — {traj.solver}", height)
-    )
-    fig.update_xaxes(**xaxis, showgrid=False, zeroline=False)
-    fig.update_yaxes(title_text="x", range=list(box), showgrid=False, zeroline=False)
-    return fig
+    return style.set_layout(fig, style.base_layout(title or f"Particle paths through the exact density p_t(x) — {traj.solver}", height),
+                            xaxes=dict(xaxis, showgrid=False, zeroline=False),
+                            yaxes=dict(title=dict(text="x"), range=list(box), showgrid=False, zeroline=False))
 
 
 def final_histogram_1d(target, samples, n_bins: int | None = None, title: str | None = None, height: int = 360) -> go.Figure:
@@ -181,9 +178,8 @@ def final_histogram_1d(target, samples, n_bins: int | None = None, title: str | 
             hovertemplate="x = %{x:.3f}<br>p(x) = %{y:.3f}<extra></extra>",
         )
     )
-    fig.update_layout(**style.base_layout(title or "Final samples against the target", height), bargap=0)
-    fig.update_xaxes(title_text="x", range=list(box))
-    fig.update_yaxes(title_text="density", rangemode="tozero")
+    style.set_layout(fig, dict(style.base_layout(title or "Final samples against the target", height), bargap=0),
+                     xaxes=dict(title=dict(text="x"), range=list(box)), yaxes=dict(title=dict(text="density"), rangemode="tozero"))
     if outside > 0:
         fig.add_annotation(
             text=f"{outside:.1%} of samples outside the view", xref="paper", yref="paper", x=1, y=0.98,
@@ -324,14 +320,11 @@ def particles_2d(
     def label(i):
         return f"step {i}/{len(t) - 1}  ·  t = {t[i]:.4g}  ·  σ/α = {np.exp(-float(s.lambda_(t[i]))):.3g}"
 
-    fig.update_xaxes(range=list(box[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(range=list(box[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain")
-    style.fixed_axis_margins(fig)
+    axes = _plane_2d(box)
     if not animate:
         layout = style.base_layout(title or f"{traj.solver} — {label(first)}", height)
         layout["legend"].update(x=0.0, xanchor="left", y=1.01, yanchor="bottom")
-        fig.update_layout(**layout)
-        return fig
+        return style.set_layout(fig, dict(layout, **axes))
 
     fig.frames = [go.Frame(data=state(int(i), full=False), traces=moving, name=str(int(i))) for i in steps]
     play = dict(frame=dict(duration=max(60, 4000 // len(steps)), redraw=True), transition=dict(duration=0), fromcurrent=False, mode="immediate")
@@ -339,8 +332,8 @@ def particles_2d(
     layout = style.base_layout(title or f"Particles from noise to data — {traj.solver}", height)
     layout["margin"].update(t=90, b=115)
     layout["legend"].update(x=0.0, xanchor="left", y=1.01, yanchor="bottom")
-    fig.update_layout(
-        **layout,
+    return style.set_layout(fig, dict(
+        layout, **axes,
         updatemenus=[
             dict(
                 type="buttons", direction="left", x=0.0, y=-0.12, xanchor="left", yanchor="top", pad=dict(t=28, r=6),
@@ -359,8 +352,7 @@ def particles_2d(
                 steps=[dict(label=label(int(i)), method="animate", args=[[str(int(i))], jump]) for i in steps],
             )
         ],
-    )
-    return fig
+    ))
 
 
 def final_samples_2d(target, samples, n_show: int = 4000, title: str | None = None, height: int = 620) -> go.Figure:
@@ -381,8 +373,11 @@ def final_samples_2d(target, samples, n_show: int = 4000, title: str | None = No
             ),
         ]
     )
-    fig.update_layout(**style.base_layout(title or "Final samples against the target", height))
-    fig.update_xaxes(range=list(box[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(range=list(box[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain")
-    style.fixed_axis_margins(fig)
-    return fig
+    return style.set_layout(fig, dict(style.base_layout(title or "Final samples against the target", height), **_plane_2d(box)))
+
+
+def _plane_2d(box) -> dict:
+    """The x and y axes of a 2D view of box, equal in scale, with fixed margins (style.fixed_axis_margins)."""
+    common = dict(showgrid=False, zeroline=False, constrain="domain", automargin=False)
+    return dict(xaxis=dict(range=list(box[0]), title=dict(text="x₁"), **common),
+                yaxis=dict(range=list(box[1]), title=dict(text="x₂"), scaleanchor="x", scaleratio=1, **common))
