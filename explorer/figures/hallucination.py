@@ -35,10 +35,8 @@ def denoiser_1d(model, exact_model, t: float, x_range=None, n: int = 600, height
     fig.add_trace(go.Scatter(x=x[:, 0], y=learned, mode="lines", name="learned (network)",
                              line=dict(color=BAD_COLOR, width=2.5, dash="dash")))
     sigma = float(exact_model.schedule.sigma(t))
-    fig.update_layout(**style.base_layout(f"Denoiser at t = {t:g} (σ = {sigma:.3g})", height))
-    fig.update_xaxes(title_text="x_t")
-    fig.update_yaxes(title_text="predicted x0")
-    return fig
+    return style.set_layout(fig, style.base_layout(f"Denoiser at t = {t:g} (σ = {sigma:.3g})", height),
+                            xaxes=dict(title=dict(text="x_t")), yaxes=dict(title=dict(text="predicted x0")))
 
 
 def sample_histogram(samples, target, k: float = H.K_STD, title: str | None = None, log_y: bool = True,
@@ -62,14 +60,12 @@ def sample_histogram(samples, target, k: float = H.K_STD, title: str | None = No
     fig.add_trace(go.Scatter(x=grid, y=np.where(expected >= 0.3, expected, None) if log_y else expected, mode="lines",
                              name="target (expected)", line=dict(color="#444444", width=1.2)))
     rate = bad.mean() if len(x) else 0.0
-    fig.update_layout(**style.base_layout(title or f"Samples: {rate:.2%} hallucinated", height),
-                      barmode="stack", bargap=0)
-    fig.update_layout(legend=_INSIDE)
-    fig.update_xaxes(title_text="x", range=list(x_range))
-    fig.update_yaxes(title_text="count" + (" (log)" if log_y else ""), type="log" if log_y else "linear")
+    layout = dict(style.base_layout(title or f"Samples: {rate:.2%} hallucinated", height), barmode="stack", bargap=0)
+    layout["legend"].update(_INSIDE)
+    yaxis = dict(title=dict(text="count" + (" (log)" if log_y else "")), type="log" if log_y else "linear")
     if log_y:
-        fig.update_yaxes(range=[-0.4, np.log10(max(len(x), 10)) + 0.1])
-    return fig
+        yaxis["range"] = [-0.4, np.log10(max(len(x), 10)) + 0.1]
+    return style.set_layout(fig, layout, xaxes=dict(title=dict(text="x"), range=list(x_range)), yaxes=yaxis)
 
 
 def samples_2d(samples, target, k: float = H.K_STD, title: str | None = None, n_show: int = 4000,
@@ -83,11 +79,10 @@ def samples_2d(samples, target, k: float = H.K_STD, title: str | None = None, n_
                                    name=f"{name} ({int(mask.sum())})", marker=dict(color=color, size=3, opacity=0.6)))
     fig.add_trace(go.Scatter(x=target.means[:, 0], y=target.means[:, 1], mode="markers", name="modes",
                              marker=dict(color="black", symbol="x", size=7)))
-    fig.update_layout(**style.base_layout(title or f"Samples: {bad.mean():.2%} hallucinated", height))
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0))
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    style.fixed_axis_margins(fig)
-    return fig
+    layout = style.base_layout(title or f"Samples: {bad.mean():.2%} hallucinated", height)
+    layout["legend"].update(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0)
+    return style.set_layout(fig, layout, xaxes=dict(automargin=False),  # fixed margins (style.fixed_axis_margins)
+                            yaxes=dict(scaleanchor="x", scaleratio=1, automargin=False))
 
 
 def x0_trajectories(run: H.Run, target, k: float = H.K_STD, last: int = 60, window: int = H.WINDOW,
@@ -109,10 +104,9 @@ def x0_trajectories(run: H.Run, target, k: float = H.K_STD, last: int = 60, wind
                                  line=dict(color=color, width=1), opacity=0.7))
     for m in target.means[:, 0]:
         fig.add_hline(y=float(m), line=dict(color="#bbbbbb", width=1, dash="dot"))
-    fig.update_layout(**style.base_layout(f"x0-predictions over the last {last} steps (window of {window} shaded)", height))
-    fig.update_xaxes(title_text="t (timestep)", autorange="reversed")
-    fig.update_yaxes(title_text="predicted x0")
-    return fig
+    return style.set_layout(fig, style.base_layout(f"x0-predictions over the last {last} steps (window of {window} shaded)", height),
+                            xaxes=dict(title=dict(text="t (timestep)"), autorange="reversed"),
+                            yaxes=dict(title=dict(text="predicted x0")))
 
 
 def score_histogram(scores, is_hallucinated, threshold: float, bins: int = 60, height: int = 340) -> go.Figure:
@@ -128,14 +122,14 @@ def score_histogram(scores, is_hallucinated, threshold: float, bins: int = 60, h
         fig.add_trace(go.Histogram(x=s[mask], name=name, xbins=dict(start=lo, end=hi + size, size=size),
                                    marker=dict(color=color, line=dict(width=0)), opacity=0.7))
     fig.add_vline(x=float(np.log10(max(threshold, 1e-30))), line=dict(color="black", width=2, dash="dash"))
-    fig.update_layout(**style.base_layout("Trajectory variance (dashed: threshold)", height), barmode="overlay", bargap=0)
-    fig.update_layout(legend=_INSIDE)
+    layout = dict(style.base_layout("Trajectory variance (dashed: threshold)", height), barmode="overlay", bargap=0)
+    layout["legend"].update(_INSIDE)
+    style.set_layout(fig, layout, xaxes=dict(title=dict(text="log10 trajectory variance")),
+                     yaxes=dict(title=dict(text="count"), type="log"))
     fig.add_annotation(text=f"removed {c['removed_hallucinations']}/{c['hallucinations']} hallucinations<br>"
                             f"kept {c['kept_in_support']}/{c['in_support']} in-support",
                        xref="paper", yref="paper", x=0.01, y=0.99, xanchor="left", yanchor="top", showarrow=False,
                        align="left", font=dict(size=12), bgcolor="rgba(255,255,255,0.8)")
-    fig.update_xaxes(title_text="log10 trajectory variance")
-    fig.update_yaxes(title_text="count", type="log")
     return fig
 
 
@@ -154,11 +148,10 @@ def tradeoff_curve(curve: dict, counts: dict | None = None, paper: dict = H.PAPE
         fig.add_trace(go.Scatter(x=[counts["kept_fraction"]], y=[counts["removed_fraction"]], mode="markers",
                                  name="this threshold", marker=dict(color="black", size=10, symbol="circle-open",
                                                                     line=dict(width=2))))
-    fig.update_layout(**style.base_layout("Trade-off over all thresholds", height))
-    fig.update_layout(legend=dict(_INSIDE, yanchor="bottom", y=0.02, xanchor="left", x=0.02))
-    fig.update_xaxes(title_text="in-support samples kept", range=[0, 1.02], tickformat=".0%")
-    fig.update_yaxes(title_text="hallucinations removed", range=[0, 1.02], tickformat=".0%")
-    return fig
+    layout = style.base_layout("Trade-off over all thresholds", height)
+    layout["legend"].update(_INSIDE, yanchor="bottom", y=0.02, xanchor="left", x=0.02)
+    return style.set_layout(fig, layout, xaxes=dict(title=dict(text="in-support samples kept"), range=[0, 1.02], tickformat=".0%"),
+                            yaxes=dict(title=dict(text="hallucinations removed"), range=[0, 1.02], tickformat=".0%"))
 
 
 def generations(results: dict, height: int = 360) -> go.Figure:
@@ -173,11 +166,10 @@ def generations(results: dict, height: int = 360) -> go.Figure:
                                  name=f"{label}: hallucination rate", line=dict(color=color, width=2.5)))
         fig.add_trace(go.Scatter(x=g, y=[r["modes_covered"] for r in records], mode="lines+markers", yaxis="y2",
                                  name=f"{label}: modes covered", line=dict(color=color, width=1.5, dash="dot")))
-    fig.update_layout(**style.base_layout("Recursive training, generation by generation", height))
+    layout = style.base_layout("Recursive training, generation by generation", height)
     # The four entries wrap to two rows: below the plot, clear of the title.
-    fig.update_layout(yaxis=dict(title="hallucination rate", tickformat=".1%", rangemode="tozero"),
-                      yaxis2=dict(overlaying="y", side="right", title="modes covered", rangemode="tozero", dtick=1),
-                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
-                      margin=dict(r=60, b=100))
-    fig.update_xaxes(title_text="generation", dtick=1)
-    return fig
+    layout["legend"].update(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0)
+    layout["margin"].update(r=60, b=100)
+    layout.update(yaxis=dict(title=dict(text="hallucination rate"), tickformat=".1%", rangemode="tozero"),
+                  yaxis2=dict(overlaying="y", side="right", title=dict(text="modes covered"), rangemode="tozero", dtick=1))
+    return style.set_layout(fig, layout, xaxes=dict(title=dict(text="generation"), dtick=1))
