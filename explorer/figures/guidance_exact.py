@@ -21,8 +21,7 @@ OFF_COLOR = "#ff7f0e"
 STRENGTH_AXIS = "guidance strength: w (CFG, minority), 1/α (SVDD, reward gradient)"
 
 
-def _sigma_axis(fig, row=None, col=None) -> None:
-    fig.update_xaxes(type="log", title_text="noise level σ/α (log)", row=row, col=col)
+SIGMA_AXIS = dict(type="log", title=dict(text="noise level σ/α (log)"))
 
 
 def over_density(want, samples, target, title: str | None = None, n_show: int = 2000, height: int = 480) -> go.Figure:
@@ -40,10 +39,8 @@ def over_density(want, samples, target, title: str | None = None, n_show: int = 
                                    marker=dict(color=style.SAMPLE_COLOR, line=dict(width=0)), opacity=0.55))
         fig.add_trace(go.Scatter(x=grid.axes[0], y=values, mode="lines", name="intended density",
                                  line=dict(color=style.TARGET_COLOR, width=2)))
-        fig.update_layout(**style.base_layout(title or f"Samples over {want.name}", height), bargap=0)
-        fig.update_xaxes(title_text="x", range=[lo, hi])
-        fig.update_yaxes(title_text="density")
-        return fig
+        return style.set_layout(fig, dict(style.base_layout(title or f"Samples over {want.name}", height), bargap=0),
+                                xaxes=dict(title=dict(text="x"), range=[lo, hi]), yaxes=dict(title=dict(text="density")))
     box = style.view_box(target, x, widen=1.3, square=True) if len(x) else style.target_box(target)
     k = max(1, grid.n // 150)  # at most ~150 x 150 values to draw
     v = values.reshape(grid.shape)[::k, ::k].T  # contour wants z[y][x]
@@ -62,12 +59,10 @@ def over_density(want, samples, target, title: str | None = None, n_show: int = 
                              text=[f"mode {k}, weight {w:.3f}" for k, w in enumerate(target.weights)],
                              hovertemplate="%{text}<extra></extra>",
                              marker=dict(color="black", symbol="x", size=6 + 40 * target.weights)))
-    fig.update_layout(**style.base_layout(title or f"Samples over {want.name}", height))
-    fig.update_xaxes(range=list(box[0]), title_text="x₁")
-    fig.update_yaxes(range=list(box[1]), title_text="x₂", scaleanchor="x", scaleratio=1)
-    style.fixed_axis_margins(fig)
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))
-    return fig
+    layout = style.base_layout(title or f"Samples over {want.name}", height)
+    layout["legend"].update(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0)
+    return style.set_layout(fig, layout, xaxes=dict(range=list(box[0]), title=dict(text="x₁"), automargin=False),  # fixed margins
+                            yaxes=dict(range=list(box[1]), title=dict(text="x₂"), scaleanchor="x", scaleratio=1, automargin=False))
 
 
 def strength_sweep(records, title: str | None = None, height: int = 760) -> go.Figure:
@@ -95,12 +90,9 @@ def strength_sweep(records, title: str | None = None, height: int = 760) -> go.F
     layout = style.base_layout(title or "Every method against its strength, each measured against what it intends", height)
     layout["legend"] = dict(orientation="h", yanchor="bottom", y=1.03, xanchor="left", x=0, font=dict(size=11))
     layout["margin"].update(t=110)
-    fig.update_layout(**layout)
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(range=[-0.03, 1.03], row=2, col=1)
-    fig.update_yaxes(range=[-0.03, 1.03], row=3, col=1)
-    fig.update_xaxes(title_text=STRENGTH_AXIS, row=3, col=1)
-    return fig
+    layout.update(yaxis=dict(type="log"), yaxis2=dict(range=[-0.03, 1.03]), yaxis3=dict(range=[-0.03, 1.03]),
+                  xaxis3=dict(title=dict(text=STRENGTH_AXIS)))  # rows 1, 2, 3
+    return style.set_layout(fig, layout)
 
 
 def score_error(records, w: float, title: str | None = None, height: int = 400) -> go.Figure:
@@ -116,10 +108,8 @@ def score_error(records, w: float, title: str | None = None, height: int = 400) 
     fig.add_trace(go.Scatter(x=sig, y=[r["scale"] for r in records], mode="lines", name="RMS |s_w| (for scale)",
                              line=dict(color=style.REFERENCE_COLOR, width=1.5, dash="dash"),
                              hovertemplate="σ/α = %{x:.3g}: %{y:.3g}<extra></extra>"))
-    fig.update_layout(**style.base_layout(title or f"CFG's score against the noised p_w's, w = {w:g}", height))
-    _sigma_axis(fig)
-    fig.update_yaxes(title_text="score (RMS over x_t ~ noised p_w)", rangemode="tozero")
-    return fig
+    return style.set_layout(fig, style.base_layout(title or f"CFG's score against the noised p_w's, w = {w:g}", height),
+                            xaxes=SIGMA_AXIS, yaxes=dict(title=dict(text="score (RMS over x_t ~ noised p_w)"), rangemode="tozero"))
 
 
 def classifier_agreement(records, title: str | None = None, height: int = 380) -> go.Figure:
@@ -133,10 +123,8 @@ def classifier_agreement(records, title: str | None = None, height: int = 380) -
     fig.add_trace(go.Scatter(x=sig, y=[r["tv_mc"] for r in records], mode="lines", name="exact vs exact (Monte Carlo noise)",
                              line=dict(color=style.REFERENCE_COLOR, width=1.5, dash="dot"),
                              hovertemplate="σ/α = %{x:.3g}: TV %{y:.3f}<extra></extra>"))
-    fig.update_layout(**style.base_layout(title or "The trained noisy classifier against the exact class posterior", height))
-    _sigma_axis(fig)
-    fig.update_yaxes(title_text="mean total variation", rangemode="tozero")
-    return fig
+    return style.set_layout(fig, style.base_layout(title or "The trained noisy classifier against the exact class posterior", height),
+                            xaxes=SIGMA_AXIS, yaxes=dict(title=dict(text="mean total variation"), rangemode="tozero"))
 
 
 def svdd_vs_m(records, title: str | None = None, height: int = 460) -> go.Figure:
@@ -177,7 +165,6 @@ def svdd_vs_m(records, title: str | None = None, height: int = 460) -> go.Figure
                               row=1, col=col)
     layout = style.base_layout(title or "SVDD against the closed-form tilted target, per number of candidates M", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, font=dict(size=10))
-    fig.update_layout(**layout)
-    fig.update_xaxes(type="log", title_text="candidates per step M", dtick=np.log10(2) if len(Ms) > 1 else None)
-    fig.update_yaxes(type="log", row=1, col=1)
-    return fig
+    layout["yaxis"] = dict(type="log")  # row 1, col 1
+    return style.set_layout(fig, layout, xaxes=dict(type="log", title=dict(text="candidates per step M"),
+                                                    dtick=np.log10(2) if len(Ms) > 1 else None))
