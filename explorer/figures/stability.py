@@ -135,14 +135,6 @@ def _plane(box, col=None) -> tuple[dict, dict]:
                  scaleratio=1, **common))
 
 
-def _plane_axes(fig, box, row=None, col=None) -> None:
-    kw = {} if row is None else dict(row=row, col=col)
-    x, y = _plane(box, col)
-    fig.update_xaxes(x, **kw)
-    fig.update_yaxes(y, **kw)
-    style.fixed_axis_margins(fig)
-
-
 def _region_traces(regions, fill_opacity: float = 0.18) -> list:
     """Per region: the filled set {spectral radius <= 1} (a constraint contour of the grid), the
     boundary locus (dashed: the curve on which a root has modulus one) and a tick at the left end
@@ -268,22 +260,22 @@ def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | N
     layout = style.base_layout(title or f"{data['label']}: h·λ per step (h in {data['variable']})", height)
     layout["legend"].update(x=0.0, xanchor="left", y=1.08, yanchor="bottom")
     layout["margin"].update(t=110)
-    fig.update_layout(**layout)
-    _plane_axes(fig, box, row=1, col=1)
-    fig.update_xaxes(range=list(xbox[0]), title_text="x₁", showgrid=False, zeroline=False, constrain="domain", row=1, col=2)
-    fig.update_yaxes(range=list(xbox[1]), title_text="x₂", showgrid=False, zeroline=False, scaleanchor="x2", scaleratio=1,
-                     constrain="domain", row=1, col=2)
-    style.fixed_axis_margins(fig)
-    for ann in fig.layout.annotations:
-        ann.update(font=dict(size=13), y=1.0, yanchor="bottom")
+    plane_x, plane_y = _plane(box, 1)
+    layout.update(xaxis=plane_x, yaxis=plane_y,
+                  xaxis2=dict(range=list(xbox[0]), title=dict(text="x₁"), showgrid=False, zeroline=False, constrain="domain"),
+                  yaxis2=dict(range=list(xbox[1]), title=dict(text="x₂"), showgrid=False, zeroline=False, scaleanchor="x2",
+                              scaleratio=1, constrain="domain"))
+    fixed = dict(automargin=False)  # style.fixed_axis_margins
+    titles = dict(font=dict(size=13), y=1.0, yanchor="bottom")  # the two panels' titles
     if not animate:
+        style.set_layout(fig, layout, xaxes=fixed, yaxes=fixed, annotations=titles)
         fig.add_annotation(text=caption(frame), x=0.0, y=-0.16, xref="paper", yref="paper", showarrow=False,
                            xanchor="left", font=dict(size=12))
         return fig
     fig.frames = [go.Frame(data=state(i, full=False), traces=moving, name=str(i)) for i in range(n_steps)]
     jump = dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0), mode="immediate")
     play = dict(frame=dict(duration=max(150, 3000 // n_steps), redraw=True), transition=dict(duration=0), mode="immediate")
-    fig.update_layout(
+    layout.update(
         margin=dict(l=60, r=20, t=110, b=120),
         updatemenus=[dict(
             type="buttons", direction="left", x=0.0, y=-0.14, xanchor="left", yanchor="top", pad=dict(t=28, r=6),
@@ -298,7 +290,7 @@ def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | N
             steps=[dict(label=caption(i), method="animate", args=[[str(i)], jump]) for i in range(n_steps)],
         )],
     )
-    return fig
+    return style.set_layout(fig, layout, xaxes=fixed, yaxes=fixed, annotations=titles)
 
 
 def step_report(runs, data_range: float | None = None, title: str | None = None, height: int = 440,
@@ -336,14 +328,12 @@ def step_report(runs, data_range: float | None = None, title: str | None = None,
     layout = _legend_below(style.base_layout(title or "What each step does: amplification, and the particles' size", height),
                            y=-0.2)
     layout["margin"].update(t=70)
-    fig.update_layout(**layout)
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(type="log", row=2, col=1)
-    fig.update_xaxes(title_text="step", dtick=1 if max(len(r["fraction"]) for r in runs) <= 30 else None, row=2, col=1)
-    for ann in fig.layout.annotations:
-        if ann.text and ann.text.startswith(("largest",)):
-            ann.update(font=dict(size=13), x=0.0, xanchor="left")
-    return fig
+    layout.update(yaxis=dict(type="log"), yaxis2=dict(type="log"),  # rows 1 and 2
+                  xaxis2=dict(title=dict(text="step"), dtick=1 if max(len(r["fraction"]) for r in runs) <= 30 else None))
+    layout["annotations"] = [  # the panels' titles to the left, smaller (the range line's label as it is)
+        dict(a, font=dict(a.get("font", {}), size=13), x=0.0, xanchor="left") if a.get("text", "").startswith("largest") else a
+        for a in fig.layout.to_plotly_json().get("annotations", [])]
+    return style.set_layout(fig, layout)
 
 
 # The toy system of the momentum paper.
