@@ -88,14 +88,11 @@ def error_vs_nfe(rows, height: int = 380) -> go.Figure:
                                  line=dict(color=COLORS[m]), marker=marker), row=1, col=1)
         fig.add_trace(go.Scatter(x=nfe, y=[r["off_mode"] for r in rs], mode=mode, name=LABELS[m], legendgroup=m,
                                  showlegend=False, line=dict(color=COLORS[m]), marker=marker), row=1, col=2)
-    fig.update_xaxes(type="log", tickvals=[1, 2, 4, 8], title_text="NFE")
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(range=[-0.03, 1.03], tickformat=".0%", row=1, col=2)
     layout = style.base_layout("Distance and mode mixing against NFE", height)
     layout["legend"] = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
     layout["margin"] = dict(l=60, r=20, t=60, b=120)
-    fig.update_layout(**layout)
-    return fig
+    layout.update(yaxis=dict(type="log"), yaxis2=dict(range=[-0.03, 1.03], tickformat=".0%"))  # the two panels
+    return style.set_layout(fig, layout, xaxes=dict(type="log", tickvals=[1, 2, 4, 8], title=dict(text="NFE")))
 
 
 def kernels(target, schedule, x_t: float, t: float, s: float, height: int = 340) -> go.Figure:
@@ -111,10 +108,8 @@ def kernels(target, schedule, x_t: float, t: float, s: float, height: int = 340)
                              line=dict(color=COLORS["exact"], width=2), fill="tozeroy"))
     fig.add_trace(go.Scatter(x=_f32(grid), y=_f32(gauss), mode="lines", name="DDPM's Gaussian kernel",
                              line=dict(color=COLORS["ddpm"], width=2, dash="dash")))
-    fig.update_layout(**style.base_layout(f"One reverse step from x_t = {x_t:g} at t = {t:g} to s = {s:g}", height))
-    fig.update_xaxes(title_text="x_s")
-    fig.update_yaxes(title_text="density")
-    return fig
+    return style.set_layout(fig, style.base_layout(f"One reverse step from x_t = {x_t:g} at t = {t:g} to s = {s:g}", height),
+                            xaxes=dict(title=dict(text="x_s")), yaxes=dict(title=dict(text="density")))
 
 
 def bridges(paths: dict, source, target, height: int = 380) -> go.Figure:
@@ -137,12 +132,11 @@ def bridges(paths: dict, source, target, height: int = 380) -> go.Figure:
                                    name="source draw", marker=dict(size=4, color="#6c757d")), row=1, col=j)
         fig.add_trace(style.points(x.shape[1], x=_f32(x[-1, :, 0]), y=_f32(x[-1, :, 1]), mode="markers", showlegend=j == 1,
                                    name="target draw", marker=dict(size=4, color=style.TARGET_COLOR)), row=1, col=j)
-    fig.update_xaxes(range=list(box[0]))
-    fig.update_yaxes(range=list(box[1]))
-    fig.update_layout(**style.base_layout("Light Schrodinger Bridge paths between two mixtures", height))
+    layout = style.base_layout("Light Schrodinger Bridge paths between two mixtures", height)
     # the legend below the panels: above them it ran into the last panel's title
-    fig.update_layout(legend=dict(yanchor="top", y=-0.12, xanchor="center", x=0.5), margin=dict(b=70))
-    return fig
+    layout["legend"].update(yanchor="top", y=-0.12, xanchor="center", x=0.5)
+    layout["margin"].update(b=70)
+    return style.set_layout(fig, layout, xaxes=dict(range=list(box[0])), yaxes=dict(range=list(box[1])))
 
 
 def reflow_lines(z, x_rf1, height: int = 340) -> go.Figure:
@@ -162,10 +156,9 @@ def reflow_lines(z, x_rf1, height: int = 340) -> go.Figure:
     lt = np.tile([1.0, 0.0, np.nan], len(z))
     fig.add_trace(go.Scatter(x=_f32(lt), y=_f32(lx), mode="lines", name="2-rectified flow (straight)",
                              line=dict(width=0.8, color="rgba(148,103,189,0.7)", dash="dot")))
-    fig.update_layout(**style.base_layout("Reflow in 1D: the same coupling, straight paths", height))
-    fig.update_xaxes(title_text="t (noise at 1, data at 0)", autorange="reversed")
-    fig.update_yaxes(title_text="x")
-    return fig
+    return style.set_layout(fig, style.base_layout("Reflow in 1D: the same coupling, straight paths", height),
+                            xaxes=dict(title=dict(text="t (noise at 1, data at 0)"), autorange="reversed"),
+                            yaxes=dict(title=dict(text="x")))
 
 
 def transport_table(rows) -> go.Figure:
@@ -176,6 +169,6 @@ def transport_table(rows) -> go.Figure:
                            [f"{r['optimal']:.4f}" for r in rows], [f"{r['ratio']:.4f}" for r in rows]], align="left"),
     ))
     # as tall as its rows (about 24 px each, the header's too) below the title: no blank band under the table
-    fig.update_layout(**style.base_layout("Transport cost against the optimal coupling", 80 + 24 * (len(rows) + 1)))
-    fig.update_layout(margin=dict(b=10))
-    return fig
+    layout = style.base_layout("Transport cost against the optimal coupling", 80 + 24 * (len(rows) + 1))
+    layout["margin"].update(b=10)
+    return style.set_layout(fig, layout)
