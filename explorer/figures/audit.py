@@ -57,11 +57,9 @@ def error_vs_nfe(rows, title: str | None = None, height: int = 420) -> go.Figure
     layout = style.base_layout(title or "Error against NFE", height)
     layout["legend"] = dict(orientation="h", x=0.0, xanchor="left", y=-0.22, yanchor="top", font=dict(size=11))
     layout["margin"].update(b=40 + 22 * len(fig.data))
-    fig.update_layout(**layout)
     spent = sorted({float(v) for trace in fig.data for v in np.asarray(trace.x, dtype=np.float64) if np.isfinite(v)})
-    fig.update_xaxes(type="log", title_text="NFE (model calls spent)", tickvals=spent, ticktext=[f"{v:g}" for v in spent])
-    fig.update_yaxes(type="log", title_text="error", tickformat=".2g")
-    return fig
+    return style.set_layout(fig, layout, yaxes=dict(type="log", title=dict(text="error"), tickformat=".2g"), xaxes=dict(
+        type="log", title=dict(text="NFE (model calls spent)"), tickvals=spent, ticktext=[f"{v:g}" for v in spent]))
 
 
 def flags(rows, title: str | None = None, height: int | None = None) -> go.Figure:
@@ -82,10 +80,8 @@ def flags(rows, title: str | None = None, height: int | None = None) -> go.Figur
     ))
     layout = style.base_layout(title or "Flags raised per row", height or max(220, 90 + 18 * len(rows)))
     layout["margin"].update(l=10)
-    fig.update_layout(**layout)
-    fig.update_yaxes(autorange="reversed", automargin=True, tickfont=dict(size=11))
-    fig.update_xaxes(side="top", tickangle=-30, automargin=True)
-    return fig
+    return style.set_layout(fig, layout, xaxes=dict(side="top", tickangle=-30, automargin=True),
+                            yaxes=dict(autorange="reversed", automargin=True, tickfont=dict(size=11)))
 
 
 def step_values(traj, ref, stochastic: bool = False) -> np.ndarray:
@@ -136,12 +132,10 @@ def step_errors(traj, ref, stochastic: bool = False, title: str | None = None, h
     fig.add_hline(y=MISMATCH_TOL, line=dict(color=style.TARGET_COLOR, dash="dot", width=1), row=2, col=1,
                   annotation_text="flag threshold", annotation_position="top left", annotation_font_size=11)
     layout = style.base_layout(title or f"Step by step ({traj.nfe} model calls; {exact} with no gap)", height)
-    fig.update_layout(**layout)
-    fig.update_xaxes(title_text="state (0: the start)", row=1, col=1)
-    fig.update_xaxes(title_text="model call", row=2, col=1)
-    fig.update_yaxes(type="log", tickformat=".0e", row=1, col=1)
     finite = drawn[np.isfinite(drawn)]
     low = min(MISMATCH_TOL / 10, finite.min() / 2) if len(finite) else MISMATCH_TOL / 10
     high = max(MISMATCH_TOL * 10, finite.max() * 2) if len(finite) else MISMATCH_TOL * 10
-    fig.update_yaxes(type="log", tickformat=".0e", range=[np.log10(low), np.log10(high)], row=2, col=1)
-    return fig
+    layout.update(  # row 1, then row 2
+        xaxis=dict(title=dict(text="state (0: the start)")), yaxis=dict(type="log", tickformat=".0e"),
+        xaxis2=dict(title=dict(text="model call")), yaxis2=dict(type="log", tickformat=".0e", range=[np.log10(low), np.log10(high)]))
+    return style.set_layout(fig, layout)

@@ -33,12 +33,7 @@ def path_error(model, trajs, ref, time_axis: str = "log-snr", title: str | None 
                 hovertemplate="step %{customdata[1]}, t = %{customdata[0]:.4g}<br>RMS error %{y:.3g}<extra>%{fullData.name}</extra>",
             )
         )
-    fig.update_layout(
-        **style.base_layout(title or "Distance to the rk45 reference path", height),
-        showlegend=len(trajs) > 1,
-    )
-    fig.update_xaxes(**xaxis)
     shown = np.concatenate(shown)
     decades = np.log10(shown.max() / shown.min()) if len(shown) else 0.0
-    fig.update_yaxes(title_text="RMS ‖x − x_ref‖", type="log", dtick=log_dtick(decades), tickformat=".0e")
-    return fig
+    return style.set_layout(fig, dict(style.base_layout(title or "Distance to the rk45 reference path", height), showlegend=len(trajs) > 1),
+                            xaxes=xaxis, yaxes=dict(title=dict(text="RMS ‖x − x_ref‖"), type="log", dtick=log_dtick(decades), tickformat=".0e"))

@@ -66,13 +66,11 @@ def sweep_table(rows, y: str = "error", x: str = "nfe", line: str | None = None,
             ), row=1, col=j + 1)
     layout = style.base_layout(title or f"{y} against {x}", height)
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", font=dict(size=11))
-    fig.update_layout(**layout)
     xs = sorted({v for r in rows if isinstance(v := r[x], (int, float)) and not isinstance(v, bool)})
     ticks = dict(tickvals=xs, ticktext=[f"{v:g}" for v in xs]) if log and 0 < len(xs) <= 12 else {}
-    fig.update_xaxes(type="log" if log else "linear", title_text=x, **ticks)
-    fig.update_yaxes(type="log" if log else "linear")
-    fig.update_yaxes(title_text=y, row=1, col=1)
-    return fig
+    layout["yaxis"] = dict(title=dict(text=y))  # the first panel's
+    return style.set_layout(fig, layout, xaxes=dict(type="log" if log else "linear", title=dict(text=x), **ticks),
+                            yaxes=dict(type="log" if log else "linear"))
 
 
 def _float(value) -> float:
