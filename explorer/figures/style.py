@@ -87,7 +87,8 @@ def set_layout(fig: go.Figure, layout: dict, xaxes: dict | None = None, yaxes: d
     update_annotations(**annotations) over every axis and annotation, as one assignment of the layout.
     Each update_* call validates and records every key path it changes for plotly's widget sync; on a grid of
     subplots the four calls cost as much as drawing the figure (Few steps' 28-cell grid: 200 ms, 100 ms this way).
-    The same figure either way (checked on every figure the app draws)."""
+    The same figure either way: the 247 figures the app drew when the figures moved to it were compared as JSON,
+    and tests/test_figures.py compares the two on a grid of subplots. Pays where a figure is rebuilt on every rerun."""
     for props in (layout, xaxes or {}, yaxes or {}, annotations or {}):
         magic = [key for key in props if "_" in key]
         if magic:
