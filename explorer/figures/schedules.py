@@ -75,13 +75,12 @@ def curves(schedules: dict, log_t: bool | None = None, n: int = 400, title: str 
                 line=dict(color=color(k), width=2.4, dash="solid" if k % 2 == 0 else "dash"),
                 hovertemplate=f"{label}<br>t=%{{x:.4g}}<br>{name}=%{{y:.4g}}<extra></extra>",
             ), row=1, col=col)
-    for col in (1, 2, 3):
-        fig.update_xaxes(title_text="t  (noise → data)", **_t_axis(ss, log_t), row=1, col=col)
+    layout = style.base_layout(title or "The schedules: signal, noise and log-SNR", height)
+    layout["margin"].update(l=55, r=20, t=95, b=55)
+    layout["legend"].update(y=1.1)
     if sigma_max > 10:
-        fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_layout(**style.base_layout(title or "The schedules: signal, noise and log-SNR", height))
-    fig.update_layout(margin=dict(l=55, r=20, t=95, b=55), legend=dict(y=1.1))
-    return fig
+        layout["yaxis2"] = dict(type="log")  # sigma's panel
+    return style.set_layout(fig, layout, xaxes=dict(title=dict(text="t  (noise → data)"), **_t_axis(ss, log_t)))
 
 
 def _reaches(b, lam) -> np.ndarray:
@@ -135,14 +134,13 @@ def conversion_map(a, b, label_a: str = "A", label_b: str = "B", grid=None, n: i
     t_to = m["t_to"][np.isfinite(m["t_to"])]
     log_t2 = len(t_to) > 0 and t_to.min() > 0 and t_to.max() / t_to.min() > 100
     fig.add_hrect(y0=b.t_min, y1=b.t_max, fillcolor=color(1), opacity=0.08, line_width=0, row=1, col=1)
-    for col in (1, 2):
-        fig.update_xaxes(title_text=f"t in {label_a}", **_t_axis([a], log_t), row=1, col=col)
-    fig.update_yaxes(title_text=f"t′ in {label_b}", type="log" if log_t2 else "linear", row=1, col=1)
+    layout = style.base_layout(title or f"The conversion map {label_a} → {label_b} (equal signal-to-noise)", height)
+    layout["margin"].update(l=60, r=20, t=85, b=55)
+    layout.update(showlegend=False, yaxis=dict(title=dict(text=f"t′ in {label_b}"), type="log" if log_t2 else "linear"))
     s = m["scale"][np.isfinite(m["scale"])]
     if len(s) and s.min() > 0 and s.max() / s.min() > 100:
-        fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_layout(**style.base_layout(title or f"The conversion map {label_a} → {label_b} (equal signal-to-noise)", height))
-    fig.update_layout(margin=dict(l=60, r=20, t=85, b=55), showlegend=False)
+        layout["yaxis2"] = dict(type="log")
+    style.set_layout(fig, layout, xaxes=dict(title=dict(text=f"t in {label_a}"), **_t_axis([a], log_t)))
     if not m["inside"].all():
         lost = m["t"][~m["inside"]]
         fig.add_annotation(text=f"{label_b} cannot reach {label_a}'s log-SNR for t in [{lost.min():.3g}, {lost.max():.3g}]",
@@ -183,6 +181,10 @@ def linked_paths(trajs: dict, schedules: dict, target=None, n_paths: int = 30, s
         titles.append("x / √(α² + σ²) against λ: one path")
     fig = make_subplots(rows=1, cols=n_cols, horizontal_spacing=0.06, subplot_titles=titles)
     highlight = []  # (trace index, x-values per step, y-values per step)
+    axes = {}  # each panel's axes, set with the layout
+
+    def axis(letter, col) -> dict:
+        return axes.setdefault(f"{letter}axis{'' if col == 1 else col}", {})
 
     def add_paths(k, col, px, py, label):
         lx, ly = _polylines(_f32(px), _f32(py))
@@ -210,25 +212,23 @@ def linked_paths(trajs: dict, schedules: dict, target=None, n_paths: int = 30, s
             fig.data[-1].line.width = 1.1 if k == 0 else 2.0
             ts = np.asarray(traj.t, dtype=np.float64)
             log = ts.min() > 0 and ts.max() > 1.5 and ts.max() / ts.min() > 100  # VE/EDM-like, not the unit interval
-            fig.update_xaxes(title_text=f"t in {label}", row=1, col=k + 1, **_t_axis([_Range(ts.min(), ts.max())], log))
+            axis("x", k + 1).update(title=dict(text=f"t in {label}"), **_t_axis([_Range(ts.min(), ts.max())], log))
             if k == 0:
                 add_highlight(n_cols, lam, xa, "λ=%{x:.3f}<br>x/√(α²+σ²)=%{y:.4g}<extra></extra>")
             if target is not None:  # the data's range (widened), not the far-off start of a VE/EDM path
-                fig.update_yaxes(range=list(style.view_box(target, x, widen=3.0)[0]), row=1, col=k + 1)
+                axis("y", k + 1).update(range=list(style.view_box(target, x, widen=3.0)[0]))
         else:
             add_paths(k, k + 1, x[:, :, 0].T, x[:, :, 1].T, label)
             add_highlight(k + 1, x[:, :, 0].T, x[:, :, 1].T, f"{label}<br>x=%{{x:.3g}}, %{{y:.3g}}<extra></extra>")
-            fig.update_xaxes(title_text="x₁", row=1, col=k + 1)
-            fig.update_yaxes(title_text="x₂", scaleanchor=f"x{k + 1 if k else ''}", row=1, col=k + 1)
+            axis("x", k + 1).update(title=dict(text="x₁"))
+            axis("y", k + 1).update(title=dict(text="x₂"), scaleanchor=f"x{k + 1 if k else ''}")
             if target is not None:
                 box = style.view_box(target, x)
-                fig.update_xaxes(range=list(box[0]), row=1, col=k + 1)
-                fig.update_yaxes(range=list(box[1]), row=1, col=k + 1)
-    if not one_d:
-        style.fixed_axis_margins(fig)
+                axis("x", k + 1).update(range=list(box[0]))
+                axis("y", k + 1).update(range=list(box[1]))
     if one_d:
-        fig.update_xaxes(title_text="λ (data →)", row=1, col=n_cols)
-        fig.update_yaxes(title_text="x", row=1, col=1)
+        axis("x", n_cols).update(title=dict(text="λ (data →)"))
+        axis("y", 1).update(title=dict(text="x"))
 
     def state(i):
         return [
@@ -241,9 +241,12 @@ def linked_paths(trajs: dict, schedules: dict, target=None, n_paths: int = 30, s
     slider_steps = [
         dict(method="restyle", args=state(i), label=str(i)) for i in range(n_t)
     ]
-    fig.update_layout(**style.base_layout(title or "The same particles under each schedule, step by step", height))
-    fig.update_layout(
-        margin=dict(l=55, r=20, t=95, b=120), legend=dict(y=1.1),
+    layout = style.base_layout(title or "The same particles under each schedule, step by step", height)
+    layout["margin"].update(l=55, r=20, t=95, b=120)
+    layout["legend"].update(y=1.1)
+    fixed = None if one_d else dict(automargin=False)  # style.fixed_axis_margins
+    return style.set_layout(fig, dict(
+        layout, **axes,
         sliders=[dict(
             active=step, steps=slider_steps, x=0.0, len=1.0, y=-0.12, yanchor="top", pad=dict(t=30),
             currentvalue=dict(prefix="step ", font=dict(size=12)),
@@ -253,8 +256,7 @@ def linked_paths(trajs: dict, schedules: dict, target=None, n_paths: int = 30, s
                  + f" · λ {lam0[0]:.2f}→{lam0[-1]:.2f}",
             xref="paper", yref="paper", x=1.0, xanchor="right", y=-0.3, showarrow=False, font=dict(size=11, color="#555"),
         )],
-    )
-    return fig
+    ), xaxes=fixed, yaxes=fixed)
 
 
 class _Range:
@@ -303,9 +305,7 @@ def drift_magnitude(curves: dict, axis: str = "lambda", log_y: bool = True, titl
         if ts and max(ts) / min(ts) > 100:
             xaxis.update(type="log")
     layout = style.base_layout(title or "Drift magnitude along the path: mean |dx/dt| over particles", height)
-    fig.update_layout(**layout, xaxis=xaxis,
-                      yaxis=dict(title=dict(text="mean |drift|"), type="log" if log_y else "linear"))
-    return fig
+    return style.set_layout(fig, dict(layout, xaxis=xaxis, yaxis=dict(title=dict(text="mean |drift|"), type="log" if log_y else "linear")))
 
 
 def fewer_steps(records, base: str) -> list[dict]:
@@ -351,10 +351,9 @@ def error_vs_nfe(records, fewer=None, title: str | None = None, height: int = 44
     nfes = sorted({r["nfe"] for r in records})
     layout = style.base_layout(title or "Error against NFE: same model and solver, other schedules and grids", height)
     layout["legend"] = dict(orientation="v", yanchor="bottom", y=0.02, xanchor="left", x=0.01, bgcolor="rgba(255,255,255,0.8)")
-    fig.update_layout(**layout,
-                      xaxis=dict(title=dict(text="NFE (model evaluations)"), type="log", tickvals=nfes, ticktext=[str(n) for n in nfes]),
-                      yaxis=dict(title=dict(text="held-out error against the exact ODE endpoint"), type="log", exponentformat="power"))
-    return fig
+    return style.set_layout(fig, dict(
+        layout, xaxis=dict(title=dict(text="NFE (model evaluations)"), type="log", tickvals=nfes, ticktext=[str(n) for n in nfes]),
+        yaxis=dict(title=dict(text="held-out error against the exact ODE endpoint"), type="log", exponentformat="power")))
 
 
 def grid_text(timesteps, sigmas=None, precision: int = 17) -> str:
