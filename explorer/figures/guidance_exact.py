@@ -61,8 +61,8 @@ def over_density(want, samples, target, title: str | None = None, n_show: int = 
                              marker=dict(color="black", symbol="x", size=6 + 40 * target.weights)))
     layout = style.base_layout(title or f"Samples over {want.name}", height)
     layout["legend"].update(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0)
-    return style.set_layout(fig, layout, xaxes=dict(range=list(box[0]), title=dict(text="x₁"), automargin=False),  # fixed margins
-                            yaxes=dict(range=list(box[1]), title=dict(text="x₂"), scaleanchor="x", scaleratio=1, automargin=False))
+    return style.set_layout(fig, layout, xaxes=dict(range=list(box[0]), title=dict(text="x₁"), **style.FIXED_MARGINS),
+                            yaxes=dict(range=list(box[1]), title=dict(text="x₂"), scaleanchor="x", scaleratio=1, **style.FIXED_MARGINS))
 
 
 def strength_sweep(records, title: str | None = None, height: int = 760) -> go.Figure:

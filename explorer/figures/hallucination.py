@@ -81,8 +81,7 @@ def samples_2d(samples, target, k: float = H.K_STD, title: str | None = None, n_
                              marker=dict(color="black", symbol="x", size=7)))
     layout = style.base_layout(title or f"Samples: {bad.mean():.2%} hallucinated", height)
     layout["legend"].update(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0)
-    return style.set_layout(fig, layout, xaxes=dict(automargin=False),  # fixed margins (style.fixed_axis_margins)
-                            yaxes=dict(scaleanchor="x", scaleratio=1, automargin=False))
+    return style.set_layout(fig, layout, xaxes=style.FIXED_MARGINS, yaxes=dict(scaleanchor="x", scaleratio=1, **style.FIXED_MARGINS))
 
 
 def x0_trajectories(run: H.Run, target, k: float = H.K_STD, last: int = 60, window: int = H.WINDOW,

@@ -42,8 +42,8 @@ def gauge_paths(runs: dict, target, n_paths: int = 12, n_show: int = 400, height
         fig.add_trace(go.Scatter(x=_f32(xs[-1, :, 0]), y=_f32(xs[-1, :, 1]), mode="markers", showlegend=False, legendgroup=label,
                                  marker=dict(size=8, color=color, line=dict(color="#111", width=1))))
     return style.set_layout(fig, style.base_layout("The same noise, two gauges: different paths, the same samples", height),
-                            xaxes=dict(range=list(box[0]), automargin=False),
-                            yaxes=dict(range=list(box[1]), scaleanchor="x", automargin=False))  # fixed margins
+                            xaxes=dict(range=list(box[0]), **style.FIXED_MARGINS),
+                            yaxes=dict(range=list(box[1]), scaleanchor="x", **style.FIXED_MARGINS))
 
 
 def gauge_marginals(runs: dict, exact_density, height: int = 340, bins: int = 60) -> go.Figure:
@@ -94,7 +94,7 @@ def curl_map(x, y, curl, log_p, sigma_over_alpha: float, title: str | None = Non
                              contours=dict(coloring="none", start=0.1, end=0.9, size=0.2), line=dict(color="rgba(0,0,0,0.45)", width=1),
                              name="p_t"))
     return style.set_layout(fig, style.base_layout(title or f"Curl of the field at σ/α = {sigma_over_alpha:g}", height),
-                            xaxes=dict(automargin=False), yaxes=dict(scaleanchor="x", automargin=False))  # fixed margins
+                            xaxes=style.FIXED_MARGINS, yaxes=dict(scaleanchor="x", **style.FIXED_MARGINS))
 
 
 def nonconservative_vs_noise(levels, learned_fraction, exact_fraction, learned_curl=None, exact_curl=None,
@@ -154,5 +154,5 @@ def dimension_points(target, x, dims, height: int = 420) -> go.Figure:
         fig.add_trace(go.Scatter(x=_f32(x[sel, 0]), y=_f32(x[sel, 1]), mode="markers", name=f"dimension {d} ({int(sel.sum())})",
                                  marker=dict(size=5, color=color, opacity=0.7)))
     return style.set_layout(fig, style.base_below("Where the score reads each dimension", height),
-                            xaxes=dict(range=list(box[0]), automargin=False),
-                            yaxes=dict(range=list(box[1]), scaleanchor="x", automargin=False))  # fixed margins
+                            xaxes=dict(range=list(box[0]), **style.FIXED_MARGINS),
+                            yaxes=dict(range=list(box[1]), scaleanchor="x", **style.FIXED_MARGINS))

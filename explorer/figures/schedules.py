@@ -244,7 +244,7 @@ def linked_paths(trajs: dict, schedules: dict, target=None, n_paths: int = 30, s
     layout = style.base_layout(title or "The same particles under each schedule, step by step", height)
     layout["margin"].update(l=55, r=20, t=95, b=120)
     layout["legend"].update(y=1.1)
-    fixed = None if one_d else dict(automargin=False)  # style.fixed_axis_margins
+    fixed = None if one_d else style.FIXED_MARGINS
     return style.set_layout(fig, dict(
         layout, **axes,
         sliders=[dict(

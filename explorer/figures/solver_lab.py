@@ -199,7 +199,7 @@ def side_by_side(model, result: dict, n_paths: int = 24, show_x0: bool = True, t
     layout = style.base_layout(title or "Two solvers from the same noise, at the same NFE", height)
     layout["margin"].update(t=95)
     layout["legend"].update(y=1.09)
-    fixed = dict(automargin=False) if dim > 1 else None  # style.fixed_axis_margins
+    fixed = style.FIXED_MARGINS if dim > 1 else None
     return style.set_layout(fig, dict(layout, **axes), xaxes=fixed, yaxes=fixed)
 
 

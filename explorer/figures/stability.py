@@ -177,7 +177,7 @@ def stability_regions(regions, box=DEFAULT_BOX, points=None, title: str | None =
             fig.add_trace(trace)
     layout = _legend_below(style.base_layout(title or "Stability regions (filled: stable)", height))
     x, y = _plane(box)
-    return style.set_layout(fig, layout, xaxes=dict(x, automargin=False), yaxes=dict(y, automargin=False))
+    return style.set_layout(fig, layout, xaxes=dict(x, **style.FIXED_MARGINS), yaxes=dict(y, **style.FIXED_MARGINS))
 
 
 def _point_traces(z, outside, growing=None, full: bool = True) -> list:
@@ -265,7 +265,7 @@ def step_eigenvalues(model, traj, regions, data, box=DEFAULT_BOX, frame: int | N
                   xaxis2=dict(range=list(xbox[0]), title=dict(text="x₁"), showgrid=False, zeroline=False, constrain="domain"),
                   yaxis2=dict(range=list(xbox[1]), title=dict(text="x₂"), showgrid=False, zeroline=False, scaleanchor="x2",
                               scaleratio=1, constrain="domain"))
-    fixed = dict(automargin=False)  # style.fixed_axis_margins
+    fixed = style.FIXED_MARGINS
     titles = dict(font=dict(size=13), y=1.0, yanchor="bottom")  # the two panels' titles
     if not animate:
         style.set_layout(fig, layout, xaxes=fixed, yaxes=fixed, annotations=titles)
@@ -330,9 +330,10 @@ def step_report(runs, data_range: float | None = None, title: str | None = None,
     layout["margin"].update(t=70)
     layout.update(yaxis=dict(type="log"), yaxis2=dict(type="log"),  # rows 1 and 2
                   xaxis2=dict(title=dict(text="step"), dtick=1 if max(len(r["fraction"]) for r in runs) <= 30 else None))
+    notes = [a.to_plotly_json() for a in fig.layout.annotations]
     layout["annotations"] = [  # the panels' titles to the left, smaller (the range line's label as it is)
         dict(a, font=dict(a.get("font", {}), size=13), x=0.0, xanchor="left") if a.get("text", "").startswith("largest") else a
-        for a in fig.layout.to_plotly_json().get("annotations", [])]
+        for a in notes]
     return style.set_layout(fig, layout)
 
 

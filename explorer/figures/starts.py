@@ -206,7 +206,7 @@ def boundary(result, target, height: int = 480) -> go.Figure:
                                  marker=dict(size=10, symbol="x-thin", color=color, line=dict(color=color, width=2))), row=1, col=2)
     layout = dict(style.base_below(f"One start for every condition ({result.criterion})", height),
                   xaxis2=dict(range=list(box[0])), yaxis=dict(scaleanchor="x"), yaxis2=dict(range=list(box[1]), scaleanchor="x2"))
-    return style.set_layout(fig, layout, xaxes=dict(automargin=False), yaxes=dict(automargin=False))  # fixed margins
+    return style.set_layout(fig, layout, xaxes=style.FIXED_MARGINS, yaxes=style.FIXED_MARGINS)
 
 
 def boundary_ranks(result, height: int = 300) -> go.Figure:

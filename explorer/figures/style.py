@@ -108,14 +108,11 @@ def set_layout(fig: go.Figure, layout: dict, xaxes: dict | None = None, yaxes: d
     return fig
 
 
-def fixed_axis_margins(fig: go.Figure) -> go.Figure:
-    """Off: the template's automatic axis margins, on a figure whose plots keep their aspect ratio (scaleanchor).
-    There each margin a tick label pushes reshapes the plot, whose new ticks push again, and plotly redraws the
-    whole figure up to its limit of times (in Chromium: the Stability page's run figure 2.5 s with them, 0.08 s
-    without). These axes carry short numeric ticks, which the fixed margins hold."""
-    fig.update_xaxes(automargin=False)
-    fig.update_yaxes(automargin=False)
-    return fig
+# Off: the template's automatic axis margins (for set_layout's xaxes and yaxes, or an axis dict), on a figure whose
+# plots keep their aspect ratio (scaleanchor). There each margin a tick label pushes reshapes the plot, whose new ticks
+# push again, and plotly redraws the whole figure up to its limit of times (in Chromium: the Stability page's run
+# figure 2.5 s with them, 0.08 s without). These axes carry short numeric ticks, which the fixed margins hold.
+FIXED_MARGINS = dict(automargin=False)
 
 
 def base_layout(title: str, height: int) -> dict:

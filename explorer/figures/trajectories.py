@@ -377,7 +377,7 @@ def final_samples_2d(target, samples, n_show: int = 4000, title: str | None = No
 
 
 def _plane_2d(box) -> dict:
-    """The x and y axes of a 2D view of box, equal in scale, with fixed margins (style.fixed_axis_margins)."""
-    common = dict(showgrid=False, zeroline=False, constrain="domain", automargin=False)
+    """The x and y axes of a 2D view of box, equal in scale, with fixed margins (style.FIXED_MARGINS)."""
+    common = dict(showgrid=False, zeroline=False, constrain="domain", **style.FIXED_MARGINS)
     return dict(xaxis=dict(range=list(box[0]), title=dict(text="x₁"), **common),
                 yaxis=dict(range=list(box[1]), title=dict(text="x₂"), scaleanchor="x", scaleratio=1, **common))
