@@ -11,6 +11,7 @@ tab, as a reload after the app restarted is (--cold-browser skips the warm-up an
     python benchmarks/bench_app.py                 # every page
     python benchmarks/bench_app.py trajectories    # some pages, by url path ("" is Trajectories)
     python benchmarks/bench_app.py --markdown      # the table as the README shows it
+    python benchmarks/bench_app.py --floor         # first, the floor: a bare Streamlit page with one figure
 
 Budgets on a 2-core machine (issue 15): first figure <= 1.5 s cold, settled <= 3 s; a control that
 only redraws <= 0.3 s to the updated figure; one that changes the problem <= 1 s to its first
@@ -115,16 +116,19 @@ class App:
     its heavy imports done before the server answers), in a fresh process on `port` (a free one by default);
     ended with its process group. The clock starts once the server answers. The browser caches Streamlit's
     and plotly's scripts per origin, port included: the fresh processes of one run share a port, as the
-    app's restarts do at localhost:8501."""
+    app's restarts do at localhost:8501. With `script`, that Streamlit script is served instead, by plain
+    `streamlit run` (the floor's page)."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, script: Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, str(ROOT / "app_pages" / "serve.py"), "--server.headless", "true",
-                "--server.port", str(self.port), "--server.address", "127.0.0.1",
-                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+        command = ([sys.executable, "-m", "streamlit", "run", str(script)] if script is not None
+                   else [sys.executable, str(ROOT / "app_pages" / "serve.py")])
+        args = [*command, "--server.headless", "true", "--server.port", str(self.port), "--server.address",
+                "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(args, cwd=ROOT if script is None else script.parent, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -283,9 +287,10 @@ def warm_browser(driver, port: int) -> float:
     return open_fresh(driver, port)[0]
 
 
-def open_fresh(driver, port: int | None, path: str = "") -> tuple[float, float]:
-    """open_cold on the page at `path`, served by a fresh app process on `port` (a free one if None), ended after."""
-    app = App(port)
+def open_fresh(driver, port: int | None, path: str = "", script: Path | None = None) -> tuple[float, float]:
+    """open_cold on the page at `path`, served by a fresh app process on `port` (a free one if None), ended after
+    (`script`: App's)."""
+    app = App(port, script)
     try:
         return open_cold(driver, f"{app.url}/{path}")
     finally:
@@ -349,6 +354,44 @@ def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True
     return rows
 
 
+# The floor: the least a Streamlit page with a plotly figure costs on this machine and browser, timed as the
+# app's pages are. What a page of the app takes beyond it is the page's own (its script, widgets, text and
+# figures); the floor itself is Streamlit's and plotly's scripts, out of the app's reach.
+FLOOR_PAGE = """import plotly.graph_objects as go
+import streamlit as st
+
+st.title("One figure")
+st.plotly_chart(go.Figure(go.Scatter(x=[0, 1, 2], y=[0, 2, 1])))
+"""
+FLOOR = "Floor: Streamlit, one plotly figure"
+
+
+def measure_floor(repeat: int = 1) -> list[dict]:
+    """The rows of the floor's page (FLOOR_PAGE), timed as measure() times Trajectories: the browser's first
+    visit, then `repeat` opens in a new tab, then `repeat` reloads, each on a fresh app process."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as folder:
+        script = Path(folder) / "floor.py"
+        script.write_text(FLOOR_PAGE)
+        driver = chromium()
+        port = free_port()
+        try:
+            first = open_fresh(driver, port, script=script)[0]
+            rows.append(dict(page=FLOOR, what="first view, the browser's first visit", kind="first", first=first,
+                             settled=first))
+            print(f"{'(floor)':20s} the browser's first visit: first figure {first:.2f} s", flush=True)
+            opens = []
+            for _ in range(repeat):
+                new_tab(driver)
+                opens.append(open_fresh(driver, port, script=script))
+            first_view(rows, FLOOR, "first view, a new tab", opens, f"{'(floor)':20s} in a new tab")
+            opens = [open_fresh(driver, port, script=script) for _ in range(repeat)]
+            first_view(rows, FLOOR, "first view (cold, same tab)", opens, f"{'(floor)':20s} cold")
+        finally:
+            driver.quit()
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     out = ["| Page | Change | Kind | First updated figure (s) | Settled (s) | Budget (s) |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -369,6 +412,9 @@ def main(argv=None):
                              "the medians")
     parser.add_argument("--cold-browser", action="store_true",
                         help="skip the warm-up visit and open every page on a port of its own: nothing is cached")
+    parser.add_argument("--floor", action="store_true",
+                        help="first time a minimal Streamlit page with one plotly figure the same way (a first visit, "
+                             "new tabs, reloads): Streamlit's and plotly's own share of a first view")
     args = parser.parse_args(argv)
     pages = [("" if p in ("", "trajectories") else p) for p in args.pages] or list(PAGES)
     unknown = [p for p in pages if p not in PAGES]
@@ -376,7 +422,8 @@ def main(argv=None):
         parser.error(f"unknown pages {unknown}; choose from {[p or 'trajectories' for p in PAGES]}")
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
-    rows = measure(pages, args.screenshots, warm=not args.cold_browser, repeat=args.repeat)
+    rows = measure_floor(args.repeat) if args.floor else []
+    rows += measure(pages, args.screenshots, warm=not args.cold_browser, repeat=args.repeat)
     if args.markdown:
         print(markdown(rows))
 
