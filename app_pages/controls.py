@@ -4,6 +4,7 @@ UI cannot drift from the code and every view is a shareable link."""
 
 from __future__ import annotations
 
+import html
 import inspect
 import math
 import numbers
@@ -191,6 +192,21 @@ def table(rows: list[dict], formats: dict | None = None, labels: dict | None = N
              "|" + "|".join("---:" if k in right else "---" for k in keys) + "|"]
     lines += ["| " + " | ".join(cell(k, r.get(k)) for k in keys) + " |" for r in rows]
     where.markdown("\n".join(lines))
+
+
+CODE_CLASS = "explorer-code"  # the class of code_block's <pre>: tests/apptest.py's code_text reads it back
+
+
+def code_block(text: str, where=st) -> None:
+    """text as a monospace block for reading and copying (the searched sampler, a time grid). Not st.code:
+    its syntax highlighter is a 1.6 MB script that the browser fetches and evaluates on every load of a page
+    that shows one, before the page's figures are drawn (first figure in a reload, medians of 5, A/B
+    interleaved: Solver search 1.56-1.61 s with it, 1.34-1.36 s without; Schedules 1.47-1.79 s, 1.27-1.53 s).
+    Selectable text, scrolled sideways when wide, readable in both themes."""
+    style = ("margin: 0; padding: 0.75rem 1rem; border-radius: 0.5rem; overflow-x: auto; white-space: pre; "
+             "background: rgba(128, 128, 128, 0.1); color: inherit; font-size: 0.85rem; line-height: 1.5; "
+             "font-family: 'Source Code Pro', monospace")
+    where.html(f'<pre class="{CODE_CLASS}" style="{style}">{html.escape(text)}</pre>')
 
 
 def report_core_error(err: Exception) -> None:

@@ -309,7 +309,7 @@ else:
     cols[2].metric("Search", f"{len(result.history)} runs", delta=f"{result.wall_time:.1f} s", delta_color="off",
                    delta_arrow="off")
     text = F.grid_text(result.to_list("t"), result.to_list("sigma"))
-    st.code(text, language="python")
+    controls.code_block(text)
     st.download_button("Download (.txt)", text, file_name=f"grid-{grid_schedule}-{grid_solver}-nfe{grid_nfe}.txt",
                        mime="text/plain")
     st.caption("timesteps: our times t (sampling from the first to the last). sigmas: the same grid in k-diffusion's "

@@ -216,7 +216,7 @@ st.caption(f"Each row: the sampler fitted at NFE {shown['nfe']} in one setting; 
 
 # 6. Take it away.
 st.subheader("Take it away")
-st.code(found.code(), language="python")
+controls.code_block(found.code())
 st.download_button("Download the searched sampler (.json)", json.dumps(found.runnable(), indent=1),
                    file_name=f"usf-nfe{k}.json", mime="application/json")
 with st.expander(f"The best fixed solvers at NFE {shown['nfe']}"):

@@ -1,7 +1,9 @@
 """Opening the app under Streamlit's AppTest, shared by the page tests."""
 
 import functools
+import html
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +102,15 @@ def assert_clean(at: AppTest) -> None:
     """No exception and no error box on the page."""
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def code_text(at: AppTest) -> list[str]:
+    """The text of every code block on the page (controls.code_block: an st.html <pre>), as a reader copies it."""
+    from app_pages import controls
+
+    pattern = re.compile(rf'<pre class="{controls.CODE_CLASS}"[^>]*>(.*)</pre>', re.S)
+    found = (pattern.fullmatch(e.proto.body) for e in at.get("html"))
+    return [html.unescape(m.group(1)) for m in found if m]
 
 
 def page_text(at: AppTest) -> str:

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from apptest import assert_clean, open_app  # noqa: E402
+from apptest import assert_clean, code_text, open_app  # noqa: E402
 
 import explorer as ex  # noqa: E402
 
@@ -182,6 +182,18 @@ def test_a_table_is_markdown_with_its_formats_labels_and_blanks():
                                        "|---|---:|---:|---|---:|",
                                        "| a\\|b | 0.12 | 3 | True |  |",
                                        "| c |  | 4 | False | 1235 |"]
+
+
+def test_a_code_block_shows_its_text_exactly():
+    """controls.code_block (st.html's <pre>, not st.code's 1.6 MB highlighter): markup in the text is escaped, so
+    the reader sees and copies exactly the text, and tests read it back the same."""
+    from streamlit.testing.v1 import AppTest
+
+    text = "x = [1, 2] < 3 & 'a' != \"b\"\n    <pre>not a tag</pre>\ttab"
+    at = AppTest.from_string(f"from app_pages import controls\ncontrols.code_block({text!r})").run()
+    assert not at.exception
+    assert code_text(at) == [text]
+    assert "<pre>not" not in at.get("html")[0].proto.body  # escaped, not markup
 
 
 def test_query_params_restore_the_controls():

@@ -19,7 +19,7 @@ from explorer import interpolants as I
 from explorer.figures import schedules as F
 from explorer.foundations.timesteps import sigmas_of
 
-from apptest import assert_clean, open_app
+from apptest import assert_clean, code_text, open_app
 
 
 PAGE = "app_pages/schedules.py"
@@ -217,7 +217,8 @@ def test_page_renders_clean_with_defaults():
     assert metrics["NFE under A"] == "12"
     gap = float(metrics["dpmpp-2m under B vs the converted path"])
     assert gap < 1e-10  # DPM-Solver++ steps in lambda: it commutes with the conversion
-    assert "timesteps = [" in at.code[0].value and "sigmas = [" in at.code[0].value
+    [code] = code_text(at)
+    assert "timesteps = [" in code and "sigmas = [" in code
     # the page's conversion map, read back from the chart sent to the browser: lambda_edm(t') = lambda_vp(t)
     chart = next(c for c in at.get("plotly_chart") if "The conversion map" in c.proto.spec)
     line = next(t for t in json.loads(chart.proto.spec)["data"] if t["name"] == "t → t′")

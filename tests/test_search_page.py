@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from apptest import assert_clean, open_app
+from apptest import assert_clean, code_text, open_app
 from explorer.analyses import solver_search as S
 
 
@@ -37,7 +37,7 @@ def test_defaults_show_the_shipped_numbers_without_a_run():
     assert shown["Best fixed solver at equal NFE"] == f"{shipped['best_fixed']['holdout_error']:.3g}"
     assert shown["Error on its own fit particles"] == f"{shipped['fit_error']:.3g}"
     assert shipped["options"]["schedule"] in " ".join(c.value for c in at.caption)
-    code = " ".join(c.value for c in at.code)
+    code = " ".join(code_text(at))
     assert "'usf'" in code and "sigmas = [" in code
     # The focus NFE only changes what is shown (no run).
     at.select_slider(key="nfe").set_value(8).run()
