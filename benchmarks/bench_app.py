@@ -392,6 +392,15 @@ def measure_floor(repeat: int = 1) -> list[dict]:
     return rows
 
 
+def machine_speed() -> float:
+    """Seconds this machine takes for a fixed pure-Python loop (10 million squares summed): the same machine has
+    taken 0.38 s quiet and over 1 s while its neighbours worked, and every time above scales with it. Printed before
+    and after a run, so that a table says how fast the machine was."""
+    start = time.perf_counter()
+    sum(i * i for i in range(10_000_000))
+    return time.perf_counter() - start
+
+
 def markdown(rows: list[dict]) -> str:
     out = ["| Page | Change | Kind | First updated figure (s) | Settled (s) | Budget (s) |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -422,8 +431,12 @@ def main(argv=None):
         parser.error(f"unknown pages {unknown}; choose from {[p or 'trajectories' for p in PAGES]}")
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    before = machine_speed()
+    print(f"machine speed: the reference loop took {before:.2f} s (about 0.4 s on a quiet 2-core machine)", flush=True)
     rows = measure_floor(args.repeat) if args.floor else []
     rows += measure(pages, args.screenshots, warm=not args.cold_browser, repeat=args.repeat)
+    after = machine_speed()
+    print(f"machine speed: the reference loop took {before:.2f} s before the run, {after:.2f} s after", flush=True)
     if args.markdown:
         print(markdown(rows))
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
 
 import pytest
 
@@ -187,13 +189,23 @@ def test_a_table_is_markdown_with_its_formats_labels_and_blanks():
 def test_a_code_block_shows_its_text_exactly():
     """controls.code_block (st.html's <pre>, not st.code's 1.6 MB highlighter): markup in the text is escaped, so
     the reader sees and copies exactly the text, and tests read it back the same."""
-    from streamlit.testing.v1 import AppTest
-
     text = "x = [1, 2] < 3 & 'a' != \"b\"\n    <pre>not a tag</pre>\ttab"
     at = AppTest.from_string(f"from app_pages import controls\ncontrols.code_block({text!r})").run()
     assert not at.exception
     assert code_text(at) == [text]
     assert "<pre>not" not in at.get("html")[0].proto.body  # escaped, not markup
+
+
+def test_the_benchmark_floor_page_draws_its_one_figure():
+    """bench_app --floor times FLOOR_PAGE as the least a Streamlit page with a plotly figure costs: it must run on
+    the pinned Streamlit and draw exactly one figure, and nothing else heavy (no widget, no table)."""
+    spec = importlib.util.spec_from_file_location("bench_app", Path(__file__).parent.parent / "benchmarks" / "bench_app.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    at = AppTest.from_string(bench.FLOOR_PAGE).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1 and at.title[0].value == "One figure"
+    assert not (at.button or at.slider or at.selectbox or at.dataframe or at.table)
 
 
 def test_query_params_restore_the_controls():
