@@ -90,7 +90,8 @@ def particle_sets(target_key: tuple, name: str, seed: int, n: int = 200) -> tupl
 @st.cache_data(max_entries=8, show_spinner=False)
 @precomputed.default("schedules")
 def optimised(target_key: tuple, name: str, solver: str, nfe: int, seed: int) -> grid_search.GridResult:
-    """The grid search (fit on seed, held out on seed + 1), at most 150 runs (about a second)."""
+    """The grid search (fit on seed, held out on seed + 1): two Nelder-Mead starts of at most 150 runs each
+    (optimise's default starts), about a second."""
     fit, holdout = particle_sets(target_key, name, seed)
     return grid_search.optimise(_model(target_key, name), solver, nfe, fit=fit, holdout=holdout, max_evals=150)
 
@@ -296,7 +297,7 @@ grid_solver = cols[0].selectbox("Solver", deterministic, deterministic.index("dp
 grid_nfe = cols[1].slider("NFE", 2, 30, 8, key="grid_nfe", bind=URL)
 grid_schedule = cols[2].selectbox("Under schedule", [a, b] if a != b else [a], key="grid_schedule", bind=URL)
 try:
-    with st.spinner(f"Searching the grid of {grid_nfe} evaluations for {grid_solver} (at most 150 runs)…"):
+    with st.spinner(f"Searching the grid of {grid_nfe} evaluations for {grid_solver} (two starts of at most 150 runs)…"):
         result = optimised(target_key, grid_schedule, grid_solver, int(grid_nfe), int(seed))
 except Exception as err:
     controls.report_core_error(err)
