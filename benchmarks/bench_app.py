@@ -279,12 +279,21 @@ def change(driver, key: str, action: str, arg, timeout: float = 120) -> tuple[fl
     return first, max(settled, first or 0.0)
 
 
-def warm_browser(driver, port: int) -> float:
-    """Open the Trajectories page once, on an app process of its own, and return its first-figure time: the
-    browser's first visit, which also fetches and compiles Streamlit's and plotly's scripts (1.5-2 s more on
-    2 cores than a reload). Every page is then timed on a fresh app process on the same port, with the
-    browser's cache warm, as on a visit after the first."""
-    return open_fresh(driver, port)[0]
+def first_visit_and_new_tabs(driver, port: int, rows: list, page: str, label: str, repeat: int,
+                             script: Path | None = None) -> None:
+    """Append and print the rows of the browser's first visit of the first page (`script`'s if given, else
+    Trajectories), then of `repeat` opens of it in a new tab, each on a fresh app process on `port`. The first
+    visit also fetches and compiles Streamlit's and plotly's scripts (1.5-2 s more on 2 cores than a reload);
+    a new tab compiles them again, from the HTTP cache. Every page is then timed on a fresh app process on the
+    same port, with the browser's cache warm, as on a visit after the first."""
+    first = open_fresh(driver, port, script=script)[0]
+    rows.append(dict(page=page, what="first view, the browser's first visit", kind="first", first=first, settled=first))
+    print(f"{label}, the browser's first visit: first figure {first:.2f} s", flush=True)
+    opens = []
+    for _ in range(repeat):
+        new_tab(driver)
+        opens.append(open_fresh(driver, port, script=script))
+    first_view(rows, page, "first view, a new tab", opens, f"{label} in a new tab")
 
 
 def open_fresh(driver, port: int | None, path: str = "", script: Path | None = None) -> tuple[float, float]:
@@ -315,15 +324,7 @@ def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True
     port = free_port()  # every app process of the run: the browser's cache is per origin
     try:
         if warm:
-            first = warm_browser(driver, port)
-            rows.append(dict(page=TITLES[""], what="first view, the browser's first visit", kind="first", first=first,
-                             settled=first))
-            print(f"{'(browser warm-up)':20s} Trajectories, the browser's first visit: first figure {first:.2f} s", flush=True)
-            opens = []
-            for _ in range(repeat):
-                new_tab(driver)
-                opens.append(open_fresh(driver, port))
-            first_view(rows, TITLES[""], "first view, a new tab", opens, f"{'(new tab)':20s} Trajectories in a new tab")
+            first_visit_and_new_tabs(driver, port, rows, TITLES[""], f"{'(browser warm-up)':20s} Trajectories", repeat)
         for path in pages:
             opens = [open_fresh(driver, port if warm else None, path) for _ in range(repeat - 1)]
             app = App(port if warm else None)  # the last open stays up: its controls are changed next
@@ -376,15 +377,7 @@ def measure_floor(repeat: int = 1) -> list[dict]:
         driver = chromium()
         port = free_port()
         try:
-            first = open_fresh(driver, port, script=script)[0]
-            rows.append(dict(page=FLOOR, what="first view, the browser's first visit", kind="first", first=first,
-                             settled=first))
-            print(f"{'(floor)':20s} the browser's first visit: first figure {first:.2f} s", flush=True)
-            opens = []
-            for _ in range(repeat):
-                new_tab(driver)
-                opens.append(open_fresh(driver, port, script=script))
-            first_view(rows, FLOOR, "first view, a new tab", opens, f"{'(floor)':20s} in a new tab")
+            first_visit_and_new_tabs(driver, port, rows, FLOOR, f"{'(floor)':20s} the floor", repeat, script)
             opens = [open_fresh(driver, port, script=script) for _ in range(repeat)]
             first_view(rows, FLOOR, "first view (cold, same tab)", opens, f"{'(floor)':20s} cold")
         finally:
