@@ -87,13 +87,18 @@ def particle_sets(target_key: tuple, name: str, seed: int, n: int = 200) -> tupl
     return grid_search.particles(model, n, seed), grid_search.particles(model, n, seed + 1)
 
 
+# The page's grid searches: Nelder-Mead from the best GRID_STARTS fixed spacings, at most GRID_RUNS runs each.
+GRID_STARTS, GRID_RUNS = 2, 150
+
+
 @st.cache_data(max_entries=8, show_spinner=False)
 @precomputed.default("schedules")
 def optimised(target_key: tuple, name: str, solver: str, nfe: int, seed: int) -> grid_search.GridResult:
-    """The grid search (fit on seed, held out on seed + 1): two Nelder-Mead starts of at most 150 runs each
-    (optimise's default starts), about a second."""
+    """The grid search (fit on seed, held out on seed + 1), GRID_STARTS starts of at most GRID_RUNS runs each
+    (about a second)."""
     fit, holdout = particle_sets(target_key, name, seed)
-    return grid_search.optimise(_model(target_key, name), solver, nfe, fit=fit, holdout=holdout, max_evals=150)
+    return grid_search.optimise(_model(target_key, name), solver, nfe, fit=fit, holdout=holdout,
+                                starts=GRID_STARTS, max_evals=GRID_RUNS)
 
 
 SWEEP_NAMES = {LAZY: "lazy", LAZY_SDE: "lazy-stochastic"}  # the page's names -> schedule_experiments'
@@ -109,7 +114,7 @@ def sweep_one(target_key: tuple, a: str, convert_to: tuple, solver: str, spacing
     return schedule_experiments.error_vs_nfe(
         _model(target_key, a), solver, (nfe,),
         tuple(schedule_of(c, target_key) if c == DDPM else SWEEP_NAMES.get(c, c) for c in convert_to), spacing,
-        fit=fit, holdout=holdout, max_evals=150,
+        fit=fit, holdout=holdout, max_evals=GRID_RUNS,
     )
 
 
@@ -297,7 +302,7 @@ grid_solver = cols[0].selectbox("Solver", deterministic, deterministic.index("dp
 grid_nfe = cols[1].slider("NFE", 2, 30, 8, key="grid_nfe", bind=URL)
 grid_schedule = cols[2].selectbox("Under schedule", [a, b] if a != b else [a], key="grid_schedule", bind=URL)
 try:
-    with st.spinner(f"Searching the grid of {grid_nfe} evaluations for {grid_solver} (two starts of at most 150 runs)…"):
+    with st.spinner(f"Searching the grid of {grid_nfe} evaluations for {grid_solver} ({GRID_STARTS} starts of at most {GRID_RUNS} runs)…"):
         result = optimised(target_key, grid_schedule, grid_solver, int(grid_nfe), int(seed))
 except Exception as err:
     controls.report_core_error(err)
