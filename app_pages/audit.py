@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls, precomputed
+from app_pages import chart, controls, precomputed
 from explorer import figures
 
 URL = controls.URL
@@ -153,7 +153,7 @@ with st.expander("What the flags mean"):
     st.caption("error_n: RMS distance to the exact path at the scheduler's own final noise level after n inference "
                "steps (sliced W2 for stochastic rows); error0_n: the same at sigma 0; order: fitted from the three "
                "largest NFE; floor: the distance of the exact path's own particles (stochastic rows).")
-    st.plotly_chart(figures.audit.flags(rows), theme=None, key="flags_figure")
+    chart.draw(figures.audit.flags(rows), key="flags_figure")
 
 st.header("One row")
 labels = [figures.audit.label(r) for r in rows]
@@ -168,9 +168,8 @@ if row["message"]:
 if not ran:
     st.stop()
 
-config = controls.CONFIG
 left, right = st.columns([3, 2])
-left.plotly_chart(figures.audit.error_vs_nfe([row], height=440), theme=None, config=config, key="row_nfe")
+chart.draw(figures.audit.error_vs_nfe([row], height=440), left, key="row_nfe")
 metric = "sliced W2" if row["stochastic"] else "RMS error"
 right.metric("Fitted order (own final level)", "—" if row["order"] is None or not np.isfinite(row["order"])
              else f"{row['order']:.2f}")
@@ -189,9 +188,9 @@ except Exception as err:
 traj = shown["traj"]
 if traj.diverged:
     st.warning(f"**The run diverged** at step {traj.diverged_at}: {traj.diverged_reason}.")
-st.plotly_chart(shown["steps"], theme=None, config=config, key="row_steps")
+chart.draw(shown["steps"], key="row_steps")
 st.caption(f"Top: the {metric} at every state against the exact path at the same noise level. Bottom: per model call, "
            "|σ_model / σ_update − 1|; red above the flag threshold (calls with no gap are not drawn on the log axis).")
 st.subheader("The run, in the Trajectories views")
-st.plotly_chart(shown["paths"], theme=None, config=config, key="row_paths")
-st.plotly_chart(shown["final"], theme=None, config=config, key="row_final")
+chart.draw(shown["paths"], key="row_paths")
+chart.draw(shown["final"], key="row_final")

@@ -15,8 +15,6 @@ import streamlit as st
 import explorer as ex
 
 URL = "query-params"
-# Every chart's mode bar: no plotly logo, no selection tools (nothing on these pages reads a selection).
-CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
 MAX_SEED = 2**31 - 1
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import chart, controls
 from explorer.analyses import few_step_compare as C
 from explorer.analyses import lightsb as L
 from explorer.analyses import reflow as R
 from explorer.figures import few_steps as F
 
-URL, CONFIG = controls.URL, controls.CONFIG
+URL = controls.URL
 
 
 @st.cache_resource(show_spinner=False)
@@ -81,7 +81,7 @@ else:
     rows, samples = info["rows"], shipped["samples"][name]
 
 st.subheader("Distance to the target and mode mixing at 1, 2, 4 and 8 NFE")
-st.plotly_chart(F.error_vs_nfe(rows), theme=None, config=CONFIG)
+chart.draw(F.error_vs_nfe(rows))
 st.caption(
     f"Sliced W2 to fresh target draws (its floor at this sample size is where the exact kernels sit) and the share of "
     f"samples more than 3 component-sd from every mode. LightSB (ε = {info['lightsb_epsilon_in_rows']:g}, shipped "
@@ -96,7 +96,7 @@ st.caption(
 )
 with st.expander("The chart's numbers: sliced W2 at each NFE (share between the modes)"):
     st.markdown(C.summary(rows))
-st.plotly_chart(F.samples_grid(rows, samples, target), theme=None, config=CONFIG)
+chart.draw(F.samples_grid(rows, samples, target))
 mass = [{"method": C.LABELS[r["method"]], "NFE": r["nfe"], "W2 (sliced)": r["distance"], "off-mode": r["off_mode"],
          **{f"mode {k + 1}": m for k, m in enumerate(r["mass"])}} for r in rows]
 with st.expander(f"Each row's numbers: W2, share between the modes and mass per mode (target weights: "
@@ -104,7 +104,7 @@ with st.expander(f"Each row's numbers: W2, share between the modes and mass per 
     controls.table(mass, formats={k: ".3f" for k in mass[0] if k not in ("method", "NFE")})
 
 st.subheader("Transport cost against the optimal coupling")
-st.plotly_chart(F.transport_table(info["transport"]), theme=None, config=CONFIG)
+chart.draw(F.transport_table(info["transport"]))
 st.caption(
     "Pairs (z, x) of 500 noise draws and where each map sends them; the optimal cost between the same two point sets "
     "is POT's exact network simplex (ot.emd2). In 1D the flow map is the monotone, optimal map (ratio 1 to round-off); "
@@ -120,17 +120,17 @@ kernel_target = target if target.dim == 1 else ex.targets.get("gmm-1d-3modes")
 if s_to >= t_from:
     st.info("Pick s below t: the step runs toward the data.")
 else:
-    st.plotly_chart(F.kernels(kernel_target, ex.schedules.get("vp-linear"), x_t, t_from, s_to), theme=None, config=CONFIG)
+    chart.draw(F.kernels(kernel_target, ex.schedules.get("vp-linear"), x_t, t_from, s_to))
 st.caption("VP-linear schedule, gmm-1d-3modes in 2D views. The exact kernel keeps one bump per mode the step can still "
            "reach; DDPM's Gaussian sits at their average, which is why few Gaussian steps blur the modes.")
 
 st.subheader("Reflow in 1D and bridges in 2D")
 lines_target = name if target.dim == 1 else "gmm-1d-3modes"
 z, rf1, _ = reflow_paths(lines_target, 40, int(seed))
-st.plotly_chart(F.reflow_lines(z, rf1), theme=None, config=CONFIG)
+chart.draw(F.reflow_lines(z, rf1))
 n_paths = st.slider("Bridge paths", 20, 300, 80, 10, key="fs_paths", bind=URL)
-st.plotly_chart(F.bridges(bridge_paths(int(n_paths), int(seed)), ex.targets.get(C.BRIDGE_SOURCE),
-                          ex.targets.get("gmm-2d-ring8")), theme=None, config=CONFIG)
+chart.draw(F.bridges(bridge_paths(int(n_paths), int(seed)), ex.targets.get(C.BRIDGE_SOURCE),
+                     ex.targets.get("gmm-2d-ring8")))
 st.caption(
     f"Light Schrödinger Bridge from {C.BRIDGE_SOURCE} to gmm-2d-ring8 (shipped potentials, fitted by the paper's "
     "objective): x1 drawn from the fitted plan, then the exact Brownian bridge of variance ε. Small ε: nearly "

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import numpy as np
 import streamlit as st
 
-from app_pages import controls
+from app_pages import chart, controls
 from explorer.analyses import guidance as G
 from explorer.analyses import guidance_methods as GM
 from explorer.analyses import minority as Mi
@@ -16,7 +16,6 @@ from explorer.analyses import tilted as T
 from explorer.figures import guidance_exact as F
 
 URL = controls.URL
-CONFIG = controls.CONFIG
 DEFAULT = GM.Setup()
 HELP = {
     "cfg": "CFG's scale w: D = (1 + w) D(x | c) − w D(x). 0 is the conditional model; the intended target is "
@@ -149,9 +148,8 @@ try:
 except ValueError as err:
     controls.report_core_error(err)
     st.stop()
-left.plotly_chart(F.over_density(want, rec["samples"], setup.mixture(),
-                                 title=f"{GM.METHODS[method]}, {GM.SCALE_NAME[fam]} = {strength:g}"),
-                  theme=None, config=CONFIG)
+chart.draw(F.over_density(want, rec["samples"], setup.mixture(),
+                          title=f"{GM.METHODS[method]}, {GM.SCALE_NAME[fam]} = {strength:g}"), left)
 with right:
     st.markdown(f"**Intended:** {want.name}")
     a, b = st.columns(2)
@@ -203,7 +201,7 @@ else:
     else:
         st.info("Turn the sweep on to run every method at every strength on this set-up.")
 if records:
-    st.plotly_chart(F.strength_sweep(records), theme=None, config=CONFIG)
+    chart.draw(F.strength_sweep(records))
     st.caption("Each method is measured against its own intended target. Strength 0 is the unguided model (CFG: the "
                "conditional model). Dotted: the floor set by the finite sample (top) and the intended target's own mass "
                "(middle).")
@@ -212,7 +210,7 @@ if records:
 st.subheader("CFG's score against the score of the noised p_w")
 w_score = strength if fam == "cfg" else 4.0
 with st.spinner(f"Importance sampling the noised p_w at w = {w_score:g}…"):
-    st.plotly_chart(F.score_error(score_error(setup, w_score), w_score), theme=None, config=CONFIG)
+    chart.draw(F.score_error(score_error(setup, w_score), w_score))
 st.caption("At each noise level, 200 points drawn exactly from the noised p_w; its score by importance sampling "
            "(512 draws from the exact conditional posterior, weighted by p(c | x0)^w, the conditional posterior mean as "
            "control variate), the error bar its standard error. At σ → 0 the two agree (the error is the bar); in "
@@ -231,7 +229,7 @@ if agree is None:
     st.info("A trained classifier ships for the default target only (training one takes about 20 s: "
             "`ex.minority.train_classifier`). The exact class posterior is used on this target.")
 else:
-    st.plotly_chart(F.classifier_agreement(agree), theme=None, config=CONFIG)
+    chart.draw(F.classifier_agreement(agree))
     st.caption(f"The paper's pipeline: minority score at its perturbation level, {Mi.N_CLASSES} quantile classes, a small "
                f"noisy classifier trained by cross-entropy ({GM.CLASSIFIER_STEPS} steps on 20,000 draws). The exact "
                "posterior: Monte Carlo over each component of the mixture's posterior p(x0 | x_t), 64 draws a component.")
@@ -242,7 +240,7 @@ alpha = 1.0 / strength if fam in ("svdd", "gradient") and strength > 0 else GM.S
 with st.spinner(f"SVDD per number of candidates M = {', '.join(map(str, GM.SVDD_MS))} at α = {alpha:g}, and gradient "
                 "guidance…"):
     cand = candidates(setup, float(alpha))
-st.plotly_chart(F.svdd_vs_m(cand), theme=None, config=CONFIG)
+chart.draw(F.svdd_vs_m(cand))
 st.markdown(GM.svdd_summary(cand))
 st.caption("Against the closed-form tilted mixture. M = 1 is the unguided sampler. With the exact soft value SVDD "
            "approaches the target as M grows; the posterior-mean value (SVDD-PM) and the reward gradient at the "

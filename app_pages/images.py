@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls, precomputed
+from app_pages import chart, controls, precomputed
 from explorer import datasets, image_models, image_quality as Q, image_training, shapes_analysis as S
 from explorer.figures import hallucination as FH
 from explorer.figures import images as FI
@@ -21,7 +21,6 @@ PLUGIN = "plug-in"  # the kind of a registered image model: `dataset` then holds
 # The registry as it is on this run (a page file runs top to bottom on every rerun), plug-ins
 # included; rk45 picks its own NFE.
 SOLVERS = tuple(n for n in ex.solvers.names() if n != "rk45")
-CONFIG = controls.CONFIG
 REFERENCE_SEED = 12345  # real images the samples are measured against: a draw the models never trained on
 
 
@@ -201,10 +200,10 @@ m[3].metric("Nearest training image", "—" if data is None else f"{np.nanmean(s
 reading = shapes_reading(dataset, kind, solver, opts, nfe, spacing, n, seed) if data == "shapes" and not r["diverged"] else None
 final = r["x"][-1]
 wide = final.shape[-1] > 2 * final.shape[-2]  # shapes' 16x48 panels: fewer per row
-st.plotly_chart(FI.sample_grid(final, cols=8 if wide else 16,
-                               title=f"{MODELS.get(kind, dataset)}, {solver}, {r['nfe']} NFE"
-                                     + (" — flagged shapes outlined in red" if reading is not None else ""),
-                               flagged=None if reading is None else reading.flagged), config=CONFIG)
+chart.draw(FI.sample_grid(final, cols=8 if wide else 16,
+                          title=f"{MODELS.get(kind, dataset)}, {solver}, {r['nfe']} NFE"
+                                + (" — flagged shapes outlined in red" if reading is not None else ""),
+                          flagged=None if reading is None else reading.flagged))
 
 
 class _Traj:
@@ -217,7 +216,7 @@ class _Traj:
 @st.fragment
 def film():
     index = st.slider("Sample in the film strip", 0, n - 1, 0, key="index", bind=URL)
-    st.plotly_chart(FI.film_strip(_Traj(r), int(index), frames=min(8, r["n_steps"])), config=CONFIG)
+    chart.draw(FI.film_strip(_Traj(r), int(index), frames=min(8, r["n_steps"])))
 
 
 film()
@@ -232,8 +231,8 @@ n_side = int(b_cols[2].slider("Images shown", 4, max(4, min(n, 64)), max(4, min(
                               key="n_side", bind=URL))
 try:
     rb = run(dataset, kind, solver_b, tuple(sorted(options_b.items())), nfe, spacing, n, seed)
-    st.plotly_chart(FI.side_by_side(r["x"][-1][:n_side], rb["x"][-1][:n_side], f"{solver}: NFE {r['nfe']}",
-                                    f"{solver_b}: NFE {rb['nfe']}", cols=4 if wide else 8), config=CONFIG)
+    chart.draw(FI.side_by_side(r["x"][-1][:n_side], rb["x"][-1][:n_side], f"{solver}: NFE {r['nfe']}",
+                               f"{solver_b}: NFE {rb['nfe']}", cols=4 if wide else 8))
     if data is not None and solver_b != solver and not r["diverged"] and not rb["diverged"]:
         fd_a = sc["fd"]
         fd_b = scores(dataset, kind, solver_b, tuple(sorted(options_b.items())), nfe, spacing, n, seed)["fd"]
@@ -254,8 +253,8 @@ if reading is not None:
                 delta_color="off", delta_arrow="off")
     f[1].metric("Two in a panel", summ["flags"]["two in a panel"])
     f[2].metric("Across panels", summ["flags"]["across panels"])
-    st.plotly_chart(FI.shapes_counts(summ), config=CONFIG)
-    st.plotly_chart(FI.flagged_images(final, reading, cols=8), config=CONFIG)
+    chart.draw(FI.shapes_counts(summ))
+    chart.draw(FI.flagged_images(final, reading, cols=8))
 
     @st.fragment
     def variance_filter():
@@ -279,8 +278,8 @@ if reading is not None:
         c[2].metric("Flagged rate after", f"{rep['rate_after']:.1%}", delta=f"before: {rep['rate_before']:.1%}",
                     delta_color="off", delta_arrow="off")
         lo, hi = st.columns(2)
-        lo.plotly_chart(FH.score_histogram(score, reading.flagged, rep["threshold"]), config=CONFIG)
-        hi.plotly_chart(FH.tradeoff_curve(rep["curve"], rep), config=CONFIG)
+        chart.draw(FH.score_histogram(score, reading.flagged, rep["threshold"]), lo)
+        chart.draw(FH.tradeoff_curve(rep["curve"], rep), hi)
 
     variance_filter()
 
@@ -312,4 +311,4 @@ elif (start or st.session_state.get("sweep_done")) and q_nfes and q_solvers:
         mem = sweep_one(data, "empirical", "dpmpp-2m", (max(q_nfes),), spacing, q_n, seed)
         memoriser = mem[0] if mem else None
     bar.empty()
-    st.plotly_chart(FI.quality_vs_nfe(records, floor=floor(data, q_n), empirical=memoriser), config=CONFIG)
+    chart.draw(FI.quality_vs_nfe(records, floor=floor(data, q_n), empirical=memoriser))

@@ -9,11 +9,11 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls, precomputed
+from app_pages import chart, controls, precomputed
 from explorer.analyses import gauge as G
 from explorer.figures import learned_fields as F
 
-URL, CONFIG = controls.URL, controls.CONFIG
+URL = controls.URL
 GAUGE_TARGETS = ("gmm-2d-two-aniso", "gmm-2d-ring8", "gmm-2d-grid25", "gmm-2d-checkerboard")
 GAUGE_SCHEDULES = ("vp-cosine", "vp-linear", "edm", "rectified-flow")
 NOISES = tuple(float(v) for v in np.round(np.logspace(-4, 0.5, 19), 6))
@@ -95,11 +95,10 @@ except Exception as err:  # bad input or a bug in the core: a message, never a t
     controls.report_core_error(err)
     st.stop()
 target = ex.targets.get(g_target)
-st.plotly_chart(F.gauge_paths(gauge, target), theme=None, config=CONFIG)
+chart.draw(F.gauge_paths(gauge, target))
 schedule = ex.schedules.get(g_schedule)
 t_end = float(next(iter(gauge.values())).t[-1])
-st.plotly_chart(F.gauge_marginals(gauge, lambda axis, u: G.coordinate_density(target, schedule, t_end, axis, u)),
-                theme=None, config=CONFIG)
+chart.draw(F.gauge_marginals(gauge, lambda axis, u: G.coordinate_density(target, schedule, t_end, axis, u)))
 ends = [np.asarray(tr.x[-1]) for tr in gauge.values()]
 cols = st.columns(3)
 cols[0].metric("Same particle, two gauges: mean distance apart", f"{np.mean(np.linalg.norm(ends[-1] - ends[0], axis=1)):.2f}")
@@ -113,7 +112,7 @@ try:
 except Exception as err:
     controls.report_core_error(err)
 else:
-    st.plotly_chart(F.gauge_error(err_records), theme=None, config=CONFIG)
+    chart.draw(F.gauge_error(err_records))
     growth = G.error_growth(err_records)
     if growth:
         cs = [r["c"] for r in err_records]
@@ -150,8 +149,8 @@ else:
     field = dict(x=tab["x"][j], y=tab["y"][j], curl=tab["curl"][j], log_p=tab["log_p"][j], fraction=float(tab["fraction"][j]))
 if field is not None:
     cols = st.columns([3, 2])
-    cols[0].plotly_chart(F.curl_map(field["x"], field["y"], field["curl"], field["log_p"], level,
-                                    title=f"Curl of the learned field at σ/α = {level:g}"), theme=None, config=CONFIG)
+    chart.draw(F.curl_map(field["x"], field["y"], field["curl"], field["log_p"], level,
+                          title=f"Curl of the learned field at σ/α = {level:g}"), cols[0])
     cols[1].metric("Non-conservative share (p_t-weighted)", f"{field['fraction']:.1%}",
                    help="What the best potential's gradient cannot fit, weighted by p_t (weighted Helmholtz split on the grid).")
     cols[1].metric("Exact score, the same split", f"{tab['exact_fraction'][j]:.1e}")
@@ -161,8 +160,8 @@ if field is not None:
                             "singular at x = 0, one of the modes. The grid avoids that point.")
     cols[1].caption("The exact field's curl is zero everywhere (its Jacobian is symmetric); the learned one's is not, and is "
                     "largest around the modes, where the network must bend most.")
-st.plotly_chart(F.nonconservative_vs_noise(tab["levels"], tab["fraction"], tab["exact_fraction"], tab["curl_rms"],
-                                           tab["exact_curl_rms"]), theme=None, config=CONFIG)
+chart.draw(F.nonconservative_vs_noise(tab["levels"], tab["fraction"], tab["exact_fraction"], tab["curl_rms"],
+                                      tab["exact_curl_rms"]))
 st.caption(
     "Left: the share of the field, weighted by p_t, that no gradient fits: the part that is p-orthogonal to every gradient "
     "(div(p r) = 0 in the limit), which to first order moves no marginal, a gauge. Right: (σ/α)² times the p_t-weighted RMS curl "
@@ -184,10 +183,10 @@ except Exception as err:
 else:
     names = ["line", "point", "blob"]
     known = dict(zip(names, G.LINE_DIMENSIONS))
-    st.plotly_chart(F.dimension_spectrum(NOISES, {nm: spec[:, k] for k, nm in enumerate(names)},
-                                         {nm: dims[:, k] for k, nm in enumerate(names)}, known), theme=None, config=CONFIG)
+    chart.draw(F.dimension_spectrum(NOISES, {nm: spec[:, k] for k, nm in enumerate(names)},
+                                    {nm: dims[:, k] for k, nm in enumerate(names)}, known))
     cols = st.columns([3, 2])
-    cols[0].plotly_chart(F.dimension_points(G.line_target(float(length), float(width)), pts, d), theme=None, config=CONFIG)
+    chart.draw(F.dimension_points(G.line_target(float(length), float(width)), pts, d), cols[0])
     controls.table([{"component": nm, "known": known[nm], "estimated (median)": int(np.median(d[comp == k])),
                      "agree": f"{np.mean(d[comp == k] == known[nm]):.0%}"} for k, nm in enumerate(names)], where=cols[1])
     agree = float(np.mean(d == np.asarray(G.LINE_DIMENSIONS)[comp]))

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls, precomputed
+from app_pages import chart, controls, precomputed
 from explorer import hallucination as H
 from explorer.figures import hallucination as FH
 from explorer.learned import torch_threads
@@ -17,7 +17,6 @@ from explorer.learned import torch_threads
 URL = controls.URL
 PAPER = "Understanding Hallucinations in Diffusion Models through Mode Interpolation"
 MODELS = ("gmm-1d-3modes", "gmm-2d-grid25")
-CONFIG = controls.CONFIG
 PREVIEW = 100  # samples in a new set-up's first view (0.25 s on the 1D model)
 
 
@@ -163,19 +162,15 @@ if one_d:
     sig = np.asarray(model.schedule.sigma(np.arange(t_top + 1.0)))
     t_jump = int(np.searchsorted(sig, 0.06))  # noise just above the modes' std 0.05: the exact denoiser jumps
     t = st.slider("t (timestep) for the denoiser", 0, t_top, t_jump, key="denoiser_t", bind=URL)
-    st.plotly_chart(FH.denoiser_1d(model, _exact(name), float(t)), config=CONFIG)
+    chart.draw(FH.denoiser_1d(model, _exact(name), float(t)))
     left, right = st.columns(2)
-    left.plotly_chart(FH.sample_histogram(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"),
-                      config=CONFIG)
-    right.plotly_chart(FH.sample_histogram(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"),
-                       config=CONFIG)
-    st.plotly_chart(FH.x0_trajectories(learned, target, k, window=int(window)), config=CONFIG)
+    chart.draw(FH.sample_histogram(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"), left)
+    chart.draw(FH.sample_histogram(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"), right)
+    chart.draw(FH.x0_trajectories(learned, target, k, window=int(window)))
 else:
     left, right = st.columns(2)
-    left.plotly_chart(FH.samples_2d(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"),
-                      config=CONFIG)
-    right.plotly_chart(FH.samples_2d(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"),
-                       config=CONFIG)
+    chart.draw(FH.samples_2d(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"), left)
+    chart.draw(FH.samples_2d(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"), right)
 
 
 @st.fragment
@@ -202,8 +197,8 @@ def detection():
                    f"{c['kept_fraction']:.0%} of the in-support samples: the hallucination rate falls from "
                    f"{c['rate_before']:.2%} to {c['rate_after']:.2%}.")
     left, right = st.columns(2)
-    left.plotly_chart(FH.score_histogram(scores, bad, 10.0 ** log_th), config=CONFIG)
-    right.plotly_chart(FH.tradeoff_curve(a["curve"], c), config=CONFIG)
+    chart.draw(FH.score_histogram(scores, bad, 10.0 ** log_th), left)
+    chart.draw(FH.tradeoff_curve(a["curve"], c), right)
 
 
 detection()
@@ -242,4 +237,4 @@ if start or st.session_state.get("gens_done"):
                               _progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), msg))
         bar.empty()
         st.session_state["gens_done"] = True
-        st.plotly_chart(FH.generations(results), config=CONFIG)
+        chart.draw(FH.generations(results))

@@ -8,13 +8,12 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls, precomputed
+from app_pages import chart, controls, precomputed
 from explorer import grid_search, schedule_experiments
 from explorer import interpolants as I
 from explorer.figures import schedules as F
 
 URL = controls.URL
-CONFIG = controls.CONFIG
 LAZY = "lazy (fitted to the target)"
 LAZY_SDE = "lazy point-mass (stochastic)"
 DDPM = "ddpm-discrete (1000 steps)"  # a tabulated schedule, as real checkpoints ship it
@@ -187,8 +186,8 @@ try:
 except Exception as err:  # bad input or a bug in the core: a message, never a traceback
     controls.report_core_error(err)
     st.stop()
-st.plotly_chart(curves_fig, theme=None, config=CONFIG)
-st.plotly_chart(map_fig, theme=None, config=CONFIG)
+chart.draw(curves_fig)
+chart.draw(map_fig)
 st.caption(f"Left: the time t′ of {b} at which the signal-to-noise ratio equals that of {a} at t; dots: A's grid, "
            f"the times a converted run lands on. Right: the factor the state is scaled by on the way.")
 
@@ -201,7 +200,7 @@ try:
 except Exception as err:
     controls.report_core_error(err)
 else:
-    st.plotly_chart(paths, theme=None, config=CONFIG)
+    chart.draw(paths)
     cols = st.columns(3)
     cols[0].metric("NFE under A", traj_a.nfe)
     cols[1].metric(f"{solver} under B vs the converted path", f"{gap:.2g}",
@@ -237,7 +236,7 @@ try:
 except Exception as err:
     controls.report_core_error(err)
 else:
-    st.plotly_chart(drift_fig, theme=None, config=CONFIG)
+    chart.draw(drift_fig)
     st.markdown("**Largest mean |drift| along the path** (each schedule in its own time): "
                 + " · ".join(f"{name} {v:.2g}" for name, v in peaks.items()))
     lazy_s = schedule_of(lazy_name, target_key)
@@ -283,7 +282,7 @@ else:
     finally:
         bar.empty()
     if sweep_fig is not None:
-        st.plotly_chart(sweep_fig, theme=None, config=CONFIG)
+        chart.draw(sweep_fig)
         savings = "; ".join(f"**{f['label_to']}** reaches {a}'s error at {f['nfe_from']} NFE with {f['nfe_to']} "
                             f"({f['nfe_from'] / f['nfe_to']:.2g}× fewer)" for f in fewer)
         st.caption(

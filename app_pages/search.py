@@ -10,12 +10,11 @@ import json
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import chart, controls
 from explorer.analyses import solver_search as S
 from explorer.figures import search as F
 
 URL = controls.URL
-CONFIG = controls.CONFIG
 METHODS = {"schedule": "solver schedule + grid (USF)", "grid-ea": "time steps (AutoDiffusion)", "dc": "DC-Solver's ρ"}
 
 
@@ -132,10 +131,10 @@ cols[2].metric("Error on its own fit particles", f"{found.fit_error:.3g}",
                delta_color="off", delta_arrow="off",
                help="A searched sampler overfits its fit particles: the held-out error is the one that counts.")
 cols[3].metric("Search", f"{found.n_evals} runs", delta=f"{found.wall_time:.1f} s", delta_color="off", delta_arrow="off")
-st.plotly_chart(F.decision_strip(found.options["schedule"], found.ts), theme=None, config=CONFIG)
+chart.draw(F.decision_strip(found.options["schedule"], found.ts))
 positions = {"searched (USF)": found.positions, f"searched for {grid_found.solver} (AutoDiffusion)": grid_found.positions,
              "uniform in λ": S.relative_positions(found.schedule, ex.timesteps(found.schedule, k, "uniform-lambda"))}
-st.plotly_chart(F.grids(positions), theme=None, config=CONFIG)
+chart.draw(F.grids(positions))
 st.caption(f"`{found.options['schedule']}`: d/n = data or noise prediction, the digit the Taylor order, .k the points "
            "estimating the first derivative, /bh1 /bh2 /l⟨c⟩ its relaxation, +c a UniC corrector (free: its evaluation "
            "is the next step's). The initial population is the native solvers on every standard spacing, so the "
@@ -143,7 +142,7 @@ st.caption(f"`{found.options['schedule']}`: d/n = data or noise prediction, the 
 
 # 2. Error against NFE.
 st.subheader("Error against NFE")
-st.plotly_chart(F.error_vs_nfe(results["curve"]), theme=None, config=CONFIG)
+chart.draw(F.error_vs_nfe(results["curve"]))
 gains = ", ".join(f"{r['nfe']}: ×{r['best_fixed']['holdout_error'] / r['schedule']['holdout_error']:.2f}"
                   for r in results["curve"])
 st.caption(f"Held-out gain of the searched schedule over the best fixed solver, by NFE: {gains}. Dotted: the same "
@@ -158,7 +157,7 @@ runs = {f"AutoDiffusion EA, {bf['nfe']} steps of {bf['candidates']} candidates":
 if k == shown["nfe"]:
     runs.update({f"AutoDiffusion EA, NFE {k}": grid_found.history, f"Nelder-Mead, NFE {k}": nm.history,
                  f"USF schedule search, NFE {k}": found.history})
-st.plotly_chart(F.histories(runs, optimum=bf["error"]), theme=None, config=CONFIG)
+chart.draw(F.histories(runs, optimum=bf["error"]))
 hit = ea_small.extra["indices"] == bf["indices"]
 st.caption(f"Brute force over all {bf['n_grids']} grids of {bf['nfe']} steps on {bf['candidates']} candidate times: "
            f"optimum {bf['error']:.4g}; the evolutionary search {'found it' if hit else 'did not find it'} "
@@ -173,8 +172,8 @@ dc_nfes = [r["nfe"] for r in dc["fits"]]
 dc_nfe = st.select_slider("DC-Solver at NFE", dc_nfes, k if k in dc_nfes else dc_nfes[0], key="dc_nfe", bind=URL)
 row = next(r for r in dc["fits"] if r["nfe"] == dc_nfe)
 cols = st.columns([3, 2])
-cols[0].plotly_chart(F.rho_per_step(row), theme=None, config=CONFIG)
-cols[1].plotly_chart(F.dc_error_vs_nfe(dc["fits"], height=380), theme=None, config=CONFIG)
+chart.draw(F.rho_per_step(row), cols[0])
+chart.draw(F.dc_error_vs_nfe(dc["fits"], height=380), cols[1])
 fitted = [abs(r - 1) for f in dc["fits"] for r in f["rho"][2:]]
 aligned = [abs(r - 1) for f in dc["fits"] for r in f["rho_aligned"][2:]]
 st.caption(
@@ -189,7 +188,7 @@ st.caption(
 
 if "dc_guided" in results:
     guided = results["dc_guided"]
-    st.plotly_chart(F.dc_guided(guided), theme=None, config=CONFIG)
+    chart.draw(F.dc_guided(guided))
     unseen = [r for r in guided["rows"] if r["w"] == guided["heldout_w"]]
     better = sum(r["dc_cpr"] < r["unipc"] for r in unseen)
     st.caption(
@@ -209,7 +208,7 @@ cols[1].metric("Best fixed solver there", f"{ht['best_fixed']:.3g}", help=ht["be
 cols[2].metric(f"In its own setting (held-out particles)", f"×{found.gain:.2f}")
 method = st.radio("Sampler", [m for m in METHODS if m in results["transfer"]], format_func=METHODS.get,
                   horizontal=True, key="method", bind=URL)
-st.plotly_chart(F.transfer_matrix(results["transfer"][method]), theme=None, config=CONFIG)
+chart.draw(F.transfer_matrix(results["transfer"][method]))
 st.caption(f"Each row: the sampler fitted at NFE {shown['nfe']} in one setting; each column: its held-out error in "
            "another (the grid carried over at the same relative positions in λ), as a gain over the best fixed solver "
            "there. The diagonal is the in-setting gain; off it, the loss when the sampler is moved.")

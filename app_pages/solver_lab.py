@@ -9,13 +9,12 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls, precomputed
+from app_pages import chart, controls, precomputed
 from explorer import experiments, figures
 from explorer import guidance as G
 
 URL = controls.URL
 DEFAULT_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc", "deis", "dpm-solver-3")
-CONFIG = controls.CONFIG
 
 # `setup` = (target key, guidance, schedule, spacing, particles, seed), guidance = (label, w,
 # thresholding) or None: everything but the solvers, hashable for the caches.
@@ -222,10 +221,10 @@ if diverged:
     st.warning(f"**{len(diverged)} run(s) diverged** (red crosses on the plots):\n{lines}")
 if records:
     left, right = st.columns(2)
-    left.plotly_chart(figures.work_precision(records), theme=None, config=CONFIG)
+    chart.draw(figures.work_precision(records), left)
     left.caption("Fitted order: slope of log error against log NFE over the three largest NFEs (the asymptotic part). "
                  "Stochastic solvers (dotted) are not meant to follow the ODE path: compare their distance instead.")
-    right.plotly_chart(figures.distance_vs_nfe(records, floor(setup)), theme=None, config=CONFIG)
+    chart.draw(figures.distance_vs_nfe(records, floor(setup)), right)
     right.caption("Sliced W2 between the final samples and fresh target draws; the dashed line is the exact ODE "
                   "from the same start, the floor set by the finite sample."
                   + (" With guidance the target is the class's own modes p(x | c), which guided samples are not meant "
@@ -251,8 +250,8 @@ else:
     for side in result.values():
         if side["traj"].diverged:
             st.warning(f"**{side['label']} diverged** at step {side['traj'].diverged_at}: {side['traj'].diverged_reason}")
-    st.plotly_chart(figures.side_by_side(model, result, show_x0=bool(show_x0)), theme=None, config=CONFIG)
-    st.plotly_chart(figures.step_errors(model, result), theme=None, config=CONFIG)
+    chart.draw(figures.side_by_side(model, result, show_x0=bool(show_x0)))
+    chart.draw(figures.step_errors(model, result))
     st.caption("Local error: what each step adds, against the exact flow from the solver's own state (first 400 "
                "particles). Global error: distance to the exact path from the same start. x0-prediction error: the "
                "solver's x0-prediction against the model's on the exact path.")
@@ -268,8 +267,7 @@ if st.toggle("Fit their orders", key="ab_orders", bind=URL,
             except Exception as err:  # one side's failure leaves the other standing
                 st.error(f"**{label} failed.** {type(err).__name__}: {err}")
     if ab_records:
-        st.plotly_chart(figures.work_precision(ab_records, title="Solvers A and B, with their options"),
-                        theme=None, config=CONFIG)
+        chart.draw(figures.work_precision(ab_records, title="Solvers A and B, with their options"))
         fitted = experiments.orders(ab_records)
         shown = [f"**{label}**: " + ("stochastic, not meant to follow the ODE" if _stochastic(*sides[label]) else
                                      f"order {fitted[label]:.2f}" if np.isfinite(fitted[label]) else "order —")
@@ -300,9 +298,8 @@ else:
         summary = st.empty()  # the line, then (if asked) the same sweep's count with thresholding the other way
         summary.markdown(line)
         left, right = st.columns(2)
-        left.plotly_chart(figures.guidance_failure(g_records), theme=None, config=CONFIG)
-        right.plotly_chart(figures.guidance_failure(g_records, "distance", title="Guidance scale against distance to p(x | c)"),
-                           theme=None, config=CONFIG)
+        chart.draw(figures.guidance_failure(g_records), left)
+        chart.draw(figures.guidance_failure(g_records, "distance", title="Guidance scale against distance to p(x | c)"), right)
         other_way = "without" if guide[2] else "with"
         if st.toggle(f"Compare: the same sweep {other_way} dynamic thresholding", key="gcontrast", bind=URL,
                      help="Sweep again with thresholding the other way and count its blow-ups beside these "

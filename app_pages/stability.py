@@ -9,13 +9,12 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls, precomputed
+from app_pages import chart, controls, precomputed
 from explorer import guidance as G
 from explorer import stability as S
 from explorer.figures import stability as FS
 
 URL = controls.URL
-CONFIG = controls.CONFIG
 DEFAULT_METHODS = ("euler", "plms", "heavy-ball", "ghvb")
 TARGETS_2D = [t for t in ex.targets.names() if ex.targets.get(t).dim == 2]
 
@@ -149,7 +148,7 @@ def regions_section():
             st.error(f"**A region failed.** {message}")
         left, right = st.columns([3, 2])
         if regions:
-            left.plotly_chart(FS.stability_regions(regions, box, height=600), theme=None, config=CONFIG)
+            chart.draw(FS.stability_regions(regions, box, height=600), left)
             controls.table([{"method": r["label"], "h in": r["variable"], "real interval": f"[{r['interval']:.4g}, 0]"}
                             for r in regions], where=right)
         right.markdown(
@@ -208,7 +207,7 @@ def run_section():
                        f"Largest |root| {np.nanmax(data['radius']):.3g} at step {int(np.nanargmax(data['radius'])) + 1}.")
         else:
             st.success(f"Every step's h·λ lies in the region of {data['label']}.")
-        st.plotly_chart(FS.step_eigenvalues(model, traj, [run_region], data, box=rbox, height=560), theme=None, config=CONFIG)
+        chart.draw(FS.step_eigenvalues(model, traj, [run_region], data, box=rbox, height=560))
         st.caption(
             "▶ plays the run; the slider picks a step (it opens on the step the method amplifies most). Red: values outside "
             "the region where the exact flow contracts — the method amplifies them — and the particles that carry them. "
@@ -218,8 +217,8 @@ def run_section():
             "at 1.5 leave the particles in place, a run of steps at 10 (guidance, below) does not."
             + (f" Region for the median step h = {h_first:.3g} in λ; each step is checked with its own h." if h_first else "")
         )
-        st.plotly_chart(FS.step_report([data], data_range=G.data_range(model.target),
-                                       height=420), theme=None, config=CONFIG)
+        chart.draw(FS.step_report([data], data_range=G.data_range(model.target),
+                                  height=420))
 
 
 @st.fragment
@@ -240,8 +239,8 @@ def toy_section():
     toy_regions = [region(s, tuple(sorted(o.items())), toy_box) for s, o in methods.values()]
     outside = ~S.region("plms", result["z"], order=int(toy_order))  # red: outside the classical method's region
     left, right = st.columns([3, 2])
-    left.plotly_chart(FS.stability_regions(toy_regions, toy_box, points=(result["z"], outside), height=440,
-                                           title="Regions, and h·λ at A's eigenvalues"), theme=None, config=CONFIG)
+    chart.draw(FS.stability_regions(toy_regions, toy_box, points=(result["z"], outside), height=440,
+                                    title="Regions, and h·λ at A's eigenvalues"), left)
     at_z = "h·λ = " + ", ".join(f"{z.real:.3g}" for z in result["z"])
     inside = []
     for name, (s, o) in methods.items():
@@ -252,8 +251,8 @@ def toy_section():
     right.caption(f"Red on the plane: outside the region of plms {int(toy_order)} (Adams-Bashforth), the classical method. "
                   "A value outside a method's region grows by its largest |root| every step.")
     left, right = st.columns(2)
-    left.plotly_chart(FS.toy_paths(result["runs"], result["exact"], height=460), theme=None, config=CONFIG)
-    right.plotly_chart(FS.toy_error(result["runs"], result["exact"], result["t"], height=460), theme=None, config=CONFIG)
+    chart.draw(FS.toy_paths(result["runs"], result["exact"], height=460), left)
+    chart.draw(FS.toy_error(result["runs"], result["exact"], result["t"], height=460), right)
 
 
 @st.fragment
@@ -283,17 +282,17 @@ def guidance_section():
         summary.append(f"**{name}**: " + (f"diverged at step {traj.diverged_at + 1}" if traj.diverged else f"max |x| = {size:.3g} × the class's range"))
     st.markdown(" · ".join(summary))
     left, right = st.columns(2)
-    left.plotly_chart(FS.step_report(list(g_data.values()), data_range=scale, height=460, range_name="class's range",
-                                     title=f"Guided, w = {w:g}: step by step"), theme=None, config=CONFIG)
+    chart.draw(FS.step_report(list(g_data.values()), data_range=scale, height=460, range_name="class's range",
+                              title=f"Guided, w = {w:g}: step by step"), left)
     with st.spinner("Sweeping w…"):
         sweep = guided_sweep(float(g_beta), int(g_steps), int(g_seed))
-    right.plotly_chart(FS.guidance_stability(sweep, height=460), theme=None, config=CONFIG)
+    chart.draw(FS.guidance_stability(sweep, height=460), right)
     shown = st.selectbox("Step by step", list(g_runs), key="g_show", bind=URL)
     g_model = G.guided_model(FS.nested_classes(), ex.schedules.get("vp-linear"), 0, float(w))
     g_box = _run_box(g_data[shown], [])
     s_name, s_opts = _guidance_methods(float(g_beta))[shown]
-    st.plotly_chart(FS.step_eigenvalues(g_model, g_runs[shown], [region(s_name, tuple(sorted(s_opts.items())), g_box)],
-                                        g_data[shown], box=g_box, height=540), theme=None, config=CONFIG)
+    chart.draw(FS.step_eigenvalues(g_model, g_runs[shown], [region(s_name, tuple(sorted(s_opts.items())), g_box)],
+                                   g_data[shown], box=g_box, height=540))
 
 
 regions_section()

@@ -8,13 +8,13 @@ from __future__ import annotations
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import chart, controls
 from explorer.analyses import boundary as B
 from explorer.analyses import dmcmc as M
 from explorer.analyses import terminal_snr as T
 from explorer.figures import starts as F
 
-URL, CONFIG = controls.URL, controls.CONFIG
+URL = controls.URL
 SOLVERS = ("ddim", "ddpm", "dpmpp-2m", "heun", "euler")
 DMCMC_TARGETS = ("gmm-1d-asym", "gmm-1d-3modes", "gmm-2d-ring8", "gmm-2d-two-aniso")
 LABELLED = ("gmm-2d-ring8", "gmm-2d-grid25", "gmm-2d-checkerboard")
@@ -96,7 +96,7 @@ except Exception as err:  # bad input or a bug in the core: a message, never a t
     controls.report_core_error(err)
     st.stop()
 target = T.brightness_target(*target_args)
-st.plotly_chart(F.brightness(rows, target, "sde" if solver == "ddpm" else "ode"), theme=None, config=CONFIG)
+chart.draw(F.brightness(rows, target, "sde" if solver == "ddpm" else "ode"))
 with st.spinner("Measuring each start against p₀…"):
     table = starts_table(*setup)
 naive = next(r for r in table if r["start"] == "N(0, I) start")
@@ -121,7 +121,7 @@ st.caption(
     "ᾱ_T Cov(x0): its std stays shrunk by σ_T/r_T."
 )
 with st.expander("Signal left where each grid starts"):
-    st.plotly_chart(F.terminal_signal(int(n_steps)), theme=None, config=CONFIG)
+    chart.draw(F.terminal_signal(int(n_steps)))
 
 # 2. Denoising MCMC.
 st.subheader("Denoising MCMC: a chain on (x, σ), then a short solve")
@@ -147,8 +147,8 @@ else:
     tabs = st.tabs([f"Chain: {k}" for k in ch])
     for tab, c in zip(tabs, ch.values()):
         with tab:
-            st.plotly_chart(F.chain(c, dm), theme=None, config=CONFIG)
-    st.plotly_chart(F.level_histogram(ch), theme=None, config=CONFIG)
+            chart.draw(F.chain(c, dm))
+    chart.draw(F.level_histogram(ch))
     st.caption(
         "The paper's chain takes the level of highest posterior p(σ | x) (its noise classifier's argmax) and a fixed step; "
         "exact Gibbs draws the level from p(σ | x), exact for a mixture, and corrects its Langevin step, so its states keep "
@@ -166,7 +166,7 @@ else:
     except Exception as err:
         controls.report_core_error(err)
     else:
-        st.plotly_chart(F.dmcmc_vs_nfe(records, fl), theme=None, config=CONFIG)
+        chart.draw(F.dmcmc_vs_nfe(records, fl))
         st.markdown(M.summary(records, fl))
         st.caption(
             f"{SWEEP_N} samples each; NFE per sample counts the sweeps (one score call each, two with the Metropolis step) and the "
@@ -196,7 +196,7 @@ except Exception as err:
     controls.report_core_error(err)
 else:
     bt = ex.guidance.labelled(bc_target)
-    st.plotly_chart(F.boundary(res, bt), theme=None, config=CONFIG)
+    chart.draw(F.boundary(res, bt))
     cols = st.columns(4)
     cols[0].metric("Agreement between conditions", f"{res.agreement():.2f}",
                    help="Mean Spearman correlation of the conditions' rankings of the candidates (1: they agree on the best start).")
@@ -208,7 +208,7 @@ else:
         cols[3].metric(f"Search on {n_reference} reference pairs", f"{res.mean_loss[res.reference_best]:.3f}",
                        delta=f"{res.mean_loss[res.reference_best] - res.mean_loss[res.best]:+.3f} vs exact", delta_color="off",
                        delta_arrow="off")
-    st.plotly_chart(F.boundary_ranks(res), theme=None, config=CONFIG)
+    chart.draw(F.boundary_ranks(res))
     controls.table([{**d, "regret": float(r), "rank_of_shared": int(k)} for d, r, k in zip(div, res.regret(), res.rank_of_best())],
                    formats={k: ".3f" for k in ("spread_random", "spread_shared", "loss_random", "loss_shared", "loss_own_best", "regret")},
                    labels={k: k.replace("_", " ") for k in (*div[0], "rank_of_shared")})

@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 import explorer as ex
-from app_pages import controls
+from app_pages import chart, controls
 from explorer import figures
 
 URL = controls.URL
@@ -189,23 +189,22 @@ axis = view[1].segmented_control(
 ) or "log-snr"
 
 paths, final = main_figures(setup, solver, options, bool(show_x0), axis)
-config = controls.CONFIG  # a short mode bar, so that it leaves the titles readable
 if model.dim == 1:
-    st.plotly_chart(paths, theme=None, config=config)
+    chart.draw(paths)
     st.caption(
         "Colour: the exact density p_t(x) of the noised target. Each path is coloured by the mode it "
         "reaches; dots mark the solver's grid times."
     )
     left, right = st.columns(2)
-    left.plotly_chart(final, theme=None, config=config)
+    chart.draw(final, left)
 else:
     left, right = st.columns([3, 2])
-    left.plotly_chart(paths, theme=None, config=config)
+    chart.draw(paths, left)
     left.caption(
         "▶ plays the run in the browser; the slider picks a step. Particles are coloured by the mode they "
         "reach; arrows show where the flow carries them at that time (lengths normalised per step)."
     )
-    right.plotly_chart(final, theme=None, config=config)
+    chart.draw(final, right)
     right = st
 
 # The reference path (rk45, with scipy's first import on a fresh process) comes after the figures: they show
@@ -222,7 +221,7 @@ except Exception as err:  # the reference is an extra: the page goes on without 
     st.warning(f"**The rk45 reference failed** ({type(err).__name__}: {err}); comparisons against it are skipped.")
 against_reference = ref is not None and not ref.diverged
 if against_reference:
-    error_box.plotly_chart(error_figure(setup, solver, options, axis), theme=None, config=config)
+    chart.draw(error_figure(setup, solver, options, axis), error_box)
 else:
     error_box.empty()
 summary = scores(setup, solver, options, against_reference)

@@ -23,14 +23,16 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 from bench_app import App, busy, chromium, open_cold  # noqa: E402  (the app started as the README does)
+
+from app_pages import chart as app_chart  # noqa: E402
 
 from explorer import gallery  # noqa: E402
 
 OUT = ROOT / "data" / "gallery"
 WIDTH, HEIGHT = 480, 320  # pixels, every thumbnail: the gallery shows three cards a row, aligned
-CHART = '[data-testid="stPlotlyChart"]'
+CHART = f".{app_chart.CLASS}"  # the div app_pages/chart.py draws each figure in
 
 
 def shoot(driver, app_url: str, card: gallery.Card) -> bytes:

@@ -2,6 +2,7 @@
 
 import functools
 import html
+import json
 import os
 import re
 import time
@@ -14,6 +15,7 @@ from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.testing.v1 import AppTest, local_script_runner
 from streamlit.util import calc_hash
 
+from app_pages import chart
 from explorer.gallery.card import PAGES
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -120,3 +122,18 @@ def page_text(at: AppTest) -> str:
     for kind in ("markdown", "caption", "info", "success", "warning", "error"):
         lines += [str(e.value) for e in getattr(at, kind)]
     return "\n".join(lines)
+
+
+def _chart_elements(at) -> list:
+    return [e for e in at.get("bidi_component") if e.proto.component_name == chart.NAME]
+
+
+def charts(at) -> list[dict]:
+    """The figures the page drew (app_pages.chart.draw), in page order, each as the plotly JSON sent to the browser
+    (data, layout, frames)."""
+    return [json.loads(e.proto.bytes)["figure"] for e in _chart_elements(at)]
+
+
+def keyed_charts(at) -> dict[str, dict]:
+    """charts(at) by the key each figure was drawn with (the last part of its element id; None without a key)."""
+    return {e.proto.id.split("-")[-1]: json.loads(e.proto.bytes)["figure"] for e in _chart_elements(at)}

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from apptest import assert_clean, code_text, open_app  # noqa: E402
+from apptest import assert_clean, charts, code_text, open_app  # noqa: E402
 
 import explorer as ex  # noqa: E402
 
@@ -39,7 +39,7 @@ def test_defaults_render(app):
     assert set(_metrics(app)) == METRICS
     assert _metrics(app)["NFE"] == "10"
     assert app.selectbox(key="target").value == "gmm-1d-3modes"
-    assert len(app.get("plotly_chart")) == 3  # paths over p_t(x), final histogram, error vs reference
+    assert len(charts(app)) == 3  # paths over p_t(x), final histogram, error vs reference
     assert app.title[0].value == "Trajectories"
 
 
@@ -79,7 +79,7 @@ def test_two_dimensional_target(app):
     app.slider(key="steps").set_value(6).run()
     assert_clean(app)
     assert _metrics(app)["NFE"] == "12"
-    assert len(app.get("plotly_chart")) == 3  # particle animation, final samples, error vs reference
+    assert len(charts(app)) == 3  # particle animation, final samples, error vs reference
     app.number_input(key="gmm-2d-ring8.radius").set_value(5.0).run()
     assert_clean(app)
 
@@ -116,7 +116,7 @@ def test_a_diverged_run_warns_and_still_draws():
     warnings = " ".join(w.value for w in at.warning)
     assert "diverged" in warnings and "step 0" in warnings
     assert _metrics(at)["Distance to target"] == "—"
-    assert len(at.get("plotly_chart")) >= 2
+    assert len(charts(at)) >= 2
 
 
 def _core_metrics(query: dict) -> dict:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import json
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ pytest.importorskip("diffusers")
 
 import explorer as ex  # noqa: E402
 from explorer import figures  # noqa: E402
-from apptest import assert_clean, open_app, open_page_from_url  # noqa: E402
+from apptest import assert_clean, charts, keyed_charts, open_app, open_page_from_url  # noqa: E402
 
 PAGE = "app_pages/audit.py"
 SMALL = dict(schedulers=["DDIMScheduler", "EulerDiscreteScheduler"], nfes="5, 10, 20", n="200")
@@ -38,7 +37,7 @@ def _array(value) -> np.ndarray:
 
 def _charts(at) -> dict:
     """The page's plotly charts by element key, as plotly JSON."""
-    return {c.proto.id.split("-")[-1]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    return keyed_charts(at)
 
 
 def test_default_page_has_the_table_the_flags_and_a_row():
@@ -98,7 +97,7 @@ def test_rows_with_a_message_show_it():
     at = _page_from_url(schedulers=["AmusedScheduler"], nfes="5", n="50", row="Amused · default")
     assert not at.exception
     assert any("not supported by the adapter" in e.value for e in at.error), [e.value for e in at.error]
-    assert not at.get("plotly_chart") or set(_charts(at)) == {"flags_figure"}
+    assert not charts(at) or set(_charts(at)) == {"flags_figure"}
     # a configuration diffusers fails on (DDIM's thresholding on 1-D samples): its message, not a crash
     at = _page_from_url(schedulers=["DDIMScheduler"], nfes="5", n="50", row="DDIM · thresholding=True")
     assert not at.exception
@@ -115,4 +114,4 @@ def test_bad_input_is_a_message():
     assert not at.exception
     assert at.multiselect(key="schedulers").value == []
     assert [i.value for i in at.info] == ["Choose at least one scheduler class in the sidebar."]
-    assert not at.dataframe and not at.get("plotly_chart")
+    assert not at.dataframe and not charts(at)

@@ -170,6 +170,16 @@ def test_default_view_renders_and_a_changed_control_lands_in_the_url(server, bro
     metrics = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')
     assert [m.text.splitlines()[0] for m in metrics][:2] == ["NFE", "Distance to target"]
     assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
+    # drawn by app_pages/chart.py with the partial plotly.js in static/, not by Streamlit's chart (all of plotly.js)
+    from plotly.offline import get_plotlyjs_version
+
+    from app_pages import chart
+
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any(name.endswith(f"/app/static/{chart.BUNDLE}") for name in loaded), loaded
+    assert not any("PlotlyChart" in name for name in loaded)
+    assert browser.execute_script("return window.Plotly.version") == get_plotlyjs_version()
+    assert len(browser.find_elements(By.CSS_SELECTOR, f".{chart.CLASS}.js-plotly-plot")) == 3
 
     # the same view: a changed control lands in the URL, and the shared link opens that view
     browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]").click()

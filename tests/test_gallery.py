@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from apptest import assert_clean, open_app, page_text  # noqa: E402
+from apptest import assert_clean, charts, open_app, page_text  # noqa: E402
 
 from explorer import gallery  # noqa: E402
 from explorer.gallery.card import _text  # noqa: E402
@@ -75,7 +75,7 @@ def test_each_card_shows_its_phenomenon(slug):
         widget = at.get_by_key(key)
         assert widget is not None, f"{slug}: no widget {key!r} on {card.page_file}"
         assert _same(widget.value, wanted), f"{slug}: {key} is {widget.value!r}, the link says {wanted!r}"
-    assert len(at.get("plotly_chart")) > card.chart, f"{slug}: the thumbnail's chart {card.chart} is not on the page"
+    assert len(charts(at)) > card.chart, f"{slug}: the thumbnail's chart {card.chart} is not on the page"
     value = card.read(page_text(at))
     assert card.holds(value), f"{slug}: the page shows {value}, the card claims {card.expect} ({card.claim})"
 

@@ -9,14 +9,14 @@ from urllib.parse import urlencode
 
 import pytest
 
-from apptest import assert_clean, open_app, open_page_from_url
+from apptest import assert_clean, charts, open_app, open_page_from_url
 from explorer.analyses import guidance_methods as GM
 
 PAGE = "app_pages/guidance.py"
 
 
 def _titles(at) -> list[str]:
-    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    return [c["layout"]["title"]["text"] for c in charts(at)]
 
 
 def _metrics(at) -> dict:
@@ -90,7 +90,7 @@ def test_bad_scales_are_messages(value, message):
     at = open_page_from_url(PAGE, gstrength=value)
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
-    assert not at.get("plotly_chart")
+    assert not charts(at)
 
 
 def test_a_scale_the_widget_cannot_take_is_named():
@@ -105,7 +105,7 @@ def test_a_1d_target_is_computed_live():
     titles = _titles(at)
     assert titles[0].startswith("SVDD, exact value, 1/alpha = 1") and len(titles) == 3, titles  # no sweep, no classifier
     assert any("Turn the sweep on" in i.value for i in at.info)
-    kinds = [trace["type"] for trace in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
+    kinds = [trace["type"] for trace in charts(at)[0]["data"]]
     assert kinds == ["histogram", "scatter"]  # 1D: the samples' histogram under the intended density
 
 

@@ -327,6 +327,8 @@ PAGE_QUERY = {**QUERY, "sample_steps": "100"}
 
 
 def test_page_renders_and_the_threshold_answers_fast():
+    from apptest import charts
+
     _assert_shipped()
     at = _page(**PAGE_QUERY)
     assert not at.exception, [e.message for e in at.exception]
@@ -335,7 +337,7 @@ def test_page_renders_and_the_threshold_answers_fast():
     assert at.number_input(key="samples").value == 300 and at.slider(key="window").value == 5
     labels = [m.label for m in at.metric]
     assert "Hallucinated (learned)" in labels and "Hallucinations removed" in labels
-    assert len(at.get("plotly_chart")) == 6  # denoiser, two histograms, trajectories, scores, trade-off
+    assert len(charts(at)) == 6  # denoiser, two histograms, trajectories, scores, trade-off
     removed = next(m.value for m in at.metric if m.label == "Hallucinations removed")
     slider = at.slider(key="threshold")
     start = time.perf_counter()

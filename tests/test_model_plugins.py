@@ -19,7 +19,7 @@ import torch
 import explorer as ex
 from explorer import wrapped
 from explorer.learned import EpsMLP
-from apptest import app_plugins, open_page_from_url
+from apptest import app_plugins, charts, open_page_from_url
 from fakes import smooth_mixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -630,7 +630,7 @@ def test_app_samples_with_the_example_models(model_app):
     exact = ex.AnalyticModel(ring, ex.schedules.get("rectified-flow"))
     shown, expected = _shown(at), _expected(exact, exact, 6, 300)
     assert {k: shown[k] for k in expected} == expected  # the exact flow, on the ring's exact answer
-    assert len(at.get("plotly_chart")) == 3
+    assert len(charts(at)) == 3
     # chosen with the widget: the shipped MLP re-wrapped samples as the learned model itself
     at.selectbox(key="denoiser").set_value("my-mlp-1d").run()
     _clean(at)

@@ -17,7 +17,7 @@ import pytest
 
 import explorer as ex
 from explorer import stability as S
-from apptest import app_plugins, open_page_from_url
+from apptest import app_plugins, charts, open_page_from_url
 from fakes import TorchModel, smooth_mixture
 from test_core_solvers import measured_order
 
@@ -510,7 +510,7 @@ def test_app_runs_the_example_on_trajectories(plugin_app):
     assert box.value == "heun-sigma" and "heun-sigma" in box.options
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["NFE"] == "12"  # 6 Heun steps, 2 evaluations each
-    assert len(at.get("plotly_chart")) == 3
+    assert len(charts(at)) == 3
     # chosen with the widget as well: from euler back to the plug-in
     at.selectbox(key="solver").set_value("euler").run()
     assert {m.label: m.value for m in at.metric}["NFE"] == "6"

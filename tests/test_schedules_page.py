@@ -6,7 +6,6 @@ answering well under a second."""
 from __future__ import annotations
 
 import base64
-import json
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ from explorer import interpolants as I
 from explorer.figures import schedules as F
 from explorer.foundations.timesteps import sigmas_of
 
-from apptest import assert_clean, code_text, open_app
+from apptest import assert_clean, charts, code_text, open_app
 
 
 PAGE = "app_pages/schedules.py"
@@ -212,7 +211,7 @@ def test_page_renders_clean_with_defaults():
     at = open_app(PAGE)
     assert_clean(at)
     assert at.title[0].value == "Schedules"
-    assert len(at.get("plotly_chart")) >= 4
+    assert len(charts(at)) >= 4
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["NFE under A"] == "12"
     gap = float(metrics["dpmpp-2m under B vs the converted path"])
@@ -220,8 +219,8 @@ def test_page_renders_clean_with_defaults():
     [code] = code_text(at)
     assert "timesteps = [" in code and "sigmas = [" in code
     # the page's conversion map, read back from the chart sent to the browser: lambda_edm(t') = lambda_vp(t)
-    chart = next(c for c in at.get("plotly_chart") if "The conversion map" in c.proto.spec)
-    line = next(t for t in json.loads(chart.proto.spec)["data"] if t["name"] == "t → t′")
+    chart = next(c for c in charts(at) if "The conversion map" in c["layout"]["title"]["text"])
+    line = next(t for t in chart["data"] if t["name"] == "t → t′")
     t, t2 = _array(line["x"]), _array(line["y"])
     vp, edm = ex.schedules.get("vp-linear"), ex.schedules.get("edm")
     assert len(t) > 100 and np.allclose(edm.lambda_(t2), vp.lambda_(t), rtol=1e-12, atol=1e-12)
@@ -248,8 +247,8 @@ def test_page_opens_from_the_url(query):
 def test_lazy_drift_is_flat_zero_on_the_gaussian_of_the_target():
     at = _open(drift_data="N(0, c I)")
     assert_clean(at)
-    chart = next(c for c in at.get("plotly_chart") if "Drift magnitude" in c.proto.spec)
-    traces = {t["name"]: _array(t["customdata"]) for t in json.loads(chart.proto.spec)["data"]}
+    chart = next(c for c in charts(at) if "Drift magnitude" in c["layout"]["title"]["text"])
+    traces = {t["name"]: _array(t["customdata"]) for t in chart["data"]}
     assert np.abs(traces["lazy (fitted to the target)  (zero drift)"]).max() < 1e-12
     assert traces["vp-linear"].max() > 0.1 and traces["edm"].max() > 0.1
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from apptest import assert_clean, code_text, open_app
+from apptest import assert_clean, charts, code_text, open_app
 from explorer.analyses import solver_search as S
 
 
@@ -29,7 +29,7 @@ def test_defaults_show_the_shipped_numbers_without_a_run():
     at = open_app(PAGE)
     assert_clean(at)
     assert at.title[0].value == "Solver search"
-    assert len(at.get("plotly_chart")) == 8  # strip, grids, error vs NFE, histories, rho, DC vs NFE, guided, transfer
+    assert len(charts(at)) == 8  # strip, grids, error vs NFE, histories, rho, DC vs NFE, guided, transfer
     assert not at.info and not at.button  # nothing to run: the defaults are shipped
     shipped = _shipped_at(S.DEFAULTS["nfe"])["schedule"]
     shown = _metrics(at)

@@ -126,7 +126,7 @@ def test_figures_of_the_lab():
 # The page, headless.
 
 st_testing = pytest.importorskip("streamlit.testing.v1")
-from apptest import assert_clean, open_app  # noqa: E402
+from apptest import assert_clean, charts, open_app  # noqa: E402
 
 
 def _page(**query):
@@ -143,7 +143,7 @@ def test_page_renders_and_restores_from_the_url():
     assert at.text_input(key="nfes").value == "4, 8, 16"
     assert at.selectbox(key="a").value == "euler" and at.selectbox(key="b").value == "heun"
     assert at.selectbox(key="schedule").value == "edm" and at.number_input(key="seed").value == 3
-    assert len(at.get("plotly_chart")) == 4  # work-precision, distance, side by side, step errors
+    assert len(charts(at)) == 4  # work-precision, distance, side by side, step errors
     table = " ".join(m.value for m in at.markdown)
     for name in ex.solvers.names():
         assert ex.solvers.info(name)["reference"] in table
@@ -154,11 +154,11 @@ def test_page_guidance_and_options():
     # either size; the thresholded references at this size cost about a third less.
     at = _page(solvers=["ddim", "dpmpp-2m"], n="50", nfes="6, 12", guided="true", w="8", gsolvers=["ddim", "dpmpp-2m"])
     assert_clean(at)
-    assert len(at.get("plotly_chart")) == 6
+    assert len(charts(at)) == 6
     at.multiselect(key="gsolvers").set_value([]).run()  # (the thresholded guided reference is slow to solve)
     at.toggle(key="threshold").set_value(True).run()
     assert_clean(at)
-    assert len(at.get("plotly_chart")) == 4
+    assert len(charts(at)) == 4
     at.selectbox(key="a").set_value("ddim").run()
     at.number_input(key="a.ddim.eta").set_value(0.5).run()  # solver A's options, declared by the solver
     assert_clean(at)
@@ -181,7 +181,7 @@ def test_page_fits_the_orders_of_a_and_b_with_their_options():
     at = _page(solvers=["euler"], n="100", nfes="16, 32, 64", a="ddpm", b="dpmpp-3m", **{"b.dpmpp-3m.form": "dpm-solver-code"},
                ab_orders="true")
     assert_clean(at)
-    assert len(at.get("plotly_chart")) == 5  # the sweep of A and B after the two side by side
+    assert len(charts(at)) == 5  # the sweep of A and B after the two side by side
     line = next(m.value for m in at.markdown if m.value.startswith("Fitted over NFE 16, 32, 64"))
     assert "**A: ddpm**: stochastic" in line  # a stochastic solver gets no order
     order = float(line.split("**B: dpmpp-3m (form=dpm-solver-code)**: order ")[1].rstrip("."))

@@ -97,7 +97,7 @@ def test_figures_build():
 # The page, headless.
 
 st_testing = pytest.importorskip("streamlit.testing.v1")
-from apptest import assert_clean, open_app  # noqa: E402
+from apptest import assert_clean, charts, open_app  # noqa: E402
 
 
 def _page(**query):
@@ -113,7 +113,7 @@ def test_page_renders_restores_from_the_url_and_morphs_fast():
     assert at.multiselect(key="methods").value == ["plms", "ghvb"]
     assert at.slider(key="order").value == 4 and at.slider(key="beta").value == 0.6
     assert at.selectbox(key="run_solver").value == "ghvb"
-    assert len(at.get("plotly_chart")) == 9  # regions; run plane + report; toy regions, paths, error; guidance x2 + plane
+    assert len(charts(at)) == 9  # regions; run plane + report; toy regions, paths, error; guidance x2 + plane
     tables = " ".join(m.value for m in at.markdown)
     assert "[-0.3, 0]" in tables and "ghvb 4, β = 0.6" in tables  # the regions' table
     assert "plms 4**: max |x|" in tables  # the guidance summary
@@ -129,7 +129,7 @@ def test_page_renders_restores_from_the_url_and_morphs_fast():
 def test_page_every_supported_method_draws():
     at = _page(methods=list(S.SUPPORTED), order="3", run_solver="dpmpp-2m", run_n="50", g_steps="6")
     assert_clean(at)
-    assert len(at.get("plotly_chart")) == 9
+    assert len(charts(at)) == 9
 
 
 # The page in a real browser.

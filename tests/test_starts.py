@@ -322,7 +322,7 @@ def run_pages(page: str, views: list) -> list[list[dict]]:
 import json, sys
 sys.path.insert(0, {str(root)!r})
 from streamlit.testing.v1 import AppTest
-from app_pages import controls
+from app_pages import chart, controls
 tables, draw = [], controls.table
 def record(rows, *args, **kwargs):
     tables.append({{k: [r.get(k) for r in rows] for k in dict.fromkeys(k for r in rows for k in r)}})
@@ -341,7 +341,7 @@ for query, toggles in {[(dict(q), tuple(t)) for q, t in views]!r}:
         else:
             at.toggle(key=toggle).set_value(True).run()
         records.append(dict(errors=[e.message for e in at.exception] + [e.value for e in at.error],
-                            metrics={{m.label: m.value for m in at.metric}}, charts=len(at.get("plotly_chart")),
+                            metrics={{m.label: m.value for m in at.metric}}, charts=sum(e.proto.component_name == chart.NAME for e in at.get("bidi_component")),
                             tables=list(tables), texts=[m.value for m in at.markdown], torch="torch" in sys.modules))
     out.append(records)
 print("RESULT" + json.dumps(out, default=float))
