@@ -11,7 +11,7 @@ tab, as a reload after the app restarted is (--cold-browser skips the warm-up an
     python benchmarks/bench_app.py                 # every page
     python benchmarks/bench_app.py trajectories    # some pages, by url path ("" is Trajectories)
     python benchmarks/bench_app.py --markdown      # the table as the README shows it
-    python benchmarks/bench_app.py --floor         # first, the floor: a bare Streamlit page with one figure
+    python benchmarks/bench_app.py --floor         # first, the floor: bare Streamlit pages with one figure
 
 Budgets on a 2-core machine (issue 15): first figure <= 1.5 s cold, settled <= 3 s; a control that
 only redraws <= 0.3 s to the updated figure; one that changes the problem <= 1 s to its first
@@ -122,8 +122,8 @@ class App:
     def __init__(self, port: int | None = None, script: Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = ([sys.executable, "-m", "streamlit", "run", str(script)] if script is not None
-                   else [sys.executable, str(ROOT / "app_pages" / "serve.py")])
+        command = ([sys.executable, "-m", "streamlit", "run", str(script), "--server.enableStaticServing", "true"]
+                   if script is not None else [sys.executable, str(ROOT / "app_pages" / "serve.py")])
         args = [*command, "--server.headless", "true", "--server.port", str(self.port), "--server.address",
                 "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
         self.log = tempfile.TemporaryFile()
@@ -355,33 +355,49 @@ def measure(pages: list[str], screenshots: Path | None = None, warm: bool = True
     return rows
 
 
-# The floor: the least a Streamlit page with a plotly figure costs on this machine and browser, timed as the
-# app's pages are. What a page of the app takes beyond it is the page's own (its script, widgets, text and
-# figures); the floor itself is Streamlit's and plotly's scripts, out of the app's reach.
-FLOOR_PAGE = """import plotly.graph_objects as go
+# The floor: the least a Streamlit page with one plotly figure costs on this machine and browser, timed as the
+# app's pages are, drawn two ways: by Streamlit's own chart (st.plotly_chart, which loads the whole of plotly.js,
+# 4.8 MB) and by the app's (app_pages/chart.py: the partial plotly.js in static/, 1.6 MB). What a page of the app
+# takes beyond the second is the page's own (its script, widgets, text and figures).
+FLOOR_PAGES = {
+    "Floor: st.plotly_chart, one figure": """import plotly.graph_objects as go
 import streamlit as st
 
 st.title("One figure")
 st.plotly_chart(go.Figure(go.Scatter(x=[0, 1, 2], y=[0, 2, 1])))
-"""
-FLOOR = "Floor: Streamlit, one plotly figure"
+""",
+    "Floor: the app's chart, one figure": f"""import sys
+
+sys.path.insert(0, {str(ROOT)!r})
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_pages import chart
+
+st.title("One figure")
+chart.draw(go.Figure(go.Scatter(x=[0, 1, 2], y=[0, 2, 1])))
+""",
+}
 
 
 def measure_floor(repeat: int = 1) -> list[dict]:
-    """The rows of the floor's page (FLOOR_PAGE), timed as measure() times Trajectories: the browser's first
-    visit, then `repeat` opens in a new tab, then `repeat` reloads, each on a fresh app process."""
+    """The rows of each of FLOOR_PAGES, timed as measure() times Trajectories: the browser's first visit, then
+    `repeat` opens in a new tab, then `repeat` reloads, each on a fresh app process (a browser of its own each)."""
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-floor-") as folder:
-        script = Path(folder) / "floor.py"
-        script.write_text(FLOOR_PAGE)
-        driver = chromium()
-        port = free_port()
-        try:
-            first_visit_and_new_tabs(driver, port, rows, FLOOR, f"{'(floor)':20s} the floor", repeat, script)
-            opens = [open_fresh(driver, port, script=script) for _ in range(repeat)]
-            first_view(rows, FLOOR, "first view (cold, same tab)", opens, f"{'(floor)':20s} cold")
-        finally:
-            driver.quit()
+    for name, page in FLOOR_PAGES.items():
+        with tempfile.TemporaryDirectory(prefix="bench-floor-") as folder:
+            script = Path(folder) / "floor.py"
+            script.write_text(page)
+            (Path(folder) / "static").symlink_to(ROOT / "static")  # served next to the script, as next to app.py
+            driver = chromium()
+            port = free_port()
+            label = f"{'(floor)':20s} {name.removeprefix('Floor: ')}"
+            try:
+                first_visit_and_new_tabs(driver, port, rows, name, label, repeat, script)
+                opens = [open_fresh(driver, port, script=script) for _ in range(repeat)]
+                first_view(rows, name, "first view (cold, same tab)", opens, f"{label}, cold")
+            finally:
+                driver.quit()
     return rows
 
 
@@ -415,8 +431,9 @@ def main(argv=None):
     parser.add_argument("--cold-browser", action="store_true",
                         help="skip the warm-up visit and open every page on a port of its own: nothing is cached")
     parser.add_argument("--floor", action="store_true",
-                        help="first time a minimal Streamlit page with one plotly figure the same way (a first visit, "
-                             "new tabs, reloads): Streamlit's and plotly's own share of a first view")
+                        help="first time minimal Streamlit pages with one plotly figure the same way (a first visit, "
+                             "new tabs, reloads), drawn by st.plotly_chart and by the app's chart: Streamlit's and "
+                             "plotly's own share of a first view")
     args = parser.parse_args(argv)
     pages = [("" if p in ("", "trajectories") else p) for p in args.pages] or list(PAGES)
     unknown = [p for p in pages if p not in PAGES]
