@@ -24,8 +24,10 @@ BUNDLE = "plotly-explorer.min.js"  # under static/, built by scripts/plotly_bund
 BUNDLE_TRACES = frozenset({"scatter", "scattergl", "heatmap", "histogram", "bar", "contour", "table"})  # build.js's
 NAME = "explorer_chart"  # the component's name (tests/apptest.py's charts() reads the figures back by it)
 CLASS = "explorer-chart"  # the class of the div each figure is drawn in
-# Every chart's mode bar: no plotly logo, no selection tools (nothing on these pages reads a selection).
-CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+# Every chart's mode bar: no plotly logo, no selection tools (nothing on these pages reads a selection), and no
+# "Share chart" (plotly.js 4 shows it by default, and it sends the figure's data to cloud.plotly.com).
+CONFIG = {"displaylogo": False, "showSendToCloud": False,
+          "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
 
 # The component's script. One <script> tag loads the bundle for every chart of the page (window.__explorerPlotly
 # is its promise); until it has run, a chart holds its figure's height and says what it waits for. A chart

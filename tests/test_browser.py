@@ -180,6 +180,10 @@ def test_default_view_renders_and_a_changed_control_lands_in_the_url(server, bro
     assert not any("PlotlyChart" in name for name in loaded)
     assert browser.execute_script("return window.Plotly.version") == get_plotlyjs_version()
     assert len(browser.find_elements(By.CSS_SELECTOR, f".{chart.CLASS}.js-plotly-plot")) == 3
+    buttons = browser.execute_script(f"return Array.from(document.querySelectorAll('.{chart.CLASS} .modebar-btn'), "
+                                     "b => b.getAttribute('data-title'))")
+    assert "Download plot as a PNG" in buttons and "Reset axes" in buttons  # chart.CONFIG's short mode bar
+    assert not [t for t in buttons if (t or "").startswith(("Share chart", "Box Select", "Lasso Select", "Produced with"))]
 
     # the same view: a changed control lands in the URL, and the shared link opens that view
     browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]").click()
