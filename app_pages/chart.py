@@ -44,7 +44,7 @@ function plotly() {
       script.onload = () => resolve(window.Plotly);
       script.onerror = () => {
         window.__explorerPlotly = null;
-        reject(new Error(`The figure could not be drawn: ${SRC} did not load. The app serves it with ` +
+        reject(new Error(`${SRC} did not load. The app serves it with ` +
                          "server.enableStaticServing on (.streamlit/config.toml; bash scripts/dev.sh app does)."));
       };
       document.head.appendChild(script);
@@ -60,32 +60,39 @@ export default function ({ parentElement, data }) {
     chart.className = CLASS;
     parentElement.appendChild(chart);
   }
-  const { figure, config } = JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data));
-  const drawn = chart.classList.contains("js-plotly-plot");
-  if (!drawn) {
-    chart.style.minHeight = `${(figure.layout && figure.layout.height) || 450}px`;
-    chart.style.color = "rgba(128, 128, 128, 0.8)";
-    chart.textContent = "Drawing the figure…";
+  // Streamlit calls this again whenever it re-renders the element, often with the same figure: draw only a new
+  // one, and one draw at a time per chart (plotly.js fails on a chart whose previous draw has not finished).
+  const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+  if (chart.__figure !== text) {
+    chart.__figure = text;
+    const { figure, config } = JSON.parse(text);
+    if (!chart.classList.contains("js-plotly-plot")) {
+      chart.style.minHeight = `${(figure.layout && figure.layout.height) || 450}px`;
+      chart.style.color = "rgba(128, 128, 128, 0.8)";
+      chart.textContent = "Drawing the figure…";
+    }
+    chart.__drawing = (chart.__drawing || Promise.resolve()).then(plotly).then(Plotly => {
+      if (chart.__figure !== text) return;  // a newer figure came while this one waited: draw that one only
+      if (!chart.classList.contains("js-plotly-plot")) chart.textContent = "";
+      return Plotly.react(chart, { data: figure.data, layout: figure.layout, frames: figure.frames || [], config })
+        .then(() => { chart.style.minHeight = ""; });
+    }).catch(error => {
+      if (window.Plotly) window.Plotly.purge(chart);
+      chart.__figure = null;
+      chart.style.color = "#c0392b";
+      chart.textContent = `The figure could not be drawn: ${error.message}`;
+    });
   }
   let live = true, observer = null, width = parentElement.clientWidth;
-  plotly().then(Plotly => {
-    if (!live) return;
-    if (!chart.classList.contains("js-plotly-plot")) chart.textContent = "";
-    return Plotly.react(chart, { data: figure.data, layout: figure.layout, frames: figure.frames || [], config })
-      .then(() => {
-        chart.style.minHeight = "";
-        if (!live) return;
-        observer = new ResizeObserver(() => {
-          if (parentElement.clientWidth !== width) {
-            width = parentElement.clientWidth;
-            Plotly.Plots.resize(chart);
-          }
-        });
-        observer.observe(parentElement);
-      });
-  }).catch(error => {
-    chart.style.color = "#c0392b";
-    chart.textContent = error.message;
+  chart.__drawing.then(() => {
+    if (!live || !chart.classList.contains("js-plotly-plot")) return;
+    observer = new ResizeObserver(() => {  // redrawn at its column's new width
+      if (parentElement.clientWidth !== width) {
+        width = parentElement.clientWidth;
+        window.Plotly.Plots.resize(chart);
+      }
+    });
+    observer.observe(parentElement);
   });
   return () => {
     live = false;

@@ -32,7 +32,7 @@ from explorer import gallery  # noqa: E402
 
 OUT = ROOT / "data" / "gallery"
 WIDTH, HEIGHT = 480, 320  # pixels, every thumbnail: the gallery shows three cards a row, aligned
-CHART = f".{app_chart.CLASS}"  # the div app_pages/chart.py draws each figure in
+CHART = f".{app_chart.CLASS}.js-plotly-plot"  # a div app_pages/chart.py has drawn a figure in
 
 
 def shoot(driver, app_url: str, card: gallery.Card) -> bytes:

@@ -100,6 +100,14 @@ def _settled(driver, timeout: float = 10) -> None:
     WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: d.execute_async_script(SETTLED))
 
 
+def _charts_drawn(driver) -> int:
+    """How many figures are drawn: plot divs holding their SVG (a figure has two or three .main-svg, and the pages'
+    figures are drawn one by one, so counting SVGs would count a page half drawn as whole)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('.js-plotly-plot'), e => !!e.querySelector('.main-svg'))"
+        ".filter(Boolean).length")
+
+
 def _open(driver, url: str, charts: int = 1, timeout: float = 60):
     """Load url and wait until the script has finished and `charts` plotly charts are drawn and laid out."""
     driver.get(url)
@@ -107,11 +115,18 @@ def _open(driver, url: str, charts: int = 1, timeout: float = 60):
     def ready(d):
         if d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
             return True  # fail fast, on the assertion below
-        drawn = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")
         running = d.find_elements(By.CSS_SELECTOR, BUSY)
-        return len(drawn) >= charts and not running
+        return _charts_drawn(d) >= charts and not running
 
-    WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
+    except TimeoutException:
+        busy = [e.get_attribute("data-testid") for e in driver.find_elements(By.CSS_SELECTOR, BUSY)]
+        charts_text = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.explorer-chart'), e => e.className + ': ' + "
+            "e.textContent.slice(0, 60))")
+        pytest.fail(f"{url}: {_charts_drawn(driver)} of {charts} charts drawn after {timeout:.0f} s, busy: {busy}, "
+                    f"charts: {charts_text}")
     _settled(driver)
 
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_browser import _no_exception, _settled, _shot
+from test_browser import _charts_drawn, _no_exception, _settled, _shot
 
 from explorer import gallery
 from explorer.gallery.card import _text
@@ -60,8 +60,7 @@ def test_the_gallery_opens_three_cards(server, browser):
         def drawn(d):
             if d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
                 return True  # fail on the assertion below
-            charts = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")
-            return len(charts) > card.chart and not d.find_elements(By.CSS_SELECTOR, BUSY)
+            return _charts_drawn(d) > card.chart and not d.find_elements(By.CSS_SELECTOR, BUSY)
 
         WebDriverWait(browser, 120, poll_frequency=0.25).until(drawn)
         _settled(browser)

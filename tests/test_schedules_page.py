@@ -287,7 +287,7 @@ def test_page_in_a_browser(server, browser):
     from test_browser import _inner_text, _no_exception, _open, _tall_shot, _texts
 
     query = {"path_solver": "heun", "path_steps": "10", "sweep_nfes": "4, 8, 16"}
-    _open(browser, f"{server}/schedules?{urlencode(query)}", charts=6, timeout=180)
+    _open(browser, f"{server}/schedules?{urlencode(query)}", charts=5, timeout=180)
     WebDriverWait(browser, 120, poll_frequency=0.5).until(
         lambda d: "timesteps = [" in (_inner_text(d, '[data-testid="stMain"]') or ""))  # the last section
     _no_exception(browser)
