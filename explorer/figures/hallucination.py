@@ -64,7 +64,7 @@ def sample_histogram(samples, target, k: float = H.K_STD, title: str | None = No
     layout["legend"].update(_INSIDE)
     yaxis = dict(title=dict(text="count" + (" (log)" if log_y else "")), type="log" if log_y else "linear")
     if log_y:
-        yaxis["range"] = [-0.4, np.log10(max(len(x), 10)) + 0.1]
+        yaxis.update(range=[-0.4, np.log10(max(len(x), 10)) + 0.1], dtick="D2")  # 1, 2, 5 labels a decade
     return style.set_layout(fig, layout, xaxes=dict(title=dict(text="x"), range=list(x_range)), yaxes=yaxis)
 
 
@@ -124,7 +124,7 @@ def score_histogram(scores, is_hallucinated, threshold: float, bins: int = 60, h
     layout = dict(style.base_layout("Trajectory variance (dashed: threshold)", height), barmode="overlay", bargap=0)
     layout["legend"].update(_INSIDE)
     style.set_layout(fig, layout, xaxes=dict(title=dict(text="log10 trajectory variance")),
-                     yaxes=dict(title=dict(text="count"), type="log"))
+                     yaxes=dict(title=dict(text="count"), type="log", dtick="D2"))  # 1, 2, 5: not every digit
     fig.add_annotation(text=f"removed {c['removed_hallucinations']}/{c['hallucinations']} hallucinations<br>"
                             f"kept {c['kept_in_support']}/{c['in_support']} in-support",
                        xref="paper", yref="paper", x=0.01, y=0.99, xanchor="left", yanchor="top", showarrow=False,
