@@ -8,7 +8,7 @@ st.plotly_chart, on a page of one figure: a browser's first visit 2.4-2.8 s -> 1
 a new tab 2.1-2.3 s -> 0.9-1.1 s, a reload 0.5 s -> 0.4 s (README, "Feel live").
 
 Nothing on the pages reads a plotly selection, so drawing is all the component does: Plotly.react into one
-div (a redraw updates the figure in place), resized with its column."""
+div (a chart that Streamlit keeps across a rerun is updated in place), resized with its column."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from contextlib import nullcontext
 
 import plotly.io as pio
 import streamlit as st
-from streamlit import config
+from streamlit import config as st_config
 
 BUNDLE = "plotly-explorer.min.js"  # under static/, built by scripts/plotly_bundle/build.js
 BUNDLE_TRACES = frozenset({"scatter", "scattergl", "heatmap", "histogram", "bar", "contour", "table"})  # build.js's
@@ -44,8 +44,8 @@ function plotly() {
       script.onload = () => resolve(window.Plotly);
       script.onerror = () => {
         window.__explorerPlotly = null;
-        reject(new Error(`${SRC} did not load. The app serves it with ` +
-                         "server.enableStaticServing on (.streamlit/config.toml; bash scripts/dev.sh app does)."));
+        reject(new Error(`${SRC} did not load. Streamlit serves static/ only with server.enableStaticServing ` +
+                         "on, as .streamlit/config.toml sets it when the app starts from the project's folder."));
       };
       document.head.appendChild(script);
     });
@@ -105,7 +105,7 @@ export default function ({ parentElement, data }) {
 @functools.cache
 def _component():
     """The component, registered once per process (the bundle's URL takes the server's base URL path)."""
-    base = config.get_option("server.baseUrlPath").strip("/")
+    base = st_config.get_option("server.baseUrlPath").strip("/")
     src = "/" + "/".join(p for p in (base, "app", "static", BUNDLE) if p)
     return st.components.v2.component(NAME, js=JS % {"src": json.dumps(src), "cls": json.dumps(CLASS)},
                                       isolate_styles=False)
