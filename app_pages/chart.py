@@ -114,11 +114,16 @@ def _component():
 def draw(fig, where=st, key: str | None = None, config: dict = CONFIG) -> None:
     """fig (a plotly Figure) drawn in `where` (the page, a column, a placeholder), with plotly's `config`
     (CONFIG: a short mode bar). Raises ValueError for a trace type the bundle lacks: plotly.js would leave it out
-    of the figure without a word."""
+    of the figure without a word. With Streamlit's static serving off (the app started with plain `streamlit run`
+    from another folder, so that .streamlit/config.toml was not read) the bundle cannot be served: the figure is
+    drawn by st.plotly_chart instead, slower to a first view and otherwise the same."""
     missing = {trace.type for trace in fig.data} - BUNDLE_TRACES
     if missing:
         raise ValueError(f"draw: fig has trace types {sorted(missing)}, which static/{BUNDLE} does not carry "
                          f"({', '.join(sorted(BUNDLE_TRACES))}); add them in scripts/plotly_bundle/build.js")
+    if not st_config.get_option("server.enableStaticServing"):
+        where.plotly_chart(fig, theme=None, config=config, key=key)
+        return
     payload = f'{{"config": {json.dumps(config)}, "figure": {pio.to_json(fig, validate=False)}}}'
     with nullcontext() if where is st else where:
         _component()(data=payload.encode(), key=key)

@@ -53,7 +53,9 @@ def main(argv: list[str]) -> None:
     print(f"diffusion-explorer: imports done in {seconds:.1f} s; starting Streamlit", flush=True)
     from streamlit.web import cli
 
-    sys.argv = ["streamlit", "run", str(APP), *argv]
+    # static/ holds the pages' plotly.js (app_pages/chart.py): served from any working directory, not only where
+    # .streamlit/config.toml is read (an option given in argv still wins).
+    sys.argv = ["streamlit", "run", str(APP), "--server.enableStaticServing", "true", *argv]
     sys.exit(cli.main())
 
 

@@ -21,6 +21,10 @@ from explorer.gallery.card import PAGES
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 URL_PATHS = {file: url for url, file in PAGES.items() if url}  # page file -> its url path in app.py
 
+# The pages draw their figures with app_pages/chart.py's component when Streamlit serves static/ (the app's
+# .streamlit/config.toml turns it on; read only from the project's folder): on for the tests from any folder.
+config.set_option("server.enableStaticServing", True)
+
 # Every new AppTest scans the metadata of every installed distribution for Streamlit components
 # (BidiComponentManager.discover_and_register_components: 170 packages, 0.2-0.35 s a time) before its
 # first run. The installed packages do not change while the tests run: scan once per test process.

@@ -100,3 +100,21 @@ def test_a_trace_type_outside_the_bundle_is_an_error_naming_it():
     assert error.proto.type == "ValueError"
     assert "surface" in error.message and "build.js" in error.message
     assert not charts(at)
+
+
+def test_without_static_serving_the_figure_goes_to_st_plotly_chart():
+    """Started from another folder by plain `streamlit run`, the app has no static serving, so the bundle cannot
+    load: draw hands the same figure and config to st.plotly_chart instead of drawing an error."""
+    from streamlit import config
+
+    config.set_option("server.enableStaticServing", False)
+    try:
+        at = AppTest.from_function(_page).run()
+    finally:
+        config.set_option("server.enableStaticServing", True)
+    assert not at.exception, [e.message for e in at.exception]
+    assert not charts(at)
+    drawn = at.get("plotly_chart")
+    assert len(drawn) == 3
+    assert json.loads(drawn[0].proto.spec)["layout"]["title"]["text"] == "Squares"
+    assert json.loads(drawn[2].proto.config) == {"displayModeBar": False}
