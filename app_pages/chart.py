@@ -4,8 +4,8 @@ st.plotly_chart makes the browser load the whole of plotly.js (4.8 MB of script,
 surfaces to maps) before it draws a page's first figure. The pages draw seven trace types: static/BUNDLE is
 plotly.js (the version plotly.py ships) built with only those (1.6 MB, scripts/plotly_bundle), served by
 Streamlit's static file serving (.streamlit/config.toml) and drawn by draw(). Measured on 2 cores against
-st.plotly_chart, on a page of one figure: a browser's first visit 2.4-2.8 s -> 1.3-1.6 s to the first figure,
-a new tab 2.1-2.3 s -> 0.9-1.1 s, a reload 0.5 s -> 0.4 s (README, "Feel live").
+st.plotly_chart, on a page of one figure, five runs: a browser's first visit 2.2-3.4 s -> 1.3-1.6 s to the first
+figure, a new tab 1.7-2.5 s -> 0.8-1.1 s, a reload 0.4-0.6 s -> 0.4 s (README, "How live the app feels").
 
 Nothing on the pages reads a plotly selection, so drawing is all the component does: Plotly.react into one
 div (a chart that Streamlit keeps across a rerun is updated in place), resized with its column."""
