@@ -139,5 +139,5 @@ def charts(at) -> list[dict]:
 
 
 def keyed_charts(at) -> dict[str, dict]:
-    """charts(at) by the key each figure was drawn with (the last part of its element id; None without a key)."""
+    """charts(at) by the key each figure was drawn with (the last part of its element id; "None" without a key)."""
     return {e.proto.id.split("-")[-1]: json.loads(e.proto.bytes)["figure"] for e in _chart_elements(at)}
