@@ -33,6 +33,8 @@ from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from app_pages import chart  # noqa: E402
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -123,7 +125,7 @@ def _open(driver, url: str, charts: int = 1, timeout: float = 60):
     except TimeoutException:
         busy = [e.get_attribute("data-testid") for e in driver.find_elements(By.CSS_SELECTOR, BUSY)]
         charts_text = driver.execute_script(
-            "return Array.from(document.querySelectorAll('.explorer-chart'), e => e.className + ': ' + "
+            f"return Array.from(document.querySelectorAll('.{chart.CLASS}'), e => e.className + ': ' + "
             "e.textContent.slice(0, 60))")
         pytest.fail(f"{url}: {_charts_drawn(driver)} of {charts} charts drawn after {timeout:.0f} s, busy: {busy}, "
                     f"charts: {charts_text}")
@@ -187,8 +189,6 @@ def test_default_view_renders_and_a_changed_control_lands_in_the_url(server, bro
     assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot .hm")
     # drawn by app_pages/chart.py with the partial plotly.js in static/, not by Streamlit's chart (all of plotly.js)
     from plotly.offline import get_plotlyjs_version
-
-    from app_pages import chart
 
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert any(name.endswith(f"/app/static/{chart.BUNDLE}") for name in loaded), loaded
