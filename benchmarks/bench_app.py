@@ -283,7 +283,7 @@ def first_visit_and_new_tabs(driver, port: int, rows: list, page: str, label: st
                              script: Path | None = None) -> None:
     """Append and print the rows of the browser's first visit of the first page (`script`'s if given, else
     Trajectories), then of `repeat` opens of it in a new tab, each on a fresh app process on `port`. The first
-    visit also fetches and compiles Streamlit's and plotly's scripts (1.5-2 s more on 2 cores than a reload);
+    visit also fetches and compiles Streamlit's and plotly's scripts (1-2 s more on 2 cores than a reload);
     a new tab compiles them again, from the HTTP cache. Every page is then timed on a fresh app process on the
     same port, with the browser's cache warm, as on a visit after the first."""
     first = open_fresh(driver, port, script=script)[0]
