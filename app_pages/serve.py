@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-MODULES = ("numpy", "scipy.integrate", "scipy.optimize", "pandas", "plotly.graph_objects", "plotly.subplots",
-           "streamlit", "explorer", "explorer.figures")
+MODULES = ("numpy", "scipy.integrate", "scipy.optimize", "scipy.ndimage", "pandas", "plotly.graph_objects",
+           "plotly.subplots", "streamlit", "explorer", "explorer.figures")
 OPTIONAL = ("torch", "explorer.learned.mlp", "explorer.learned.image_models", "explorer.learned.unet",
             "diffusers")  # the learned-model pages and the scheduler audit (diffusers alone takes 3-5 s)
 TRACES = ("Scatter", "Scattergl", "Heatmap", "Histogram", "Bar", "Contour", "Image", "Surface")
@@ -35,6 +35,17 @@ def warm() -> float:
             importlib.import_module(name)
         except ImportError:
             pass
+    if "diffusers" in sys.modules:
+        # the scheduler audit lists every scheduler class: importing their modules (and scipy.stats) was 0.3-0.7 s
+        # of its first run (about 0.8 s of 1 s)
+        from explorer.analyses import audit
+
+        audit.scheduler_classes()
+    from streamlit import string_util
+
+    # Streamlit reads a leading emoji off any non-ASCII alert or pills label with a regex over its
+    # catalogue of every emoji, compiled on first use (0.03-0.1 s, on the first page that shows one)
+    string_util.extract_leading_emoji("·")
     import plotly.graph_objects as go
 
     from explorer.figures import style

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 import explorer as ex
-from app_pages import chart, controls
+from app_pages import chart, controls, precomputed
 from explorer.analyses import boundary as B
 from explorer.analyses import dmcmc as M
 from explorer.analyses import terminal_snr as T
@@ -23,6 +23,7 @@ SWEEP_N = 1000  # samples per point of the DMCMC sweep (250 chains, 4 rounds)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
+@precomputed.default("starts")
 def starts(target_args: tuple, n_steps: int, spacing: str, solver: str, n: int, seed: int, oms_variance: str) -> list:
     """compare_starts on the brightness target, without the trajectories (the page draws the samples)."""
     rows = T.compare_starts(T.brightness_target(*target_args), n_steps, spacing, solver, n, seed, oms_variance)
@@ -30,17 +31,20 @@ def starts(target_args: tuple, n_steps: int, spacing: str, solver: str, n: int, 
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
+@precomputed.default("starts")
 def starts_table(target_args: tuple, n_steps: int, spacing: str, solver: str, n: int, seed: int, oms_variance: str) -> list:
     rows = starts(target_args, n_steps, spacing, solver, n, seed, oms_variance)
     return T.summary(rows, T.brightness_target(*target_args), solver, seed)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("starts")
 def chains(name: str, variant: str, step: float, n_skip: int, pick: str, n_chains: int, seed: int) -> M.Chains:
     return M.run_chains(ex.targets.get(name), n_chains, 4, n_skip, variant, step=step, pick=pick, seed=seed)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
+@precomputed.default("starts")
 def dmcmc_point(name: str, what, n_sigmas: int, step: float, n_skip: int, n: int, seed: int) -> dict:
     """One point of the error-vs-NFE sweep, cached on its own so that the progress bar moves between points."""
     target = ex.targets.get(name)
@@ -51,6 +55,7 @@ def dmcmc_point(name: str, what, n_sigmas: int, step: float, n_skip: int, n: int
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("starts")
 def boundary(name: str, schedule: str, criterion: str, n_candidates: int, n_steps: int, n_reference: int, seed: int):
     target = ex.guidance.labelled(name)
     res = B.find(target, ex.schedules.get(schedule), n_candidates, criterion, n_steps=n_steps, n_reference=n_reference, seed=seed)
