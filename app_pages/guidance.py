@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import numpy as np
 import streamlit as st
 
-from app_pages import chart, controls
+from app_pages import chart, controls, precomputed
 from explorer.analyses import guidance as G
 from explorer.analyses import guidance_methods as GM
 from explorer.analyses import minority as Mi
@@ -69,6 +69,7 @@ def sweep_record(setup: GM.Setup, method: str, strength: float) -> dict:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@precomputed.default("guidance")
 def score_error(setup: GM.Setup, w: float) -> list:
     return T.score_error(setup.mixture(), setup.sched(), setup.label, w, seed=setup.seed)
 

@@ -240,7 +240,7 @@ def write(page: str, values: dict, files=()) -> Path:
 # ---------------------------------------------------------------- the regenerating command
 
 PAGES_WITH_DEFAULTS = ("solver_lab", "stability", "mode_interpolation", "images", "schedules", "audit",
-                       "learned_fields")  # pages with marked functions
+                       "learned_fields", "starts", "guidance")  # pages with marked functions
 
 
 def regenerate(pages=PAGES_WITH_DEFAULTS) -> list[Path]:

@@ -38,7 +38,6 @@ def starts_table(target_args: tuple, n_steps: int, spacing: str, solver: str, n:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-@precomputed.default("starts")
 def chains(name: str, variant: str, step: float, n_skip: int, pick: str, n_chains: int, seed: int) -> M.Chains:
     return M.run_chains(ex.targets.get(name), n_chains, 4, n_skip, variant, step=step, pick=pick, seed=seed)
 
