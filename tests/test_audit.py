@@ -196,12 +196,22 @@ def test_unsupported_and_failing_schedulers_are_rows():
     assert zero_snr["status"] == "error" and "the adapter cannot represent the noise table" in zero_snr["message"]
     with pytest.raises(ValueError, match="schedulers: 'NoSuchScheduler'"):
         audit.diffusers(schedulers=["NoSuchScheduler"])
+    with pytest.raises(ValueError, match="schedulers: 3 is not"):
+        audit.diffusers(schedulers=[3])
     with pytest.raises(ValueError, match="nfes"):
         audit.diffusers(schedulers=["DDIMScheduler"], nfes=(0, 5))
     with pytest.raises(ValueError, match="oracle"):
         audit.diffusers(schedulers=["DDIMScheduler"], oracle="sometimes")
     with pytest.raises(ValueError, match="configs"):
         audit.diffusers(schedulers=["DDIMScheduler"], configs=["leading"])
+
+
+def test_a_scheduler_class_by_name_is_the_one_listed():
+    listed = dict(audit.scheduler_classes())
+    assert audit.scheduler_class("DDIMScheduler") is listed["DDIMScheduler"]
+    assert "could not be imported" in audit.scheduler_class("ScoreSdeVpScheduler") == listed["ScoreSdeVpScheduler"]
+    assert audit.scheduler_class("NoSuchScheduler") is None and "NoSuchScheduler" not in listed
+    assert audit.scheduler_class("SchedulerMixin") is None  # exported, but not a *Scheduler
 
 
 # ---------------------------------------------------------------- orders

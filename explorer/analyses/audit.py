@@ -203,16 +203,21 @@ def scheduler_classes() -> list[tuple[str, object]]:
     """(name, class) for every `*Scheduler` name diffusers.schedulers exports; where the class
     cannot be imported, (name, the error message)."""
     module = importlib.import_module("diffusers.schedulers")
-    out = []
-    for name in sorted(n for n in dir(module) if n.endswith("Scheduler")):
-        try:
-            cls = getattr(module, name)
-        except Exception as err:  # noqa: BLE001  (a lazily imported class can fail to load)
-            out.append((name, f"could not be imported from diffusers.schedulers: {type(err).__name__}: {err}"))
-            continue
-        if inspect.isclass(cls):
-            out.append((name, cls))
-    return out
+    found = ((name, scheduler_class(name)) for name in sorted(n for n in dir(module) if n.endswith("Scheduler")))
+    return [(name, cls) for name, cls in found if cls is not None]
+
+
+def scheduler_class(name: str):
+    """The class diffusers.schedulers exports as `name` (a `*Scheduler`), the error message if it cannot be
+    imported, or None if there is no such class. Imports that class's module only: every class's took 1.5-3 s."""
+    module = importlib.import_module("diffusers.schedulers")
+    if not name.endswith("Scheduler") or name not in dir(module):
+        return None
+    try:
+        cls = getattr(module, name)
+    except Exception as err:  # noqa: BLE001  (a lazily imported class can fail to load)
+        return f"could not be imported from diffusers.schedulers: {type(err).__name__}: {err}"
+    return cls if inspect.isclass(cls) else None
 
 
 def supported(cls) -> bool:
@@ -642,20 +647,17 @@ def _check_nfes(nfes) -> tuple:
 
 def _plan(schedulers, configs, modes) -> list[tuple]:
     """(name, class or error message, overrides, built scheduler, oracle) for every row, in order."""
-    available = scheduler_classes()
-    if schedulers is not None:
+    if schedulers is None:
+        available = scheduler_classes()
+    else:
         if isinstance(schedulers, str) or inspect.isclass(schedulers):
             schedulers = [schedulers]
-        by_name = dict(available)
-        chosen = []
+        available = []
         for s in schedulers:
-            if inspect.isclass(s):
-                chosen.append((s.__name__, s))
-            elif s in by_name:
-                chosen.append((s, by_name[s]))
-            else:
+            found = s if inspect.isclass(s) else scheduler_class(s) if isinstance(s, str) else None
+            if found is None:
                 raise ValueError(f"schedulers: {s!r} is not a *Scheduler exported by diffusers.schedulers")
-        available = chosen
+            available.append((s.__name__ if inspect.isclass(s) else s, found))
     if configs is not None and not isinstance(configs, (list, tuple, dict)):
         raise ValueError(f"configs must be a list of override dicts or {{class name: list}}, got {configs!r}")
     plan = []
@@ -690,7 +692,7 @@ def rerun(row: dict, nfe: int, target=None):
         raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
     if row.get("status") == "unsupported":
         raise ValueError(f"row {row.get('scheduler')}: {row.get('message')}")
-    cls = dict(scheduler_classes()).get(row["scheduler"])
+    cls = scheduler_class(row["scheduler"])
     if cls is None or isinstance(cls, str):
         raise ValueError(f"row: scheduler {row['scheduler']!r} is not available in this diffusers")
     gm, _ = _target_of(row["target"] if target is None else target)
