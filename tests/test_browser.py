@@ -254,6 +254,7 @@ window.Plotly = {
     while (performance.now() - start < 70) {}
     draws.push([start, performance.now()]);
     div.classList.add("js-plotly-plot");
+    if (draws.length === 6) requestAnimationFrame(() => setTimeout(() => { live = false; done({ frames, draws }); }));
     return Promise.resolve();
   },
   purge() {},
@@ -266,7 +267,7 @@ import(URL.createObjectURL(new Blob([source], { type: "text/javascript" }))).the
     const parentElement = document.body.appendChild(document.createElement("div"));
     module.default({ parentElement, data });
   }
-  setTimeout(() => { live = false; done({ frames, draws }); }, 1500);
+  setTimeout(() => { live = false; done({ frames, draws }); }, 5000);  // fewer than six drawn: what was
 }, error => done({ error: String(error) }));
 """
 
