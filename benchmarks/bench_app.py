@@ -1,12 +1,13 @@
-"""How live the app feels, measured in headless Chromium: for every page, a fresh app process is
-started and the page opened cold; the time to its first drawn figure and to a settled page (no
-spinner, skeleton, progress bar, running status or chart still drawing) is printed; then each page's main controls are
-changed one at a time, and the time from the change to the first updated figure and to a settled
-page is printed. Before the pages, the browser visits the app once (on an app process of its own)
-and that first visit's time is printed on its own line, then the first page's time in a new tab (each
-open on a fresh app process): a new tab's renderer compiles Streamlit's and plotly's scripts again, from
-the HTTP cache. The pages are then timed with the browser's cache warm, a fresh app process each, in one
-tab, as a reload after the app restarted is (--cold-browser skips the warm-up and the new tabs).
+"""How live the app feels, measured in headless Chromium: for every page, a fresh app process is started
+and the page opened cold; the time to its first drawn figure and to a settled page (no spinner,
+skeleton, progress bar, running status or chart still drawing) is printed; then each page's main
+controls are changed one at a time, and the time from the change to the first updated figure and to a
+settled page is printed. Before the pages, the browser visits the app once (on an app process of its
+own) and that first visit's time is printed on its own line, then the first page's time in a new tab
+(each open on a fresh app process): a new tab's renderer compiles Streamlit's and plotly's scripts
+again, from the HTTP cache. The pages are then timed with the browser's cache warm, a fresh app process
+each, in one tab, as a reload after the app restarted is (--cold-browser skips the warm-up and the new
+tabs).
 
     python benchmarks/bench_app.py                 # every page
     python benchmarks/bench_app.py trajectories    # some pages, by url path ("" is Trajectories)

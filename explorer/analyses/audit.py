@@ -209,7 +209,7 @@ def scheduler_classes() -> list[tuple[str, object]]:
 
 def scheduler_class(name: str):
     """The class diffusers.schedulers exports as `name` (a `*Scheduler`), the error message if it cannot be
-    imported, or None if there is no such class. Imports that class's module only: every class's took 1.5-3 s."""
+    imported, or None if there is no such class. Imports that class's module only (all 51 took 0.67 s, 2 cores)."""
     module = importlib.import_module("diffusers.schedulers")
     if not name.endswith("Scheduler") or name not in dir(module):
         return None
