@@ -8,7 +8,8 @@ st.plotly_chart, on a page of one figure, five runs: a browser's first visit 2.2
 figure, a new tab 1.7-2.5 s -> 0.8-1.1 s, a reload 0.4-0.6 s -> 0.4 s (README, "How live the app feels").
 
 Nothing on the pages reads a plotly selection, so drawing is all the component does: Plotly.react into one
-div (a chart that Streamlit keeps across a rerun is updated in place), resized with its column."""
+div (a chart that Streamlit keeps across a rerun is updated in place), resized with its column, and shown on the
+whole screen from its mode bar (what st.plotly_chart's full-screen button did)."""
 
 from __future__ import annotations
 
@@ -85,11 +86,34 @@ function inTurn(draw) {
   return turn;
 }
 
+// A mode bar button that shows the chart on the whole screen, drawn at the screen's size (and back at its own).
+const FULL_SCREEN = {
+  name: "fullscreen",
+  title: "Full screen",
+  icon: { width: 1000, height: 1000,  // four corners
+          path: "M100 100h300v100h-200v200h-100zM900 100v300h-100v-200h-200v-100zM100 900v-300h100v200h200v100z" +
+                "M900 900h-300v-100h200v-200h100z" },
+  click: chart => (document.fullscreenElement === chart ? document.exitFullscreen() : chart.requestFullscreen()),
+};
+
+function onFullScreen(chart) {
+  if (document.fullscreenElement === chart) {
+    chart.__windowed = { height: chart.layout.height === undefined ? null : chart.layout.height };
+    chart.style.background = "white";
+    window.Plotly.relayout(chart, { width: window.innerWidth, height: window.innerHeight });
+  } else if (chart.__windowed) {
+    chart.style.background = "";
+    window.Plotly.relayout(chart, { width: null, height: chart.__windowed.height });
+    delete chart.__windowed;
+  }
+}
+
 export default function ({ parentElement, data }) {
   let chart = parentElement.querySelector(`.${CLASS}`);
   if (!chart) {
     chart = document.createElement("div");
     chart.className = CLASS;
+    chart.addEventListener("fullscreenchange", () => onFullScreen(chart));
     parentElement.appendChild(chart);
   }
   // Streamlit calls this again whenever it re-renders the element, often with the same figure: draw only a new
@@ -106,7 +130,9 @@ export default function ({ parentElement, data }) {
     chart.__drawing = (chart.__drawing || Promise.resolve()).then(plotly).then(Plotly => inTurn(() => {
       if (chart.__figure !== text) return;  // a newer figure came while this one waited: draw that one only
       if (!chart.classList.contains("js-plotly-plot")) chart.textContent = "";
-      return Plotly.react(chart, { data: figure.data, layout: figure.layout, frames: figure.frames || [], config })
+      const buttons = [...(config.modeBarButtonsToAdd || []), FULL_SCREEN];
+      return Plotly.react(chart, { data: figure.data, layout: figure.layout, frames: figure.frames || [],
+                                   config: { ...config, modeBarButtonsToAdd: buttons } })
         .then(() => { chart.style.minHeight = ""; });
     })).catch(error => {
       if (window.Plotly) window.Plotly.purge(chart);

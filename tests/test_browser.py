@@ -199,6 +199,25 @@ def test_default_view_renders_and_a_changed_control_lands_in_the_url(server, bro
                                      "b => b.getAttribute('data-title'))")
     assert "Download plot as a PNG" in buttons and "Reset axes" in buttons  # chart.CONFIG's short mode bar
     assert not [t for t in buttons if (t or "").startswith(("Share chart", "Box Select", "Lasso Select", "Produced with"))]
+    assert buttons.count("Full screen") == 3
+
+    # a figure on the whole screen is drawn at the screen's size, and back at its own size after
+    def first_chart():
+        return browser.execute_script(
+            f"const c = document.querySelector('.{chart.CLASS}'), r = c.querySelector('.main-svg').getBoundingClientRect();"
+            "return [Math.round(r.width), Math.round(r.height), document.fullscreenElement === c, window.innerWidth,"
+            " window.innerHeight];")
+
+    def full_screen_button():
+        first = browser.find_element(By.CSS_SELECTOR, f".{chart.CLASS}")
+        ActionChains(browser).move_to_element(first).perform()  # the mode bar shows on hover
+        return first.find_element(By.CSS_SELECTOR, '.modebar-btn[data-title="Full screen"]')
+
+    windowed = first_chart()
+    full_screen_button().click()
+    WebDriverWait(browser, 10, poll_frequency=0.05).until(lambda d: (lambda c: c[2] and c[:2] == c[3:])(first_chart()))
+    full_screen_button().click()
+    WebDriverWait(browser, 10, poll_frequency=0.05).until(lambda d: first_chart() == windowed)
 
     # the same view: a changed control lands in the URL, and the shared link opens that view
     browser.find_element(By.XPATH, "//label[.//p[contains(., 'x0-predictions')]]").click()
