@@ -1,5 +1,6 @@
 """Opening the app under Streamlit's AppTest, shared by the page tests."""
 
+import base64
 import functools
 import html
 import json
@@ -9,6 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from streamlit import config
 from streamlit.components.v2 import manifest_scanner
 from streamlit.runtime.scriptrunner.script_cache import ScriptCache
@@ -141,3 +143,12 @@ def charts(at) -> list[dict]:
 def keyed_charts(at) -> dict[str, dict]:
     """charts(at) by the key each figure was drawn with (the last part of its element id; "None" without a key)."""
     return {e.proto.id.split("-")[-1]: json.loads(e.proto.bytes)["figure"] for e in _chart_elements(at)}
+
+
+def array(value, dtype=None) -> np.ndarray:
+    """A plotly JSON array as sent to the browser (a list, None as NaN, or plotly's base64 {"dtype", "bdata"}, in its
+    own dtype unless `dtype` is given)."""
+    if isinstance(value, dict):
+        decoded = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return decoded if dtype is None else decoded.astype(dtype)
+    return np.asarray(value, dtype=dtype or np.float64)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ pytest.importorskip("diffusers")
 
 import explorer as ex  # noqa: E402
 from explorer import figures  # noqa: E402
-from apptest import assert_clean, charts, keyed_charts, open_app, open_page_from_url  # noqa: E402
+from apptest import array, assert_clean, charts, keyed_charts, open_app, open_page_from_url  # noqa: E402
 
 PAGE = "app_pages/audit.py"
 SMALL = dict(schedulers=["DDIMScheduler", "EulerDiscreteScheduler"], nfes="5, 10, 20", n="200")
@@ -26,18 +25,6 @@ def _page_from_url(**query):
     """The page from a URL naming a row: the row selector exists only once the table has rows,
     so it takes its URL value on the page's second run (as open_page_from_url runs it)."""
     return open_page_from_url(PAGE, timeout=120, **query)
-
-
-def _array(value) -> np.ndarray:
-    """A plotly JSON array (a list, or base64 {dtype, bdata}) as float64, None as NaN."""
-    if isinstance(value, dict):
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).astype(np.float64)
-    return np.array([np.nan if v is None else v for v in value], dtype=np.float64)
-
-
-def _charts(at) -> dict:
-    """The page's plotly charts by element key, as plotly JSON."""
-    return keyed_charts(at)
 
 
 def test_default_page_has_the_table_the_flags_and_a_row():
@@ -59,27 +46,27 @@ def test_default_page_has_the_table_the_flags_and_a_row():
     assert abs(by_row.loc["EulerDiscrete · default", "order"] - 1.0) < 0.1
     assert by_row.loc["HeunDiscrete · default", "order"] > 1.8
     assert at.selectbox(key="row").value == "DDIM · default"
-    assert {"row_nfe", "row_steps", "row_paths", "row_final", "flags_figure"} <= set(_charts(at))
+    assert {"row_nfe", "row_steps", "row_paths", "row_final", "flags_figure"} <= set(keyed_charts(at))
 
 
 def test_url_opens_a_row_and_its_per_step_numbers_are_the_audits():
     at = _page_from_url(**SMALL, row="EulerDiscrete · default", at="10")
     assert_clean(at)
     assert at.selectbox(key="row").value == "EulerDiscrete · default"
-    charts = _charts(at)
+    charts = keyed_charts(at)
     assert {"row_nfe", "row_steps", "row_paths", "row_final"} <= set(charts)
     row = ex.audit.diffusers(nfes=(5, 10, 20), schedulers=["EulerDiscreteScheduler"], configs=[{}], n_particles=200)[0]
     traj, ref = ex.audit.rerun(row, 10)
     expected = ex.metrics.path_error(traj, ref)
-    drawn = _array(charts["row_steps"]["data"][0]["y"])
+    drawn = array(charts["row_steps"]["data"][0]["y"], np.float64)
     assert len(drawn) == len(expected) == 11
     np.testing.assert_allclose(drawn[1:], expected[1:], rtol=1e-12)  # state 0 is the shared start: error 0, not drawn
     # the bottom panel: the relative gap per model call (Euler keeps fractional timesteps: a float32 gap at most)
-    gap = _array(charts["row_steps"]["data"][1]["y"])
+    gap = array(charts["row_steps"]["data"][1]["y"], np.float64)
     assert len(gap) == traj.nfe
     np.testing.assert_allclose(np.nan_to_num(gap), np.nan_to_num(figures.audit.mismatch(traj)), rtol=1e-12)
     # error vs NFE draws the row's own numbers
-    solid = _array(charts["row_nfe"]["data"][0]["y"])
+    solid = array(charts["row_nfe"]["data"][0]["y"], np.float64)
     np.testing.assert_allclose(solid, [row["error_5"], row["error_10"], row["error_20"]], rtol=1e-12)
 
 
@@ -89,7 +76,7 @@ def test_a_stochastic_row_shows_its_distance_and_floor():
     assert_clean(at)
     labels = [m.label for m in at.metric]
     assert "Finite-sample floor (sigma 0)" in labels
-    names = [t["name"] for t in _charts(at)["row_nfe"]["data"]]
+    names = [t["name"] for t in keyed_charts(at)["row_nfe"]["data"]]
     assert any(name.endswith("(floor)") for name in names)
 
 
@@ -97,7 +84,7 @@ def test_rows_with_a_message_show_it():
     at = _page_from_url(schedulers=["AmusedScheduler"], nfes="5", n="50", row="Amused · default")
     assert not at.exception
     assert any("not supported by the adapter" in e.value for e in at.error), [e.value for e in at.error]
-    assert not charts(at) or set(_charts(at)) == {"flags_figure"}
+    assert not charts(at) or set(keyed_charts(at)) == {"flags_figure"}
     # a configuration diffusers fails on (DDIM's thresholding on 1-D samples): its message, not a crash
     at = _page_from_url(schedulers=["DDIMScheduler"], nfes="5", n="50", row="DDIM · thresholding=True")
     assert not at.exception

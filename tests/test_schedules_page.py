@@ -5,7 +5,6 @@ answering well under a second."""
 
 from __future__ import annotations
 
-import base64
 import time
 
 import numpy as np
@@ -18,7 +17,7 @@ from explorer import interpolants as I
 from explorer.figures import schedules as F
 from explorer.foundations.timesteps import sigmas_of
 
-from apptest import assert_clean, charts, code_text, open_app
+from apptest import array, assert_clean, charts, code_text, open_app
 
 
 PAGE = "app_pages/schedules.py"
@@ -191,13 +190,6 @@ def test_grid_text_round_trips_float64():
 # The page, headless (AppTest) and in a real browser.
 
 
-def _array(value) -> np.ndarray:
-    """An array of a plotly JSON spec (a list, or plotly's typed {"dtype", "bdata"} encoding)."""
-    if isinstance(value, dict):
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value, dtype=np.float64)
-
-
 def _open(**query):
     """The page opened with these query parameters. open_app runs the default page first, whose
     widgets share some keys (solver, steps, n) with other options: one more run lets this page's own
@@ -221,7 +213,7 @@ def test_page_renders_clean_with_defaults():
     # the page's conversion map, read back from the chart sent to the browser: lambda_edm(t') = lambda_vp(t)
     chart = next(c for c in charts(at) if "The conversion map" in c["layout"]["title"]["text"])
     line = next(t for t in chart["data"] if t["name"] == "t → t′")
-    t, t2 = _array(line["x"]), _array(line["y"])
+    t, t2 = array(line["x"]), array(line["y"])
     vp, edm = ex.schedules.get("vp-linear"), ex.schedules.get("edm")
     assert len(t) > 100 and np.allclose(edm.lambda_(t2), vp.lambda_(t), rtol=1e-12, atol=1e-12)
 
@@ -248,7 +240,7 @@ def test_lazy_drift_is_flat_zero_on_the_gaussian_of_the_target():
     at = _open(drift_data="N(0, c I)")
     assert_clean(at)
     chart = next(c for c in charts(at) if "Drift magnitude" in c["layout"]["title"]["text"])
-    traces = {t["name"]: _array(t["customdata"]) for t in chart["data"]}
+    traces = {t["name"]: array(t["customdata"]) for t in chart["data"]}
     assert np.abs(traces["lazy (fitted to the target)  (zero drift)"]).max() < 1e-12
     assert traces["vp-linear"].max() > 0.1 and traces["edm"].max() > 0.1
 
