@@ -72,16 +72,15 @@ function painted() {
   });
 }
 
-// draw() in the page's queue of draws, after the draws asked before it (a burst: the draws queued while one runs).
+// draw() in the page's queue of draws, after the draws asked before it (a burst: the draws queued while one runs;
+// its first is the one asked of an empty queue).
 function inTurn(draw) {
+  const first = !window.__explorerQueued;
   window.__explorerQueued = (window.__explorerQueued || 0) + 1;
   const turn = (window.__explorerDraws || Promise.resolve()).then(painted).then(() => {
-    if (!window.__explorerSlice) window.__explorerSlice = { start: performance.now(), first: !window.__explorerBurst };
-    window.__explorerBurst = true;
+    if (!window.__explorerSlice) window.__explorerSlice = { start: performance.now(), first };
     return draw();
-  }).finally(() => {
-    if (--window.__explorerQueued === 0) window.__explorerBurst = false;
-  });
+  }).finally(() => { window.__explorerQueued -= 1; });
   window.__explorerDraws = turn.catch(() => {});
   return turn;
 }
@@ -98,7 +97,7 @@ const FULL_SCREEN = {
 
 function onFullScreen(chart) {
   if (document.fullscreenElement === chart) {
-    chart.__windowed = { height: chart.layout.height === undefined ? null : chart.layout.height };
+    chart.__windowed = { height: chart.layout.height ?? null };
     chart.style.background = "white";
     window.Plotly.relayout(chart, { width: window.innerWidth, height: window.innerHeight });
   } else if (chart.__windowed) {
