@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-MODULES = ("numpy", "scipy.integrate", "scipy.optimize", "scipy.ndimage", "pandas", "plotly.graph_objects",
-           "plotly.subplots", "streamlit", "explorer", "explorer.figures")
+# scipy.stats: diffusers' schedulers import it (0.2-0.5 s of the scheduler audit's first run), as does minority guidance
+MODULES = ("numpy", "scipy.integrate", "scipy.optimize", "scipy.ndimage", "scipy.stats", "pandas",
+           "plotly.graph_objects", "plotly.subplots", "streamlit", "explorer", "explorer.figures")
 OPTIONAL = ("torch", "explorer.learned.mlp", "explorer.learned.image_models", "explorer.learned.unet",
             "diffusers")  # the learned-model pages and the scheduler audit (diffusers alone takes 3-5 s)
 TRACES = ("Scatter", "Scattergl", "Heatmap", "Histogram", "Bar", "Contour", "Image", "Surface")
@@ -35,12 +36,6 @@ def warm() -> float:
             importlib.import_module(name)
         except ImportError:
             pass
-    if "diffusers" in sys.modules:
-        # the scheduler audit lists every scheduler class: importing their modules (and scipy.stats) was 0.3-0.7 s
-        # of its first run (about 0.8 s of 1 s)
-        from explorer.analyses import audit
-
-        audit.scheduler_classes()
     from streamlit import string_util
 
     # Streamlit reads a leading emoji off any non-ASCII alert or pills label with a regex over its
