@@ -1,12 +1,12 @@
 // Builds static/plotly-explorer.min.js: plotly.js with only the trace types the app's pages draw.
 // st.plotly_chart loads the whole of plotly.js (4.8 MB) before it draws a figure; this bundle is 1.6 MB, and
-// a page's first figure comes 0.5-1 s sooner in a new tab on 2 cores (README, "Feel live").
+// a page's first figure comes 0.5-1 s sooner in a new tab on 2 cores (README, "How live the app feels").
 //
 //   cd scripts/plotly_bundle && npm ci && npm run build
 //
 // The versions are pinned in package.json and package-lock.json; plotly.js is the version plotly.py ships
 // (the notebooks draw with it). The esbuild settings are plotly.js's own (its esbuild-config.js). After
-// adding a trace type here, add it to BUNDLE_TRACES in app_pages/controls.py (a test compares the two).
+// adding a trace type here, add it to BUNDLE_TRACES in app_pages/chart.py (tests/test_chart.py compares the two).
 const path = require('path');
 const esbuild = require('esbuild');
 const { environmentPlugin } = require('esbuild-plugin-environment');
