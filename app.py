@@ -3,9 +3,10 @@ with one line in PAGES.   Run: streamlit run app.py"""
 
 import streamlit as st
 
-from app_pages import controls
+from app_pages import chart, controls
 
 st.set_page_config(layout="wide", page_title="diffusion-explorer")
+chart.preload()  # the browser loads plotly.js while the page computes its first figure
 controls.plugins()  # EXPLORER_PLUGINS and installed entry points register their solvers; failures show on every page
 
 PAGES = [

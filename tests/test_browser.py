@@ -194,6 +194,10 @@ def test_default_view_renders_and_a_changed_control_lands_in_the_url(server, bro
     assert any(name.endswith(f"/app/static/{chart.BUNDLE}") for name in loaded), loaded
     assert not any("PlotlyChart" in name for name in loaded)
     assert browser.execute_script("return window.Plotly.version") == get_plotlyjs_version()
+    # loaded once, by the preload (app.py) and the charts together, and the preload takes no room in the sidebar
+    assert browser.execute_script(f"return document.querySelectorAll('script[src$=\"/{chart.BUNDLE}\"]').length") == 1
+    preload = browser.find_element(By.CSS_SELECTOR, f'[data-testid="stSidebar"] .st-key-{chart.PRELOAD}')
+    assert preload.value_of_css_property("display") == "none" and preload.size["height"] == 0
     assert len(browser.find_elements(By.CSS_SELECTOR, f".{chart.CLASS}.js-plotly-plot")) == 3
     buttons = browser.execute_script(f"return Array.from(document.querySelectorAll('.{chart.CLASS} .modebar-btn'), "
                                      "b => b.getAttribute('data-title'))")

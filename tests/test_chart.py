@@ -85,6 +85,30 @@ def test_draw_sends_the_whole_figure_and_its_config():
     assert sent == [chart.CONFIG, chart.CONFIG, {"displayModeBar": False}]
 
 
+def _preloaded():
+    from app_pages import chart
+
+    chart.preload()
+
+
+def test_the_preload_asks_for_the_bundle_from_the_sidebar_and_draws_nothing():
+    """app.py's preload: one element in the sidebar, with no figure, whose script loads the same bundle as the charts'
+    (and only with static serving on: without it there is no bundle to load)."""
+    at = AppTest.from_function(_preloaded).run()
+    assert not at.exception, [e.message for e in at.exception]
+    [element] = at.sidebar.get("bidi_component")
+    assert element.proto.component_name == chart.PRELOAD and not charts(at)
+    assert f'const SRC = "/app/static/{chart.BUNDLE}";' in element.proto.js_content
+    from streamlit import config
+
+    config.set_option("server.enableStaticServing", False)
+    try:
+        at = AppTest.from_function(_preloaded).run()
+    finally:
+        config.set_option("server.enableStaticServing", True)
+    assert not at.exception and not at.get("bidi_component")
+
+
 def _unbundled():
     import plotly.graph_objects as go
 
