@@ -164,8 +164,6 @@ with st.sidebar:
     choices = ex.schedules.names() + [DDPM, LAZY, LAZY_SDE]
     a = st.selectbox("Schedule A (sampled)", choices, choices.index("vp-linear"), key="a", bind=URL)
     b = st.selectbox("Schedule B (converted to)", choices, choices.index("edm"), key="b", bind=URL)
-    log_choice = st.radio("Time axis", ["auto", "linear", "log"], horizontal=True, key="time_axis", bind=URL,
-                          help="auto: log when the two schedules live on different scales of time (EDM's 80 against 1).")
 
     st.header("Sampler (under A)")
     solver = st.selectbox("Solver", deterministic, deterministic.index("dpmpp-2m"), key="path_solver", bind=URL,
@@ -176,20 +174,35 @@ with st.sidebar:
     seed = controls.seed()
 
 setup = (target_key, a, b, solver, spacing, int(steps), int(n), int(seed))
-log_t = {"auto": None, "linear": False, "log": True}[log_choice]
-
-# 1. The two schedules and the map between them.
-st.subheader("Two clocks for the same noise")
 try:
     traj_a = run_a(setup)
-    curves_fig, map_fig = schedule_figures(target_key, a, b, tuple(traj_a.t), log_t)
 except Exception as err:  # bad input or a bug in the core: a message, never a traceback
     controls.report_core_error(err)
     st.stop()
-chart.draw(curves_fig)
-chart.draw(map_fig)
-st.caption(f"Left: the time t′ of {b} at which the signal-to-noise ratio equals that of {a} at t; dots: A's grid, "
-           f"the times a converted run lands on. Right: the factor the state is scaled by on the way.")
+
+# Sections 1, 3, 4 and 5 are fragments: a control of one reruns that section alone, not the page (whose
+# sidebar holds what every section depends on).
+
+
+# 1. The two schedules and the map between them.
+@st.fragment
+def clocks():
+    st.subheader("Two clocks for the same noise")
+    log_choice = st.radio("Time axis", ["auto", "linear", "log"], horizontal=True, key="time_axis", bind=URL,
+                          help="auto: log when the two schedules live on different scales of time (EDM's 80 against 1).")
+    try:
+        curves_fig, map_fig = schedule_figures(target_key, a, b, tuple(traj_a.t),
+                                               {"auto": None, "linear": False, "log": True}[log_choice])
+    except Exception as err:
+        controls.report_core_error(err)
+        return
+    chart.draw(curves_fig)
+    chart.draw(map_fig)
+    st.caption(f"Left: the time t′ of {b} at which the signal-to-noise ratio equals that of {a} at t; dots: A's grid, "
+               f"the times a converted run lands on. Right: the factor the state is scaled by on the way.")
+
+
+clocks()
 
 # 2. The same particles under both.
 st.subheader("One path, two schedules")
@@ -213,110 +226,128 @@ else:
                "by a clock and a scale. Solvers whose step depends on λ alone (DDIM, DPM-Solver++) give exactly the "
                "converted path under B; those stepping in t (Euler, Heun) do not.")
 
-# 3. Drift.
-st.subheader("How hard each schedule makes particles move")
-cols = st.columns([2, 2, 3])
-drift_label = cols[0].radio("Drift of", list(DRIFTS), key="drift", bind=URL, horizontal=True,
-                            help="ODE: the probability-flow velocity (ε = 0). Optimal SDE: v − ε* s with the statistically "
-                                 "optimal ε* = −σ² λ′(t); its lazy schedule is the point-mass one.")
-axis = cols[1].radio("Against", ["lambda", "t"], key="drift_axis", bind=URL, horizontal=True,
-                     help="lambda: one shared log-SNR axis; t: each schedule's own time.")
-on_gaussian = "N(0, c I)" == cols[2].radio(
-    "Data", ["target", "N(0, c I)"], key="drift_data", bind=URL, horizontal=True,
-    help="N(0, c I): the centred Gaussian with the target's second moment c = (|m|² + tr C) / D, on which the lazy "
-         "schedule fitted to the target moves nothing: its drift is zero to round-off.")
-diffusion = DRIFTS[drift_label]
-lazy_name = LAZY if diffusion == "zero" else LAZY_SDE
-try:
-    with st.spinner("Evaluating the drift along the paths…"):
-        drift_setup = (gaussian_key(target_key),) + setup[1:] if on_gaussian else setup
-        drift_names = tuple(dict.fromkeys((a, b, lazy_name)))
-        drift_fig = drift_figure(drift_setup, drift_names, diffusion, axis)
-        peaks = {name: float(np.max(drift_curve(drift_setup, name, diffusion)["drift"])) for name in drift_names}
-except Exception as err:
-    controls.report_core_error(err)
-else:
-    chart.draw(drift_fig)
-    st.markdown("**Largest mean |drift| along the path** (each schedule in its own time): "
-                + " · ".join(f"{name} {v:.2g}" for name, v in peaks.items()))
-    lazy_s = schedule_of(lazy_name, target_key)
-    st.caption(f"Mean over particles of |dx/dt| (ODE) or |v − ε s| (SDE) in each schedule's own time, along A's path "
-               f"converted to each schedule (on the data chosen on the right). The lazy schedule, `{lazy_s!r}`, is fitted "
-               "to the target's second moment: on N(0, c I) its drift vanishes identically (drawn at the floor of the log "
-               "axis, dashed); on a mixture what is left is the part no scalar schedule can remove.")
 
-# 4. Error against NFE.
-st.subheader("Where a change of clock buys fewer steps")
-cols = st.columns([2, 2, 3, 3])
-sweep_solver = cols[0].selectbox("Solver", deterministic, deterministic.index("euler"), key="sweep_solver", bind=URL,
-                                 help="Solvers stepping in t (Euler, Heun) change with the schedule; those stepping in λ "
-                                      "(DDIM, DPM-Solver++) on a uniform-λ grid do not.")
-sweep_spacing = cols[1].selectbox("Grid", ex.SPACINGS, ex.SPACINGS.index("uniform-t"), key="sweep_spacing", bind=URL)
-others = [c for c in choices if c != a]
-convert_to = cols[2].multiselect("Convert to", others, [c for c in dict.fromkeys((b, "trigonometric", LAZY)) if c in others],
-                                 key="convert_to", bind=URL)
-sweep_error = None
-with cols[3]:
+# 3. Drift.
+@st.fragment
+def drift():
+    st.subheader("How hard each schedule makes particles move")
+    cols = st.columns([2, 2, 3])
+    drift_label = cols[0].radio("Drift of", list(DRIFTS), key="drift", bind=URL, horizontal=True,
+                                help="ODE: the probability-flow velocity (ε = 0). Optimal SDE: v − ε* s with the statistically "
+                                     "optimal ε* = −σ² λ′(t); its lazy schedule is the point-mass one.")
+    axis = cols[1].radio("Against", ["lambda", "t"], key="drift_axis", bind=URL, horizontal=True,
+                         help="lambda: one shared log-SNR axis; t: each schedule's own time.")
+    on_gaussian = "N(0, c I)" == cols[2].radio(
+        "Data", ["target", "N(0, c I)"], key="drift_data", bind=URL, horizontal=True,
+        help="N(0, c I): the centred Gaussian with the target's second moment c = (|m|² + tr C) / D, on which the lazy "
+             "schedule fitted to the target moves nothing: its drift is zero to round-off.")
+    diffusion = DRIFTS[drift_label]
+    lazy_name = LAZY if diffusion == "zero" else LAZY_SDE
     try:
-        sweep_nfes = controls.int_list("NFE values", "sweep_nfes", "4, 6, 8, 12, 16", 1, 200,
-                                       help="Model evaluations per run, comma-separated.")
-    except ValueError as err:
-        sweep_nfes, sweep_error = (), err
-if sweep_error is not None:
-    st.error(f"**Can't run this sweep.** {sweep_error}")
-else:
-    sa = schedule_of(a, target_key)
-    unreachable = [c for c in convert_to if schedule_experiments.shared_range(sa, schedule_of(c, target_key)) != (None, None)]
-    if unreachable:
-        st.info(f"Left out: {', '.join(unreachable)} never reach(es) {a}'s whole log-SNR range, so its runs cannot "
-                "be measured against the same exact endpoints.")
-    reach = tuple(c for c in convert_to if c not in unreachable)
-    bar, sweep_fig = st.progress(0.0, text="Sweeping…"), None
-    try:
-        for k, nfe in enumerate(sweep_nfes):  # each NFE cached on its own: the bar moves between them
-            bar.progress(k / len(sweep_nfes), text=f"NFE {nfe} ({k + 1}/{len(sweep_nfes)}): original, converted, optimised grid…")
-            sweep_one(target_key, a, reach, sweep_solver, sweep_spacing, nfe, int(seed))
-        sweep_fig, fewer = sweep_figure(target_key, a, reach, sweep_solver, sweep_spacing, tuple(sweep_nfes), int(seed))
+        with st.spinner("Evaluating the drift along the paths…"):
+            drift_setup = (gaussian_key(target_key),) + setup[1:] if on_gaussian else setup
+            drift_names = tuple(dict.fromkeys((a, b, lazy_name)))
+            drift_fig = drift_figure(drift_setup, drift_names, diffusion, axis)
+            peaks = {name: float(np.max(drift_curve(drift_setup, name, diffusion)["drift"])) for name in drift_names}
     except Exception as err:
         controls.report_core_error(err)
-    finally:
-        bar.empty()
-    if sweep_fig is not None:
-        chart.draw(sweep_fig)
-        savings = "; ".join(f"**{f['label_to']}** reaches {a}'s error at {f['nfe_from']} NFE with {f['nfe_to']} "
-                            f"({f['nfe_from'] / f['nfe_to']:.2g}× fewer)" for f in fewer)
-        st.caption(
-            f"The same exact model and {sweep_solver}, measured on held-out particles against the exact ODE endpoint "
-            f"in {a}'s scale. *as B*: the model sampled under schedule B from the converted start, on B's own "
-            f"{sweep_spacing} grid, the path converted back; *optimised grid*: the grid search under {a}, fitted on "
-            "another seed. Arrows: " + (savings if savings else "no option reaches an error of the original in fewer steps here.")
-        )
     else:
-        st.info(f"No NFE value fits a whole number of {sweep_solver} steps.")
+        chart.draw(drift_fig)
+        st.markdown("**Largest mean |drift| along the path** (each schedule in its own time): "
+                    + " · ".join(f"{name} {v:.2g}" for name, v in peaks.items()))
+        lazy_s = schedule_of(lazy_name, target_key)
+        st.caption(f"Mean over particles of |dx/dt| (ODE) or |v − ε s| (SDE) in each schedule's own time, along A's path "
+                   f"converted to each schedule (on the data chosen on the right). The lazy schedule, `{lazy_s!r}`, is fitted "
+                   "to the target's second moment: on N(0, c I) its drift vanishes identically (drawn at the floor of the log "
+                   "axis, dashed); on a mixture what is left is the part no scalar schedule can remove.")
+
+
+drift()
+
+
+# 4. Error against NFE.
+@st.fragment
+def sweep():
+    st.subheader("Where a change of clock buys fewer steps")
+    cols = st.columns([2, 2, 3, 3])
+    sweep_solver = cols[0].selectbox("Solver", deterministic, deterministic.index("euler"), key="sweep_solver", bind=URL,
+                                     help="Solvers stepping in t (Euler, Heun) change with the schedule; those stepping in λ "
+                                          "(DDIM, DPM-Solver++) on a uniform-λ grid do not.")
+    sweep_spacing = cols[1].selectbox("Grid", ex.SPACINGS, ex.SPACINGS.index("uniform-t"), key="sweep_spacing", bind=URL)
+    others = [c for c in choices if c != a]
+    convert_to = cols[2].multiselect("Convert to", others, [c for c in dict.fromkeys((b, "trigonometric", LAZY)) if c in others],
+                                     key="convert_to", bind=URL)
+    sweep_error = None
+    with cols[3]:
+        try:
+            sweep_nfes = controls.int_list("NFE values", "sweep_nfes", "4, 6, 8, 12, 16", 1, 200,
+                                           help="Model evaluations per run, comma-separated.")
+        except ValueError as err:
+            sweep_nfes, sweep_error = (), err
+    if sweep_error is not None:
+        st.error(f"**Can't run this sweep.** {sweep_error}")
+    else:
+        sa = schedule_of(a, target_key)
+        unreachable = [c for c in convert_to if schedule_experiments.shared_range(sa, schedule_of(c, target_key)) != (None, None)]
+        if unreachable:
+            st.info(f"Left out: {', '.join(unreachable)} never reach(es) {a}'s whole log-SNR range, so its runs cannot "
+                    "be measured against the same exact endpoints.")
+        reach = tuple(c for c in convert_to if c not in unreachable)
+        bar, sweep_fig = st.progress(0.0, text="Sweeping…"), None
+        try:
+            for k, nfe in enumerate(sweep_nfes):  # each NFE cached on its own: the bar moves between them
+                bar.progress(k / len(sweep_nfes), text=f"NFE {nfe} ({k + 1}/{len(sweep_nfes)}): original, converted, optimised grid…")
+                sweep_one(target_key, a, reach, sweep_solver, sweep_spacing, nfe, int(seed))
+            sweep_fig, fewer = sweep_figure(target_key, a, reach, sweep_solver, sweep_spacing, tuple(sweep_nfes), int(seed))
+        except Exception as err:
+            controls.report_core_error(err)
+        finally:
+            bar.empty()
+        if sweep_fig is not None:
+            chart.draw(sweep_fig)
+            savings = "; ".join(f"**{f['label_to']}** reaches {a}'s error at {f['nfe_from']} NFE with {f['nfe_to']} "
+                                f"({f['nfe_from'] / f['nfe_to']:.2g}× fewer)" for f in fewer)
+            st.caption(
+                f"The same exact model and {sweep_solver}, measured on held-out particles against the exact ODE endpoint "
+                f"in {a}'s scale. *as B*: the model sampled under schedule B from the converted start, on B's own "
+                f"{sweep_spacing} grid, the path converted back; *optimised grid*: the grid search under {a}, fitted on "
+                "another seed. Arrows: " + (savings if savings else "no option reaches an error of the original in fewer steps here.")
+            )
+        else:
+            st.info(f"No NFE value fits a whole number of {sweep_solver} steps.")
+
+
+sweep()
+
 
 # 5. Export an optimised grid.
-st.subheader("An optimised grid to take away")
-cols = st.columns(3)
-grid_solver = cols[0].selectbox("Solver", deterministic, deterministic.index("dpmpp-2m"), key="grid_solver", bind=URL)
-grid_nfe = cols[1].slider("NFE", 2, 30, 8, key="grid_nfe", bind=URL)
-grid_schedule = cols[2].selectbox("Under schedule", [a, b] if a != b else [a], key="grid_schedule", bind=URL)
-try:
-    with st.spinner(f"Searching the grid of {grid_nfe} evaluations for {grid_solver} ({GRID_STARTS} starts of at most {GRID_RUNS} runs)…"):
-        result = optimised(target_key, grid_schedule, grid_solver, int(grid_nfe), int(seed))
-except Exception as err:
-    controls.report_core_error(err)
-else:
+@st.fragment
+def export():
+    st.subheader("An optimised grid to take away")
     cols = st.columns(3)
-    cols[0].metric("Held-out error, optimised", f"{result.holdout_error:.3g}")
-    cols[1].metric("Held-out error, uniform-λ", f"{result.default['holdout_error']:.3g}",
-                   delta=f"×{result.improvement:.2f} better" if np.isfinite(result.improvement) else None,
-                   delta_color="off", delta_arrow="off")
-    cols[2].metric("Search", f"{len(result.history)} runs", delta=f"{result.wall_time:.1f} s", delta_color="off",
-                   delta_arrow="off")
-    text = F.grid_text(result.to_list("t"), result.to_list("sigma"))
-    controls.code_block(text)
-    st.download_button("Download (.txt)", text, file_name=f"grid-{grid_schedule}-{grid_solver}-nfe{grid_nfe}.txt",
-                       mime="text/plain")
-    st.caption("timesteps: our times t (sampling from the first to the last). sigmas: the same grid in k-diffusion's "
-               "convention σ/α = e^{−λ} (append a 0 for k-diffusion's final step onto the data). Fitted on "
-               f"{result.n_fit} particles of seed {result.fit_seed}, scored on seed {result.holdout_seed}.")
+    grid_solver = cols[0].selectbox("Solver", deterministic, deterministic.index("dpmpp-2m"), key="grid_solver", bind=URL)
+    grid_nfe = cols[1].slider("NFE", 2, 30, 8, key="grid_nfe", bind=URL)
+    grid_schedule = cols[2].selectbox("Under schedule", [a, b] if a != b else [a], key="grid_schedule", bind=URL)
+    try:
+        with st.spinner(f"Searching the grid of {grid_nfe} evaluations for {grid_solver} ({GRID_STARTS} starts of at most {GRID_RUNS} runs)…"):
+            result = optimised(target_key, grid_schedule, grid_solver, int(grid_nfe), int(seed))
+    except Exception as err:
+        controls.report_core_error(err)
+    else:
+        cols = st.columns(3)
+        cols[0].metric("Held-out error, optimised", f"{result.holdout_error:.3g}")
+        cols[1].metric("Held-out error, uniform-λ", f"{result.default['holdout_error']:.3g}",
+                       delta=f"×{result.improvement:.2f} better" if np.isfinite(result.improvement) else None,
+                       delta_color="off", delta_arrow="off")
+        cols[2].metric("Search", f"{len(result.history)} runs", delta=f"{result.wall_time:.1f} s", delta_color="off",
+                       delta_arrow="off")
+        text = F.grid_text(result.to_list("t"), result.to_list("sigma"))
+        controls.code_block(text)
+        st.download_button("Download (.txt)", text, file_name=f"grid-{grid_schedule}-{grid_solver}-nfe{grid_nfe}.txt",
+                           mime="text/plain")
+        st.caption("timesteps: our times t (sampling from the first to the last). sigmas: the same grid in k-diffusion's "
+                   "convention σ/α = e^{−λ} (append a 0 for k-diffusion's final step onto the data). Fitted on "
+                   f"{result.n_fit} particles of seed {result.fit_seed}, scored on seed {result.holdout_seed}.")
+
+
+export()

@@ -268,6 +268,24 @@ def test_a_control_change_reruns_fast_once_cached():
     assert min(took) < 1.0, took
 
 
+def test_the_time_axis_switch_redraws_the_schedules_figure():
+    """The time axis (a control of the first section, a fragment) sets the schedules figure's three time axes: auto
+    is log for vp-linear against EDM (80 against 1), and the rest of the page stays drawn."""
+    at = _open()
+
+    def time_axes():
+        curves = next(c for c in charts(at) if c["layout"]["title"]["text"].startswith("The schedules"))
+        return [curves["layout"][f"xaxis{k}"].get("type") for k in ("", "2", "3")]
+
+    assert time_axes() == ["log"] * 3 and len(charts(at)) == 5
+    at.radio(key="time_axis").set_value("linear").run()
+    assert time_axes() == [None] * 3 and len(charts(at)) == 5  # plotly's default axis: linear
+    at.radio(key="time_axis").set_value("log").run()
+    assert time_axes() == ["log"] * 3
+    assert not at.sidebar.radio  # a view control of its section, not of the page
+    assert_clean(at)
+
+
 def test_page_in_a_browser(server, browser):
     """The page opened from a URL in headless Chromium: every chart drawn, no exception, the URL's
     solver taken at once; the slider of the linked paths moves in the browser. Saves artifacts/schedules.png."""
