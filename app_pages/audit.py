@@ -35,6 +35,23 @@ def audit_class(name: str, nfes: tuple, oracle, target: tuple, n: int, seed: int
                               n_particles=n, seed=seed)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+@precomputed.default("audit")
+def planned_rows(names: tuple, oracle) -> list[dict]:
+    """The rows the audit of these classes makes (scheduler, config, overrides, oracle), in its order, unrun."""
+    return ex.audit.planned(list(names), oracle=oracle)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+@precomputed.default("audit")
+def audit_row(name: str, overrides: tuple, oracle: bool, nfes: tuple, target: tuple, n: int, seed: int) -> dict:
+    """One row alone (the same numbers as in its class's audit): the row shown below the table is drawn before the
+    table's classes have run."""
+    [row] = ex.audit.diffusers((target[0], dict(target[1])), nfes, schedulers=[name], configs={name: [dict(overrides)]},
+                               oracle=oracle, n_particles=n, seed=seed)
+    return row
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
 def rerun_figures(row_key: str, _row: dict, nfe: int) -> dict:
     """The row's run at nfe steps against the exact path, and its figures (row_key stands for the row)."""
@@ -128,69 +145,94 @@ except ValueError as err:
     st.error(f"**Can't run this audit.** {err}")
     st.stop()
 
+# The row shown below the table is run and drawn first (one row: a fraction of a second); the table's classes run
+# after it, with a progress bar, and the table is filled in above once they have.
+try:
+    plan = planned_rows(tuple(selected), MODES[mode])
+except Exception as err:
+    controls.report_core_error(err)
+    st.stop()
+progress = st.progress(0.0, text="Running the row shown below first…")
+summary = st.container()
+
+
+@st.fragment
+def one_row(rows_plan: list[dict]) -> None:
+    """The section of one row: its error against NFE, its fitted orders, and its run at a chosen step count (a
+    fragment: its controls rerun it alone, not the table's classes)."""
+    st.header("One row")
+    labels = [figures.audit.label(r) for r in rows_plan]
+    choice = st.selectbox("Row", labels, key="row", bind=URL, help="Opens the row's run: its error against NFE, "
+                          "its error at every step and the noise levels of every model call, and its particles.")
+    planned = rows_plan[labels.index(choice)]
+    try:
+        row = audit_row(planned["scheduler"], tuple(planned["overrides"].items()), planned["oracle"], nfes, target_key,
+                        int(n), int(seed))
+    except Exception as err:
+        controls.report_core_error(err)
+        return
+    if row["flags"]:
+        st.markdown("**Flags:** " + ", ".join(f"`{f}`" for f in row["flags"]) + (f". {row['details']}." if row["details"] else ""))
+    ran = [m for m in nfes if row.get(f"nfe_{m}") is not None]
+    if row["message"]:
+        (st.warning if ran else st.error)(f"**{choice}**: {row['message']}", icon=":material/report:")
+    if not ran:
+        return
+    left, right = st.columns([3, 2])
+    chart.draw(figures.audit.error_vs_nfe([row], height=440), left, key="row_nfe")
+    metric = "sliced W2" if row["stochastic"] else "RMS error"
+    right.metric("Fitted order (own final level)", "—" if row["order"] is None or not np.isfinite(row["order"])
+                 else f"{row['order']:.2f}")
+    right.metric("Fitted order (sigma 0)", "—" if row["order0"] is None or not np.isfinite(row["order0"])
+                 else f"{row['order0']:.2f}")
+    if row["stochastic"]:
+        right.metric("Finite-sample floor (sigma 0)", f"{row['floor0']:.3g}",
+                     help="The sliced W2 of the exact path's own particles: a distance below it is not measurable.")
+    at = st.select_slider("Inference steps of the run shown", ran, ran[len(ran) // 2], key="at", bind=URL)
+    try:
+        with st.spinner(f"Running {choice} at {at} steps…"):
+            shown = rerun_figures(f"{choice}|{target_key}|{n}|{seed}|{mode}", row, int(at))
+    except Exception as err:
+        controls.report_core_error(err)
+        return
+    traj = shown["traj"]
+    if traj.diverged:
+        st.warning(f"**The run diverged** at step {traj.diverged_at}: {traj.diverged_reason}.")
+    chart.draw(shown["steps"], key="row_steps")
+    st.caption(f"Top: the {metric} at every state against the exact path at the same noise level. Bottom: per model "
+               "call, |σ_model / σ_update − 1|; red above the flag threshold (calls with no gap are not drawn on the log "
+               "axis).")
+    st.subheader("The run, in the Trajectories views")
+    chart.draw(shown["paths"], key="row_paths")
+    chart.draw(shown["final"], key="row_final")
+
+
+one_row(plan)
+
 rows = []
-progress = st.progress(0.0, text="Starting the audit…")
 for k, name in enumerate(selected):
     progress.progress(k / len(selected), text=f"Auditing {name} ({k + 1} of {len(selected)}) in every configuration…")
     try:
         rows.extend(audit_class(name, nfes, MODES[mode], target_key, int(n), int(seed)))
     except Exception as err:  # the audit reports failures as rows; anything else is a message, never a traceback
-        controls.report_core_error(err)
+        with summary:
+            controls.report_core_error(err)
         st.stop()
 progress.empty()
 
-frame = table(rows, nfes)
-ok = sum(r["status"] == "ok" for r in rows)
-flagged = sum(bool(r["flags"]) for r in rows)
-st.markdown(f"**{len(rows)} rows** from {len(selected)} scheduler classes: {ok} ran, {flagged} raise a flag, "
-            f"{len(rows) - ok} have a message (unsupported or failed). Click a column header to sort.")
-st.dataframe(frame, hide_index=True, height=min(420, 38 + 35 * len(frame)), key="table",
-             column_config={"row": st.column_config.TextColumn("row", pinned=True, width="large")})
-st.download_button("Download the table (CSV)", csv_bytes(rows), "scheduler_audit.csv", "text/csv",
-                   icon=":material/download:")
-with st.expander("What the flags mean"):
-    st.markdown("\n".join(f"- **{flag}**: {meaning}" for flag, meaning in ex.audit.FLAGS.items()))
-    st.caption("error_n: RMS distance to the exact path at the scheduler's own final noise level after n inference "
-               "steps (sliced W2 for stochastic rows); error0_n: the same at sigma 0; order: fitted from the three "
-               "largest NFE; floor: the distance of the exact path's own particles (stochastic rows).")
-    chart.draw(figures.audit.flags(rows), key="flags_figure")
-
-st.header("One row")
-labels = [figures.audit.label(r) for r in rows]
-choice = st.selectbox("Row", labels, key="row", bind=URL, help="Opens the row's run: its error against NFE, "
-                      "its error at every step and the noise levels of every model call, and its particles.")
-row = rows[labels.index(choice)]
-if row["flags"]:
-    st.markdown("**Flags:** " + ", ".join(f"`{f}`" for f in row["flags"]) + (f". {row['details']}." if row["details"] else ""))
-ran = [m for m in nfes if row.get(f"nfe_{m}") is not None]
-if row["message"]:
-    (st.warning if ran else st.error)(f"**{choice}**: {row['message']}", icon=":material/report:")
-if not ran:
-    st.stop()
-
-left, right = st.columns([3, 2])
-chart.draw(figures.audit.error_vs_nfe([row], height=440), left, key="row_nfe")
-metric = "sliced W2" if row["stochastic"] else "RMS error"
-right.metric("Fitted order (own final level)", "—" if row["order"] is None or not np.isfinite(row["order"])
-             else f"{row['order']:.2f}")
-right.metric("Fitted order (sigma 0)", "—" if row["order0"] is None or not np.isfinite(row["order0"])
-             else f"{row['order0']:.2f}")
-if row["stochastic"]:
-    right.metric("Finite-sample floor (sigma 0)", f"{row['floor0']:.3g}",
-                 help="The sliced W2 of the exact path's own particles: a distance below it is not measurable.")
-at = st.select_slider("Inference steps of the run shown", ran, ran[len(ran) // 2], key="at", bind=URL)
-try:
-    with st.spinner(f"Running {choice} at {at} steps…"):
-        shown = rerun_figures(f"{choice}|{target_key}|{n}|{seed}|{mode}", row, int(at))
-except Exception as err:
-    controls.report_core_error(err)
-    st.stop()
-traj = shown["traj"]
-if traj.diverged:
-    st.warning(f"**The run diverged** at step {traj.diverged_at}: {traj.diverged_reason}.")
-chart.draw(shown["steps"], key="row_steps")
-st.caption(f"Top: the {metric} at every state against the exact path at the same noise level. Bottom: per model call, "
-           "|σ_model / σ_update − 1|; red above the flag threshold (calls with no gap are not drawn on the log axis).")
-st.subheader("The run, in the Trajectories views")
-chart.draw(shown["paths"], key="row_paths")
-chart.draw(shown["final"], key="row_final")
+with summary:
+    frame = table(rows, nfes)
+    ok = sum(r["status"] == "ok" for r in rows)
+    flagged = sum(bool(r["flags"]) for r in rows)
+    st.markdown(f"**{len(rows)} rows** from {len(selected)} scheduler classes: {ok} ran, {flagged} raise a flag, "
+                f"{len(rows) - ok} have a message (unsupported or failed). Click a column header to sort.")
+    st.dataframe(frame, hide_index=True, height=min(420, 38 + 35 * len(frame)), key="table",
+                 column_config={"row": st.column_config.TextColumn("row", pinned=True, width="large")})
+    st.download_button("Download the table (CSV)", csv_bytes(rows), "scheduler_audit.csv", "text/csv",
+                       icon=":material/download:")
+    with st.expander("What the flags mean"):
+        st.markdown("\n".join(f"- **{flag}**: {meaning}" for flag, meaning in ex.audit.FLAGS.items()))
+        st.caption("error_n: RMS distance to the exact path at the scheduler's own final noise level after n inference "
+                   "steps (sliced W2 for stochastic rows); error0_n: the same at sigma 0; order: fitted from the three "
+                   "largest NFE; floor: the distance of the exact path's own particles (stochastic rows).")
+        chart.draw(figures.audit.flags(rows), key="flags_figure")

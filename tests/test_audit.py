@@ -214,6 +214,22 @@ def test_a_scheduler_class_by_name_is_the_one_listed():
     assert audit.scheduler_class("SchedulerMixin") is None  # exported, but not a *Scheduler
 
 
+def test_the_planned_rows_are_the_audits_and_a_row_alone_is_the_same_row():
+    """planned() names the rows diffusers() makes, in its order, without running them (the audit page draws its chosen
+    row first, alone): run alone, a row has the numbers it has in its class's audit."""
+    names = ["DDIMScheduler", "AmusedScheduler", "HeunDiscreteScheduler"]
+    rows = audit.diffusers(schedulers=names, nfes=(5, 10), oracle="both", n_particles=64)
+    keys = ("scheduler", "config", "overrides", "oracle")
+    assert [{k: r[k] for k in keys} for r in rows] == audit.planned(names, oracle="both")
+    assert {r["scheduler"] for r in rows} == set(names) and {r["oracle"] for r in rows} == {False, True}
+    for row in (rows[3], rows[-1]):
+        [alone] = audit.diffusers(schedulers=[row["scheduler"]], configs={row["scheduler"]: [row["overrides"]]},
+                                  nfes=(5, 10), oracle=row["oracle"], n_particles=64)
+        assert {k: v for k, v in alone.items() if k != "seconds"} == {k: v for k, v in row.items() if k != "seconds"}
+    with pytest.raises(ValueError, match="oracle"):
+        audit.planned(names, oracle="sometimes")
+
+
 # ---------------------------------------------------------------- orders
 
 

@@ -81,7 +81,8 @@ def serve(args: list[str], health_url: str, name: str, cwd: Path = ROOT, timeout
 # shared by every browser test module.
 
 
-BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]'
+BUSY = ('[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"], '
+        '[data-testid="stProgress"]')  # a progress bar: the page still streams in
 
 
 # True once every drawn chart kept its size over two animation frames (plotly's last layout pass is done);

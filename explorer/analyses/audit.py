@@ -615,6 +615,17 @@ def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=Non
     return sweeps.run(plan, run, executor, report)
 
 
+def planned(schedulers=None, configs=None, oracle=False) -> list[dict]:
+    """The rows diffusers(schedulers=..., configs=..., oracle=...) makes, in its order, without running them: each
+    a dict of scheduler (class name), config (its label), overrides and oracle, the keys naming a row
+    (ex.figures.audit.label). Building the configurations is the only work (once per class and process)."""
+    if oracle not in (False, True, "both"):
+        raise ValueError(f"oracle must be False, True or 'both', got {oracle!r}")
+    modes = (False, True) if oracle == "both" else (bool(oracle),)
+    return [dict(scheduler=name, config=config_label(overrides or {}), overrides=dict(overrides or {}), oracle=mode)
+            for name, _, overrides, _, mode in _plan(schedulers, configs, modes)]
+
+
 def _audit_row(nfes, path: ExactPath, distances: _Distances, seed: int, float64: bool, common: dict, item) -> dict:
     """The row of one plan item (name, class, overrides, built scheduler, oracle)."""
     name, cls, overrides, scheduler, mode = item
