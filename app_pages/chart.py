@@ -31,12 +31,8 @@ CLASS = "explorer-chart"  # the class of the div each figure is drawn in
 CONFIG = {"displaylogo": False, "showSendToCloud": False,
           "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
 
-# The component's script. One <script> tag loads the bundle for every chart of the page (window.__explorerPlotly
-# is its promise); until it has run, a chart holds its figure's height and says what it waits for. The page's
-# charts draw one at a time, in the order they asked; the first of a burst is painted alone and the rest in slices
-# of about SLICE ms (else every figure that arrived while plotly.js loaded is drawn in one task, and the page's
-# first figure shows only when its last is drawn; painting after every figure cost Stability's nine 0.3 s more).
-# A chart already drawn is updated by Plotly.react. It is redrawn at its new width when its column's width changes.
+# One <script> tag loads the bundle for every chart of the page and the preload (window.__explorerPlotly is its
+# promise, shared by the two components' scripts).
 LOADER = """
 const SRC = %(src)s;
 
@@ -59,9 +55,9 @@ function plotly() {
 """
 
 # The preload: app.py puts one, hidden, in the sidebar of every page before the page's script runs, so that the
-# browser fetches and compiles plotly.js while the server computes the page's first figure. On a browser's first
-# visit that is 0.3 s on 2 cores (the bundle requested 2.25 s after navigation, loaded at 2.55 s, the figure drawn
-# at 2.80 s); on a reload, whose bundle comes compiled from the cache, 0.03-0.08 s.
+# browser fetches and compiles plotly.js while the server computes the page's first figure (on a browser's first
+# visit of Trajectories on 2 cores the bundle was requested 2.25 s after navigation, 1.52 s with the preload; a
+# reload drew its first figure 0.04-0.09 s sooner in three interleaved runs, a first visit and a new tab within noise).
 PRELOAD_JS = LOADER + """
 export default function ({ parentElement }) {
   const element = parentElement.closest('[data-testid="stElementContainer"]');
@@ -70,6 +66,11 @@ export default function ({ parentElement }) {
 }
 """
 
+# The chart's script. Until the bundle has run, a chart holds its figure's height and says what it waits for. The
+# page's charts draw one at a time, in the order they asked; the first of a burst is painted alone and the rest in
+# slices of about SLICE ms (else every figure that arrived while plotly.js loaded is drawn in one task, and the page's
+# first figure shows only when its last is drawn; painting after every figure cost Stability's nine 0.3 s more).
+# A chart already drawn is updated by Plotly.react. It is redrawn at its new width when its column's width changes.
 JS = LOADER + """
 const CLASS = %(cls)s;
 
