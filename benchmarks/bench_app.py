@@ -73,7 +73,7 @@ PAGES = {
          (PROBLEM, "steps", "right", None), (PROBLEM, "solver", "pick", "euler"),
          (PROBLEM, "gmm-1d-3modes.std", "up", None)],
     "solver-lab": [(REDRAW, "x0", "click", None), (PROBLEM, "nfe", "right", None),
-                   (PROBLEM, "gmm-2d-ring8.radius", "up", None), (PROBLEM, "a", "pick", "heun")],
+                   (PROBLEM, "gmm-2d-ring8.radius", "up", None), (PROBLEM, "a", "pick", "euler")],
     "stability": [(REDRAW, "beta", "right", None), (REDRAW, "re", "right", None),
                   (PROBLEM, "run_steps", "right", None), (PROBLEM, "w", "right", None)],
     "mode-interpolation": [(REDRAW, "threshold", "right", None), (REDRAW, "denoiser_t", "right", None),
