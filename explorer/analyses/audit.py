@@ -622,8 +622,13 @@ def planned(schedulers=None, configs=None, oracle=False) -> list[dict]:
     if oracle not in (False, True, "both"):
         raise ValueError(f"oracle must be False, True or 'both', got {oracle!r}")
     modes = (False, True) if oracle == "both" else (bool(oracle),)
-    return [dict(scheduler=name, config=config_label(overrides or {}), overrides=dict(overrides or {}), oracle=mode)
-            for name, _, overrides, _, mode in _plan(schedulers, configs, modes)]
+    return [_naming(item) for item in _plan(schedulers, configs, modes)]
+
+
+def _naming(item) -> dict:
+    """The keys naming the row of a plan item (name, class, overrides, built scheduler, oracle)."""
+    name, _, overrides, _, mode = item
+    return dict(scheduler=name, config=config_label(overrides or {}), overrides=dict(overrides or {}), oracle=mode)
 
 
 def _audit_row(nfes, path: ExactPath, distances: _Distances, seed: int, float64: bool, common: dict, item) -> dict:
@@ -631,8 +636,7 @@ def _audit_row(nfes, path: ExactPath, distances: _Distances, seed: int, float64:
     name, cls, overrides, scheduler, mode = item
     start = time.perf_counter()
     row = dict.fromkeys(columns(nfes))
-    row.update(scheduler=name, config=config_label(overrides or {}), overrides=dict(overrides or {}),
-               oracle=mode, status="ok", message="", flags=[], details="", warnings=[], **common)
+    row.update(**_naming(item), status="ok", message="", flags=[], details="", warnings=[], **common)
     if isinstance(cls, str):
         row.update(status="unsupported", message=cls)
     elif not supported(cls):
