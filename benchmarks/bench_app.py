@@ -94,9 +94,9 @@ PAGES = {
 }
 
 # Marks the user's inputs (pointer down, key down: what selenium's click or key sends) and the first change drawn
-# inside any figure (a replot redraws its SVG; a new chart adds one; hover labels are not drawn changes) after an input. A change is timed from its
-# input as the page saw it, not from the benchmark's command: selenium takes 0.1-0.2 s on 2 cores to find the
-# widget and send the click, which no user waits for.
+# inside a figure after an input (a replot redraws its SVG; a new chart adds one). A change is timed from its input
+# as the page saw it, not from the benchmark's command: selenium takes 0.1-0.2 s on 2 cores to find the widget and
+# send the click, which no user waits for.
 WATCH = """
 window.__bench = {inputs: [], first: null};
 if (!window.__benchObserver) {
