@@ -157,12 +157,18 @@ if landing:
     st.caption(f"**Where the learned model's hallucinations land** (between modes; {'neighbours' if one_d else 'the two nearest'}): "
                f"{where}.")
 
-if one_d:
-    st.subheader("The cause: the learned denoiser is a ramp where the exact one jumps")
+@st.fragment
+def denoiser_at_t():
+    """The learned and exact denoisers at a chosen timestep (a fragment: its slider redraws this figure alone)."""
     sig = np.asarray(model.schedule.sigma(np.arange(t_top + 1.0)))
     t_jump = int(np.searchsorted(sig, 0.06))  # noise just above the modes' std 0.05: the exact denoiser jumps
     t = st.slider("t (timestep) for the denoiser", 0, t_top, t_jump, key="denoiser_t", bind=URL)
     chart.draw(FH.denoiser_1d(model, _exact(name), float(t)))
+
+
+if one_d:
+    st.subheader("The cause: the learned denoiser is a ramp where the exact one jumps")
+    denoiser_at_t()
     left, right = st.columns(2)
     chart.draw(FH.sample_histogram(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"), left)
     chart.draw(FH.sample_histogram(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"), right)

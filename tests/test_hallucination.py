@@ -347,6 +347,9 @@ def test_page_renders_and_the_threshold_answers_fast():
     n_bad = int(after.split("/")[1])
     assert n_bad >= 10, after  # measured 56
     assert after == f"{n_bad} / {n_bad}" and removed.endswith(f"/ {n_bad}")
+    at = at.slider(key="denoiser_t").set_value(50).run()  # the denoiser's own section (a fragment) follows its slider
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert len(titles) == 6 and titles[0].startswith("Denoiser at t = 50 "), titles
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
