@@ -178,3 +178,20 @@ def test_learned_fields_page_shows_the_table_then_recomputes_it_live():
     assert first["charts"] == 7 and "NFE of the exact solve (c = 0 → c)" in first["metrics"]
     assert float(live["metrics"]["(σ/α)² |curl| at 10⁻⁴ from x = 0"]) > 50
     assert first["tables"][0]["estimated (median)"] == list(G.LINE_DIMENSIONS)
+
+
+def test_the_curl_section_follows_its_noise_level():
+    """The conservativity section (a fragment) redraws the curl map and its share at the level chosen, from the
+    shipped table."""
+    from apptest import assert_clean, charts, open_app
+
+    at = open_app(PAGE)
+    assert_clean(at)
+    table = G.load_table()
+    level = float(table["levels"][5])
+    at.select_slider(key="curl_level").set_value(level).run()
+    assert_clean(at)
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert f"Curl of the learned field at σ/α = {level:g}" in titles and len(titles) == 7, titles
+    share = next(m.value for m in at.metric if m.label == "Non-conservative share (p_t-weighted)")
+    assert share == f"{table['fraction'][5]:.1%}"
