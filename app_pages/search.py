@@ -165,53 +165,65 @@ st.caption(f"Brute force over all {bf['n_grids']} grids of {bf['nfe']} steps on 
            f"grid: held-out {nm.holdout_error:.3g}; the evolutionary search on 1000 candidates: held-out "
            f"{S.Searched.from_dict(next(r for r in results['curve'] if r['nfe'] == shown['nfe'])['grid_ea']).holdout_error:.3g}.")
 
-# 4. DC-Solver.
-st.subheader("DC-Solver: compensation ratio per step")
-dc = results["dc"]
-dc_nfes = [r["nfe"] for r in dc["fits"]]
-dc_nfe = st.select_slider("DC-Solver at NFE", dc_nfes, k if k in dc_nfes else dc_nfes[0], key="dc_nfe", bind=URL)
-row = next(r for r in dc["fits"] if r["nfe"] == dc_nfe)
-cols = st.columns([3, 2])
-chart.draw(F.rho_per_step(row), cols[0])
-chart.draw(F.dc_error_vs_nfe(dc["fits"], height=380), cols[1])
-fitted = [abs(r - 1) for f in dc["fits"] for r in f["rho"][2:]]
-aligned = [abs(r - 1) for f in dc["fits"] for r in f["rho_aligned"][2:]]
-st.caption(
-    f"ρ fitted per step on {dc['n_fit']} trajectories against the exact path, greedily along the solver's own path "
-    f"(the paper's search). The question it leaves open: the ratio that makes the buffer equal the denoiser at the "
-    f"corrected state (the misalignment itself) is {sum(aligned) / len(aligned):.3f} from 1 on average over every "
-    f"compensated step here (at most {max(aligned):.2f}), the fitted ratio {sum(fitted) / len(fitted):.3f} (at most "
-    f"{max(fitted):.2f}), and the two often lie on opposite sides of 1: the fit compensates truncation error more than "
-    "it fixes the misalignment. The cascade regression is fitted on NFE "
-    f"{', '.join(map(str, shown['dc_fit_nfes']))}; open symbols mark NFE it never saw."
-)
 
-if "dc_guided" in results:
-    guided = results["dc_guided"]
-    chart.draw(F.dc_guided(guided))
-    unseen = [r for r in guided["rows"] if r["w"] == guided["heldout_w"]]
-    better = sum(r["dc_cpr"] < r["unipc"] for r in unseen)
+# 4. DC-Solver (a fragment: its NFE slider reruns this section alone).
+@st.fragment
+def dc_solver():
+    st.subheader("DC-Solver: compensation ratio per step")
+    dc = results["dc"]
+    dc_nfes = [r["nfe"] for r in dc["fits"]]
+    dc_nfe = st.select_slider("DC-Solver at NFE", dc_nfes, k if k in dc_nfes else dc_nfes[0], key="dc_nfe", bind=URL)
+    row = next(r for r in dc["fits"] if r["nfe"] == dc_nfe)
+    cols = st.columns([3, 2])
+    chart.draw(F.rho_per_step(row), cols[0])
+    chart.draw(F.dc_error_vs_nfe(dc["fits"], height=380), cols[1])
+    fitted = [abs(r - 1) for f in dc["fits"] for r in f["rho"][2:]]
+    aligned = [abs(r - 1) for f in dc["fits"] for r in f["rho_aligned"][2:]]
     st.caption(
-        f"Under classifier-free guidance ({guided['target']}, class {guided['label']}, D = (1 + w) D(x | c) − w D(x)), "
-        f"where multistep solvers break at low NFE: ρ fitted at w = {', '.join(f'{w:g}' for w in guided['ws'])} and the "
-        f"regression over NFE and w (36 coefficients, as the paper's). At w = {guided['heldout_w']:g}, which it never "
-        f"saw, its ratios beat UniPC at {better} of {len(unseen)} NFE values."
+        f"ρ fitted per step on {dc['n_fit']} trajectories against the exact path, greedily along the solver's own path "
+        f"(the paper's search). The question it leaves open: the ratio that makes the buffer equal the denoiser at the "
+        f"corrected state (the misalignment itself) is {sum(aligned) / len(aligned):.3f} from 1 on average over every "
+        f"compensated step here (at most {max(aligned):.2f}), the fitted ratio {sum(fitted) / len(fitted):.3f} (at most "
+        f"{max(fitted):.2f}), and the two often lie on opposite sides of 1: the fit compensates truncation error more than "
+        "it fixes the misalignment. The cascade regression is fitted on NFE "
+        f"{', '.join(map(str, shown['dc_fit_nfes']))}; open symbols mark NFE it never saw."
     )
 
-# 5. Held out.
-st.subheader("Held out: other particles, another target, other schedules")
-ht = results["heldout_target"]
-cols = st.columns(3)
-cols[0].metric(f"On {ht['setting']}, searched", f"{ht['error']:.3g}", delta=f"×{ht['gain']:.2f} vs best fixed",
-               delta_color="normal" if ht["gain"] >= 1 else "inverse", delta_arrow="off")
-cols[1].metric("Best fixed solver there", f"{ht['best_fixed']:.3g}", help=ht["best_fixed_label"])
-cols[2].metric(f"In its own setting (held-out particles)", f"×{found.gain:.2f}")
-method = st.radio("Sampler", [m for m in METHODS if m in results["transfer"]], format_func=METHODS.get,
-                  horizontal=True, key="method", bind=URL)
-chart.draw(F.transfer_matrix(results["transfer"][method]))
-st.caption(f"Each row: the sampler fitted at NFE {shown['nfe']} in one setting; each column: its held-out error in "
-           "another (the grid carried over at the same relative positions in λ), as a gain over the best fixed solver "
-           "there. The diagonal is the in-setting gain; off it, the loss when the sampler is moved.")
+    if "dc_guided" in results:
+        guided = results["dc_guided"]
+        chart.draw(F.dc_guided(guided))
+        unseen = [r for r in guided["rows"] if r["w"] == guided["heldout_w"]]
+        better = sum(r["dc_cpr"] < r["unipc"] for r in unseen)
+        st.caption(
+            f"Under classifier-free guidance ({guided['target']}, class {guided['label']}, D = (1 + w) D(x | c) − w D(x)), "
+            f"where multistep solvers break at low NFE: ρ fitted at w = {', '.join(f'{w:g}' for w in guided['ws'])} and the "
+            f"regression over NFE and w (36 coefficients, as the paper's). At w = {guided['heldout_w']:g}, which it never "
+            f"saw, its ratios beat UniPC at {better} of {len(unseen)} NFE values."
+        )
+
+
+dc_solver()
+
+
+# 5. Held out (a fragment: its sampler choice reruns this section alone).
+@st.fragment
+def held_out():
+    st.subheader("Held out: other particles, another target, other schedules")
+    ht = results["heldout_target"]
+    cols = st.columns(3)
+    cols[0].metric(f"On {ht['setting']}, searched", f"{ht['error']:.3g}", delta=f"×{ht['gain']:.2f} vs best fixed",
+                   delta_color="normal" if ht["gain"] >= 1 else "inverse", delta_arrow="off")
+    cols[1].metric("Best fixed solver there", f"{ht['best_fixed']:.3g}", help=ht["best_fixed_label"])
+    cols[2].metric(f"In its own setting (held-out particles)", f"×{found.gain:.2f}")
+    method = st.radio("Sampler", [m for m in METHODS if m in results["transfer"]], format_func=METHODS.get,
+                      horizontal=True, key="method", bind=URL)
+    chart.draw(F.transfer_matrix(results["transfer"][method]))
+    st.caption(f"Each row: the sampler fitted at NFE {shown['nfe']} in one setting; each column: its held-out error in "
+               "another (the grid carried over at the same relative positions in λ), as a gain over the best fixed solver "
+               "there. The diagonal is the in-setting gain; off it, the loss when the sampler is moved.")
+
+
+held_out()
 
 # 6. Take it away.
 st.subheader("Take it away")

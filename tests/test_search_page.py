@@ -45,6 +45,11 @@ def test_defaults_show_the_shipped_numbers_without_a_run():
     assert _metrics(at)["Held-out error, searched"] == f"{_shipped_at(8)['schedule']['holdout_error']:.3g}"
     at.radio(key="method").set_value("dc").run()
     assert_clean(at)
+    # The DC-Solver section (a fragment) follows its NFE slider
+    at.select_slider(key="dc_nfe").set_value(7).run()
+    assert_clean(at)
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert "DC-Solver's ρ per step at NFE 7" in titles and len(titles) == 8, titles
 
 
 def test_the_page_answers_fast():
