@@ -85,6 +85,17 @@ def test_draw_sends_the_whole_figure_and_its_config():
     assert sent == [chart.CONFIG, chart.CONFIG, {"displayModeBar": False}]
 
 
+def _run_without_static_serving(page) -> AppTest:
+    """page run as the app runs with Streamlit's static serving off (apptest.py turns it on for every test)."""
+    from streamlit import config
+
+    config.set_option("server.enableStaticServing", False)
+    try:
+        return AppTest.from_function(page).run()
+    finally:
+        config.set_option("server.enableStaticServing", True)
+
+
 def _preloaded():
     from app_pages import chart
 
@@ -99,13 +110,7 @@ def test_the_preload_asks_for_the_bundle_from_the_sidebar_and_draws_nothing():
     [element] = at.sidebar.get("bidi_component")
     assert element.proto.component_name == chart.PRELOAD and not charts(at)
     assert f'const SRC = "/app/static/{chart.BUNDLE}";' in element.proto.js_content
-    from streamlit import config
-
-    config.set_option("server.enableStaticServing", False)
-    try:
-        at = AppTest.from_function(_preloaded).run()
-    finally:
-        config.set_option("server.enableStaticServing", True)
+    at = _run_without_static_serving(_preloaded)
     assert not at.exception and not at.get("bidi_component")
 
 
@@ -129,13 +134,7 @@ def test_a_trace_type_outside_the_bundle_is_an_error_naming_it():
 def test_without_static_serving_the_figure_goes_to_st_plotly_chart():
     """Started from another folder by plain `streamlit run`, the app has no static serving, so the bundle cannot
     load: draw hands the same figure and config to st.plotly_chart instead of drawing an error."""
-    from streamlit import config
-
-    config.set_option("server.enableStaticServing", False)
-    try:
-        at = AppTest.from_function(_page).run()
-    finally:
-        config.set_option("server.enableStaticServing", True)
+    at = _run_without_static_serving(_page)
     assert not at.exception, [e.message for e in at.exception]
     assert not charts(at)
     drawn = at.get("plotly_chart")
