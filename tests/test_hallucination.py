@@ -239,6 +239,10 @@ def _assert_shipped():
 
 
 RUNS = Path(__file__).parent / "data" / "hallucination_runs.npz"  # made by tests/data/hallucination_runs.py
+# A fresh block against the file, per key: an AVX-512 CPU's run of the file's AVX2-made block is 5.2e-6 of the
+# samples' scale away, and its scores (variances over a window: differences of near-equal x0-predictions)
+# 2.9e-5 of theirs; a change to the model, the solver, the grid or a seed moves either by percents.
+SHIPPED_RTOL = {"samples": 1e-4, "scores": 1e-3, "t": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +252,8 @@ def learned_runs():
     benchmarks/reproduce_mode_interpolation.py's), as samples and window-10 scores, from the file that
     tests/data/hallucination_runs.py writes. Sampling all 40,000 takes over a minute; the file is checked
     against a fresh run of the first block of each seed (sample_run's blocks are seeded apart, so that
-    block is the whole of a 1000-sample run), which must match it (ex.data_files.matches_shipped: to 1e-5, as
-    another CPU differs in the last bits)."""
+    block is the whole of a 1000-sample run), which must match it (ex.data_files.matches_shipped, to SHIPPED_RTOL:
+    364 float32 network steps on another CPU differ in their last bits, the window variances more)."""
     _assert_shipped()
     spec = importlib.util.spec_from_file_location("hallucination_runs", RUNS.with_suffix(".py"))
     maker = importlib.util.module_from_spec(spec)
@@ -262,7 +266,7 @@ def learned_runs():
     for s, r in zip((0, 1), runs):
         fresh = maker.run(s, H.BLOCK)
         for key in ("samples", "scores", "t"):
-            assert ex.data_files.matches_shipped(fresh[key], r[key][:H.BLOCK]), (
+            assert ex.data_files.matches_shipped(fresh[key], r[key][:H.BLOCK], rtol=SHIPPED_RTOL[key]), (
                 f"{RUNS.name} (seed {s}, {key}) is not what sample_run gives now: run tests/data/hallucination_runs.py")
     return model, runs
 

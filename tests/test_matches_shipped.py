@@ -39,3 +39,14 @@ def test_shapes_and_integers_must_agree():
     assert not same(np.arange(10_000), np.arange(10_000) + (np.arange(10_000) == 5))  # one count off
     assert same(np.array([True, False]), np.array([True, False])) and not same(np.array([True]), np.array([False]))
     assert not same("0.1", 0.1) and not same(None, 0.0)
+
+
+def test_a_floor_lets_rounding_level_numbers_match_and_nothing_above_it():
+    """The audit's largest relative sigma gap is one float32 rounding on every CPU (5.55e-8 on one, 5.40e-8
+    on an AVX-512 one): no relative tolerance holds it, a floor does; a real gap (the flag's 1e-4) does not."""
+    row = {"mismatch": 5.5470177562355616e-08, "error0_5": 0.0123}
+    assert not same({**row, "mismatch": 5.403621738953035e-08}, row)
+    assert same({**row, "mismatch": 5.403621738953035e-08}, row, floor=2.0**-23)
+    assert not same({**row, "mismatch": 2e-4}, row, floor=2.0**-23)  # above the floor: compared as before
+    assert not same({**row, "error0_5": 0.0124}, row, floor=2.0**-23)
+    assert not same({**row, "mismatch": float("nan")}, row, floor=2.0**-23)
