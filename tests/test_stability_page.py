@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy.linalg import expm
 
 import explorer as ex
@@ -33,6 +34,49 @@ def test_region_grid_is_the_core_region():
     on_axis = r["re"][filled[50]]  # the real axis is row 50 of 101
     assert on_axis.min() == pytest.approx(-1.0, abs=r["re"][1] - r["re"][0])
     assert FS.label("ghvb", {"order": 2, "beta": 0.8}) == "ghvb 2, β = 0.8"
+
+
+def _winding(loops, points):
+    """The winding number of the closed loops (NaN-separated, as FS.outline returns) around each point."""
+    total = np.zeros(points.shape)
+    for loop in np.split(loops, np.nonzero(np.isnan(loops))[0]):
+        loop = loop[np.isfinite(loop)]
+        if len(loop) > 1:
+            turns = np.angle((loop[1:, None] - points[None]) / (loop[:-1, None] - points[None]))
+            total += turns.sum(axis=0) / (2 * np.pi)
+    return np.round(total).astype(int)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(12, 60), holes=st.booleans())
+def test_outline_winds_once_around_the_set_and_never_around_the_rest(seed, n, holes):
+    """Disks (some reaching past the grid's edge), minus a disk in each if `holes`: every grid point clear of
+    the set's edge is wound around once if inside and not at all if outside (holes run clockwise)."""
+    rng = np.random.default_rng(seed)
+    x, y = np.linspace(-1, 1, n), np.linspace(-1.2, 0.8, n + 3)
+    X, Y = np.meshgrid(x, y)
+    centres, radii = rng.uniform(-1.1, 1.1, (3, 2)), rng.uniform(0.15, 0.6, 3)
+    dist = np.hypot(X[..., None] - centres[:, 0], Y[..., None] - centres[:, 1])
+    f = (dist - radii).min(axis=-1)
+    if holes:
+        f = np.maximum(f, (0.4 * radii - dist).max(axis=-1))
+    loops = FS.outline(x, y, f)
+    clear = np.abs(f) > 2.5 * (x[1] - x[0])  # away from the edge, which linear interpolation moves
+    clear[[0, -1]] = clear[:, [0, -1]] = False  # where the set reaches the grid's border, the loop runs along it
+    assert np.array_equal(_winding(loops, (X + 1j * Y)[clear]), (f[clear] <= 0).astype(int))
+
+
+def test_region_outline_is_the_filled_set():
+    """Euler's region is the disk |1 + z| <= 1: its outline has the disk's area and centre, and crosses the
+    real axis at -2 and 0 (the loop closes through z = 0, where the radius is exactly 1)."""
+    r = FS.region_data("euler")
+    loop = r["outline"].astype(np.complex128)
+    assert np.isnan(loop).sum() == 1 and loop[0] == loop[-2]  # one closed loop
+    loop = loop[:-1]
+    area = 0.5 * np.sum(loop.real[:-1] * loop.imag[1:] - loop.real[1:] * loop.imag[:-1])
+    assert area == pytest.approx(np.pi, rel=2e-3)  # counter-clockwise: positive
+    assert np.abs(loop + 1).max() == pytest.approx(1.0, abs=2e-3) and np.abs(loop + 1).min() == pytest.approx(1.0, abs=2e-3)
+    assert r["outline"].nbytes < 3000  # what the figure sends, where the grid was 45 kB
 
 
 def test_toy_system_of_the_momentum_paper():

@@ -21,7 +21,7 @@ OUTSIDE_COLOR = "#d62728"  # h*lambda outside the region / a particle whose valu
 INSIDE_COLOR = "#2b2b2b"
 REGION_COLORS = ["#1f4e9c", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22"]
 DEFAULT_BOX = ((-3.5, 0.75), (-2.25, 2.25))  # (Re range, Im range) of the plane
-RADIUS_ONE = 16384  # the spectral radius is stored as uint16, round(radius * RADIUS_ONE) (up to 4): a light figure
+RADIUS_ONE = 16384  # the spectral radius is stored as uint16, round(radius * RADIUS_ONE) (up to 4): light to cache
 
 
 def _legend_below(layout: dict, y: float = -0.16, bottom: int = 110) -> dict:
@@ -52,10 +52,62 @@ def label(solver: str, options: dict | None = None) -> str:
 # Data: computed once, drawn many times.
 
 
+# Marching squares, oriented. A cell's corners are bits (bottom-left 1, bottom-right 2, top-right 4, top-left
+# 8) set where inside; its edges are 0 bottom, 1 right, 2 top, 3 left. Per case the segments (from edge,
+# to edge), the inside on their left; the two saddles split by the centre (inside, outside).
+_SEGMENTS = {1: [(0, 3)], 2: [(1, 0)], 4: [(2, 1)], 8: [(3, 2)], 14: [(3, 0)], 13: [(0, 1)], 11: [(1, 2)],
+             7: [(2, 3)], 3: [(1, 3)], 12: [(3, 1)], 6: [(2, 0)], 9: [(0, 2)]}
+_SADDLES = {5: ([(0, 1), (2, 3)], [(0, 3), (2, 1)]), 10: ([(3, 0), (1, 2)], [(1, 0), (3, 2)])}
+
+
+def outline(x, y, f) -> np.ndarray:
+    """The closed loops around {f <= 0}, f (ny, nx) sampled on the grid x (nx,), y (ny,), as one complex
+    array x + iy with NaN between loops: counter-clockwise around the set, clockwise around its holes (so
+    an SVG path fills the set, holes left open), along the grid's edge where the set reaches it. Crossings
+    interpolate f linearly along the cell's edges (plotly's contours do the same in the browser)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = np.concatenate([x[:1], x, x[-1:]]), np.concatenate([y[:1], y, y[-1:]])  # a zero-width border...
+    f = np.pad(np.asarray(f, dtype=np.float64), 1, constant_values=1.0)  # ...outside, so every loop closes
+    ny, nx = f.shape
+    inside = f <= 0
+    case = inside[:-1, :-1] * 1 + inside[:-1, 1:] * 2 + inside[1:, 1:] * 4 + inside[1:, :-1] * 8
+    n_across = ny * (nx - 1)  # edge ids: the horizontal edges (i, j)-(i, j+1) first, then the vertical ones
+
+    def crossing(edge: int) -> complex:
+        if edge < n_across:
+            i, j = divmod(edge, nx - 1)
+            s = f[i, j] / (f[i, j] - f[i, j + 1])
+            return complex(x[j] + s * (x[j + 1] - x[j]), y[i])
+        i, j = divmod(edge - n_across, nx)
+        s = f[i, j] / (f[i, j] - f[i + 1, j])
+        return complex(x[j], y[i] + s * (y[i + 1] - y[i]))
+
+    following = {}  # edge crossed -> the next edge along its loop
+    for i, j in zip(*np.nonzero((case != 0) & (case != 15))):
+        c = int(case[i, j])
+        edges = (i * (nx - 1) + j, n_across + i * nx + j + 1, (i + 1) * (nx - 1) + j, n_across + i * nx + j)
+        if c in _SADDLES:
+            segments = _SADDLES[c][0 if f[i : i + 2, j : j + 2].sum() <= 0 else 1]
+        else:
+            segments = _SEGMENTS[c]
+        for a, b in segments:
+            following[edges[a]] = edges[b]
+    points = []
+    while following:
+        start, edge = following.popitem()
+        loop = [start]
+        while edge != start:
+            loop.append(edge)
+            edge = following.pop(edge)
+        points += [crossing(e) for e in loop] + [crossing(start), complex(np.nan, np.nan)]
+    return np.array(points, dtype=np.complex128)
+
+
 def region_data(solver: str, options: dict | None = None, box=DEFAULT_BOX, n: int = 150) -> dict:
     """The method's stability region on an n x n grid over box = ((re_lo, re_hi), (im_lo, im_hi)):
-    spectral radius (max |root| of the characteristic polynomial at z = h*lambda), boundary locus,
-    left end of the real stability interval and the integration variable h is measured in."""
+    spectral radius (max |root| of the characteristic polynomial at z = h*lambda), the outline of
+    {radius <= 1} (what the figures fill), boundary locus, left end of the real stability interval and
+    the integration variable h is measured in."""
     options = dict(options or {})
     (a, b), (c, d) = box
     re, im = np.linspace(a, b, n), np.linspace(c, d, n)
@@ -71,9 +123,10 @@ def region_data(solver: str, options: dict | None = None, box=DEFAULT_BOX, n: in
         locus = np.asarray(_stability.boundary(solver, **options), dtype=np.complex128)
     except Exception:  # the locus is an extra on the plot; the region stands without it
         locus = np.array([], dtype=np.complex128)
+    radius = np.round(np.clip(np.nan_to_num(radius, nan=4.0, posinf=4.0), 0.0, 65535 / RADIUS_ONE) * RADIUS_ONE).astype(np.uint16)
     return dict(
-        solver=solver, options=options, label=label(solver, options), re=re, im=im,
-        radius=np.round(np.clip(np.nan_to_num(radius, nan=4.0, posinf=4.0), 0.0, 65535 / RADIUS_ONE) * RADIUS_ONE).astype(np.uint16),
+        solver=solver, options=options, label=label(solver, options), re=re, im=im, radius=radius,
+        outline=outline(re, im, radius - (RADIUS_ONE + 0.5)).astype(np.complex64),  # radius <= 1 (z = 0 is on the edge)
         boundary=locus, interval=float(_stability.real_interval(solver, **options)),
         variable=_stability.variable(solver, **{k: v for k, v in options.items() if k != "h"}),
     )
@@ -136,8 +189,9 @@ def _plane(box, col=None) -> tuple[dict, dict]:
 
 
 def _region_traces(regions, fill_opacity: float = 0.18) -> list:
-    """Per region: the filled set {spectral radius <= 1} (a constraint contour of the grid), the
-    boundary locus (dashed: the curve on which a root has modulus one) and a tick at the left end
+    """Per region: the filled set {spectral radius <= 1} (its outline on the grid, computed here: a
+    few kB, where a contour of the grid sends the grid and has the browser trace it on every redraw),
+    the boundary locus (dashed: the curve on which a root has modulus one) and a tick at the left end
     of the real interval."""
     traces = []
     for k, r in enumerate(regions):
@@ -145,10 +199,10 @@ def _region_traces(regions, fill_opacity: float = 0.18) -> list:
         rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
         group = f"region{k}"
         name = f"{r['label']} · [{r['interval']:.3g}, 0]"
-        traces.append(go.Contour(
-            x=_f32(r["re"]), y=_f32(r["im"]), z=r["radius"], name=name, legendgroup=group, showlegend=False,
-            showscale=False, hoverinfo="skip",
-            contours=dict(type="constraint", operation=">", value=RADIUS_ONE + 0.5),  # fills where radius <= 1
+        edge = r["outline"]
+        traces.append(go.Scatter(
+            x=_f32(edge.real), y=_f32(edge.imag), mode="lines", fill="toself", name=name, legendgroup=group,
+            showlegend=False, hoverinfo="skip",
             fillcolor=f"rgba({rgb[0]},{rgb[1]},{rgb[2]},{fill_opacity})", line=dict(color=color, width=1.6),
         ))
         locus = r["boundary"]
