@@ -101,10 +101,16 @@ def density_heatmap_1d(
             "log": lambda: np.maximum(np.log(p / p.max()), -12.0),
             "per-t": lambda: p / p.max(axis=0, keepdims=True),
         }[density]()
+        cols = to_x(t_cols)
+        step = np.diff(cols)
+        # Evenly spaced columns (the log-SNR axis) are drawn as one small image the browser smooths as it scales
+        # it ("fast": 38 ms against 69 ms for plotly's own interpolation, "best", which uneven columns need).
+        even = bool(xaxis.get("type") != "log" and np.all(np.isfinite(step))
+                    and np.allclose(step, step.mean(), rtol=1e-3, atol=0))
         fig.add_trace(
             go.Heatmap(
-                x=to_x(t_cols), y=xs, z=_f32(z), customdata=_f32(np.dstack([tt, p])), colorscale=style.DENSITY_SCALE,
-                showscale=False, name="p_t(x)", zsmooth="best",
+                x=cols, y=xs, z=_f32(z), customdata=_f32(np.dstack([tt, p])), colorscale=style.DENSITY_SCALE,
+                showscale=False, name="p_t(x)", zsmooth="fast" if even else "best",
                 hovertemplate="t = %{customdata[0]:.4g}<br>x = %{y:.3f}<br>p_t(x) = %{customdata[1]:.3g}<extra></extra>",
             )
         )
