@@ -239,7 +239,7 @@ def write(page: str, values: dict, files=()) -> Path:
 
 # ---------------------------------------------------------------- the regenerating command
 
-PAGES_WITH_DEFAULTS = ("solver_lab", "stability", "mode_interpolation", "images", "schedules", "audit",
+PAGES_WITH_DEFAULTS = ("trajectories", "solver_lab", "stability", "mode_interpolation", "images", "schedules", "audit",
                        "learned_fields", "starts", "guidance")  # pages with marked functions
 
 
