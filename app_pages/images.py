@@ -22,6 +22,7 @@ PLUGIN = "plug-in"  # the kind of a registered image model: `dataset` then holds
 # included; rk45 picks its own NFE.
 SOLVERS = tuple(n for n in ex.solvers.names() if n != "rk45")
 REFERENCE_SEED = 12345  # real images the samples are measured against: a draw the models never trained on
+PREVIEW = 16  # a new run's first images, sampled and shown first (needs_preview)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -89,15 +90,38 @@ def floor(dataset: str, n: int, repeats: int = 5) -> float:
     return float(np.mean(fds))
 
 
+@st.cache_resource(show_spinner=False)
+def made() -> set:
+    """The keys of the runs this process has computed (so in run's cache, unless evicted since)."""
+    return set()
+
+
+def _not_a_preview(n: int, **_) -> bool:
+    """The default view ships its full run, so it never draws a preview: a preview's run (while the file is being
+    made, needs_preview finds nothing shipped) is not recorded."""
+    return n != PREVIEW
+
+
 @st.cache_data(max_entries=8, show_spinner=False)
-@precomputed.default("images")
+@precomputed.default("images", only=_not_a_preview)
 def run(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing: str, n: int, seed: int) -> dict:
     """One seeded run: states and x0-predictions as float32 numpy, the grid, NFE, time, divergence."""
     with Q.torch_threads(1):  # see torch_threads: one thread is far faster on a shared machine
         traj = Q.sample_images(model_for(dataset, kind), n, solver, nfe, seed, spacing, **dict(options))
     as_np = lambda v: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)  # noqa: E731
+    made().add((dataset, kind, solver, options, nfe, spacing, n, seed))
     return {"x": as_np(traj.x), "denoised": as_np(traj.denoised), "t": np.asarray(traj.t), "nfe": traj.nfe,
             "n_steps": traj.n_steps, "seconds": traj.wall_time, "diverged": traj.diverged_reason if traj.diverged else None}
+
+
+def needs_preview(key: tuple) -> bool:
+    """Whether to sample and show the run's first PREVIEW images before the rest: a run not made yet (nor shipped)
+    of more images, by a deterministic solver. Only then are they the run's own first images: the same prior
+    draw, and no noise drawn along the way (a stochastic solver draws each step's noise for the whole batch)."""
+    solver, n = key[2], key[6]
+    if n <= PREVIEW or ex.solvers.info(solver)["stochastic"] or key in made():
+        return False
+    return precomputed.key_of(key, {}) not in precomputed.shipped("images")[0].get("run", {})
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -177,17 +201,26 @@ if kind == PLUGIN and data is None:
             "Frechet distance, the nearest training image and the quality sweep need one (wrap(..., dataset=...)).")
 
 opts = tuple(sorted(options.items()))
+key = (dataset, kind, solver, opts, nfe, spacing, n, seed)
+head, grid = st.container(), st.empty()  # the run's numbers, then its samples: a new run's first images show first
 try:
+    if needs_preview(key):
+        first = run(dataset, kind, solver, opts, nfe, spacing, PREVIEW, seed)["x"][-1]
+        shown = np.full((n, *first.shape[1:]), np.nan, np.float32)
+        shown[:PREVIEW] = first
+        chart.draw(FI.sample_grid(shown, cols=8 if first.shape[-1] > 2 * first.shape[-2] else 16,
+                                  title=f"{MODELS.get(kind, dataset)}, {solver}, {nfe} NFE: the first {PREVIEW} of "
+                                        f"{n} images; the rest are being sampled"), grid)
     with st.spinner(f"Sampling {n} images with {solver} at {nfe} NFE…"):
-        r = run(dataset, kind, solver, opts, nfe, spacing, n, seed)
-        sc = scores(dataset, kind, solver, opts, nfe, spacing, n, seed)
+        r = run(*key)
+        sc = scores(*key)
 except Exception as err:
     controls.report_core_error(err)
     st.stop()
 
 if r["diverged"]:
-    st.warning(f"**The run diverged**: {r['diverged']}. Raise the NFE or pick another solver.")
-m = st.columns(4)
+    head.warning(f"**The run diverged**: {r['diverged']}. Raise the NFE or pick another solver.")
+m = head.columns(4)
 m[0].metric("NFE spent", r["nfe"], help=f"{r['n_steps']} steps.")
 m[1].metric("Sampling time", f"{r['seconds']:.2f} s", help=f"{n} images on the CPU.")
 m[2].metric("Frechet distance", "—" if data is None else f"{sc['fd']:.3g}",
@@ -203,7 +236,7 @@ wide = final.shape[-1] > 2 * final.shape[-2]  # shapes' 16x48 panels: fewer per 
 chart.draw(FI.sample_grid(final, cols=8 if wide else 16,
                           title=f"{MODELS.get(kind, dataset)}, {solver}, {r['nfe']} NFE"
                                 + (" — flagged shapes outlined in red" if reading is not None else ""),
-                          flagged=None if reading is None else reading.flagged))
+                          flagged=None if reading is None else reading.flagged), grid)
 
 
 class _Traj:

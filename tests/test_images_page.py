@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apptest import assert_clean, open_app
+from apptest import array, assert_clean, charts, open_app
 
-from explorer import datasets, shapes_analysis as S
+import explorer as ex
+from explorer import datasets, image_quality as Q, shapes_analysis as S
 from explorer.figures import images as FI
 
 PAGE = "app_pages/images.py"
@@ -47,6 +48,30 @@ def test_shapes_with_flags_and_filter():
     m = _metrics(at)
     assert m["Flagged images"].startswith("0 / 24")  # training images have nothing to flag
     assert any("all images are flagged or none" in i.value.lower() for i in at.info)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="the shipped U-Nets are missing")
+def test_a_deterministic_runs_first_images_are_the_smaller_runs_a_stochastic_ones_are_not():
+    """What the page's preview rests on: a new run of a deterministic solver shows its first PREVIEW images, sampled
+    alone, before the rest; they are the run's own. A stochastic solver draws each step's noise for the whole batch,
+    so its small run would show other images (the page shows none first)."""
+    model = ex.models.load_pretrained("digits")
+    for solver, same in (("dpmpp-2m", True), ("ddpm", False)):
+        small = Q.sample_images(model, 4, solver, 6, seed=3).x[-1].numpy()
+        full = Q.sample_images(model, 12, solver, 6, seed=3).x[-1].numpy()[:4]
+        assert np.allclose(small, full, atol=1e-5) == same, solver
+        assert np.abs(small - full).max() > 0.1 or same  # a stochastic run's images are other images, not noise
+
+
+@pytest.mark.skipif(not SHIPPED, reason="the shipped U-Nets are missing")
+def test_a_new_run_ends_on_its_full_grid():
+    """A run off the shipped default (NFE 7: no preview shipped, none made) draws its first images, then all of them
+    in the same place: the page's last sample grid is the whole run, titled as such."""
+    at = open_app(PAGE, nfe="7", images="32")
+    assert_clean(at)
+    grid = charts(at)[0]
+    assert "being sampled" not in grid["layout"]["title"]["text"] and "7 NFE" in grid["layout"]["title"]["text"]
+    assert np.isfinite(array(grid["data"][0]["z"], np.float32)).sum() == 32 * 8 * 8  # every image, no blank slot
 
 
 def test_bad_input_is_an_error_not_a_traceback():
