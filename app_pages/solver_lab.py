@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from urllib.parse import quote_plus
 
 import numpy as np
@@ -15,6 +16,7 @@ from explorer import guidance as G
 
 URL = controls.URL
 DEFAULT_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc", "deis", "dpm-solver-3")
+STREAM_AFTER = 0.03  # s of sweeping after which the sweeps are being computed, not read from the cache: draw early
 
 # `setup` = (target key, guidance, schedule, spacing, particles, seed), guidance = (label, w,
 # thresholding) or None: everything but the solvers, hashable for the caches.
@@ -199,36 +201,52 @@ except Exception as err:  # bad input or a bug in the core: a message, never a t
 if ref_final is None:
     st.warning("**The rk45 reference diverged** on this set-up: errors against it are not shown.")
 
-# Work-precision.
+# Work-precision: drawn once the first solver's sweep is in when the sweeps are computed (a new problem), then whole.
 st.subheader("Work-precision")
-records, failed = [], []
+notes = st.container()  # failures, skipped solvers and divergences, once every sweep is in
 bar = st.progress(0.0, text="Sweeping…")
+left, right = st.columns(2)
+plots, captions = (left.empty(), right.empty()), (left.empty(), right.empty())
+
+
+def draw_sweeps(records: list) -> None:
+    chart.draw(figures.work_precision(records), plots[0])
+    chart.draw(figures.distance_vs_nfe(records, floor(setup)), plots[1])
+
+
+records, failed = [], []
+started, early = time.perf_counter(), False
 for k, solver in enumerate(chosen):
     bar.progress(k / len(chosen), text=f"Sweeping {solver} ({k + 1}/{len(chosen)})…")
     try:
         records += sweep_one(setup, solver, nfes)
     except Exception as err:  # one solver's failure leaves the others standing
         failed.append(f"{solver}: {type(err).__name__}: {err}")
+    if not early and records and k < len(chosen) - 1 and time.perf_counter() - started > STREAM_AFTER:
+        draw_sweeps(records)  # not from the cache: show the first solver's while the others run
+        early = True
 bar.empty()
 for message in failed:
-    st.error(f"**A solver failed.** {message}")
+    notes.error(f"**A solver failed.** {message}")
 skipped = [s for s in chosen if not any(r["solver"] == s for r in records) and not any(f.startswith(s + ":") for f in failed)]
 if skipped:
-    st.info(f"No NFE value fits a whole number of steps of: {', '.join(skipped)}.")
+    notes.info(f"No NFE value fits a whole number of steps of: {', '.join(skipped)}.")
 diverged = [r for r in records if r["diverged_at"] is not None]
 if diverged:
     lines = "\n".join(f"- **{r['label']}** at NFE {r['nfe']}: step {r['diverged_at']} of {r['n_steps']} — {r['reason']}" for r in diverged)
-    st.warning(f"**{len(diverged)} run(s) diverged** (red crosses on the plots):\n{lines}")
+    notes.warning(f"**{len(diverged)} run(s) diverged** (red crosses on the plots):\n{lines}")
 if records:
-    left, right = st.columns(2)
-    chart.draw(figures.work_precision(records), left)
-    left.caption("Fitted order: slope of log error against log NFE over the three largest NFEs (the asymptotic part). "
-                 "Stochastic solvers (dotted) are not meant to follow the ODE path: compare their distance instead.")
-    chart.draw(figures.distance_vs_nfe(records, floor(setup)), right)
-    right.caption("Sliced W2 between the final samples and fresh target draws; the dashed line is the exact ODE "
-                  "from the same start, the floor set by the finite sample."
-                  + (" With guidance the target is the class's own modes p(x | c), which guided samples are not meant "
-                     "to match exactly (they are sharper): the floor rises with w." if guide else ""))
+    draw_sweeps(records)
+    captions[0].caption("Fitted order: slope of log error against log NFE over the three largest NFEs (the asymptotic "
+                        "part). Stochastic solvers (dotted) are not meant to follow the ODE path: compare their distance "
+                        "instead.")
+    captions[1].caption("Sliced W2 between the final samples and fresh target draws; the dashed line is the exact ODE "
+                        "from the same start, the floor set by the finite sample."
+                        + (" With guidance the target is the class's own modes p(x | c), which guided samples are not "
+                           "meant to match exactly (they are sharper): the floor rises with w." if guide else ""))
+else:
+    for slot in plots:
+        slot.empty()
 
 # Side by side.
 st.subheader("Two solvers from the same noise")
