@@ -101,9 +101,6 @@ with st.sidebar:
                         "(the measured figures use 20,000; about 2 s per 1,000).", 100, 20000)
     seed = controls.seed("sample_seed")
     st.header("Detection")
-    window = st.slider("Window (last x0-predictions)", 2, 100, H.WINDOW, key="window", bind=URL,
-                       help="The score is the variance of the x0-prediction over this many last steps "
-                            "(the paper: 10 of 1000 on its betas linspace(0.001, 0.2), which the shipped 1D model uses).")
     k = st.slider("Support: k standard deviations", 1.0, 6.0, H.K_STD, 0.5, key="k", bind=URL,
                   help="A sample is in support if within k std (Mahalanobis) of some mode.")
 
@@ -128,7 +125,6 @@ with st.spinner(f"Sampling {n_shown} points with {n_run}-step {solver} from t = 
     try:
         learned = run(name, False, solver, n_run, n_shown, int(seed), t_start)
         exact = run(name, True, solver, n_run, n_shown, int(seed), t_start)
-        a = analysis(name, solver, n_run, n_shown, int(seed), int(window), float(k), t_start)
     except ValueError as err:  # e.g. DDIM from t = 999 on the paper's betas: x0 = (x - sigma eps) / 4e-24
         controls.report_core_error(err)
         st.stop()
@@ -172,7 +168,6 @@ if one_d:
     left, right = st.columns(2)
     chart.draw(FH.sample_histogram(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"), left)
     chart.draw(FH.sample_histogram(exact.samples, target, k, f"Exact: {rate_e:.2%} hallucinated"), right)
-    chart.draw(FH.x0_trajectories(learned, target, k, window=int(window)))
 else:
     left, right = st.columns(2)
     chart.draw(FH.samples_2d(learned.samples, target, k, f"Learned: {rate_l:.2%} hallucinated"), left)
@@ -181,7 +176,14 @@ else:
 
 @st.fragment
 def detection():
+    """The score, its window and the filter's threshold (a fragment: its sliders redraw this section alone)."""
     st.subheader("Detection: the variance of the x0-prediction over the last steps")
+    window = st.slider("Window (last x0-predictions)", 2, 100, H.WINDOW, key="window", bind=URL,
+                       help="The score is the variance of the x0-prediction over this many last steps "
+                            "(the paper: 10 of 1000 on its betas linspace(0.001, 0.2), which the shipped 1D model uses).")
+    if one_d:
+        chart.draw(FH.x0_trajectories(learned, target, k, window=int(window)))
+    a = analysis(name, solver, n_run, n_shown, int(seed), int(window), float(k), t_start)
     scores, bad = a["scores"], a["bad"]
     lo = float(np.floor(np.log10(max(scores.min(), 1e-30)) * 10) / 10)
     hi = float(np.ceil(np.log10(max(scores.max(), 1e-30)) * 10) / 10)

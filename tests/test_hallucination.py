@@ -354,6 +354,13 @@ def test_page_renders_and_the_threshold_answers_fast():
     at = at.slider(key="denoiser_t").set_value(50).run()  # the denoiser's own section (a fragment) follows its slider
     titles = [c["layout"]["title"]["text"] for c in charts(at)]
     assert len(titles) == 6 and titles[0].startswith("Denoiser at t = 50 "), titles
+    # the window is the detection section's (a fragment): its shaded steps on the trajectories and the scores follow
+    shaded = lambda at: charts(at)[3]["layout"]["shapes"][0]  # noqa: E731
+    before, scores = shaded(at), charts(at)[4]["data"]
+    at = at.slider(key="window").set_value(20).run()
+    assert not at.exception and len(charts(at)) == 6
+    assert shaded(at)["x0"] > before["x0"] and shaded(at)["x1"] == before["x1"]  # 20 last steps, not 5: from further back
+    assert charts(at)[4]["data"] != scores
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
