@@ -244,9 +244,6 @@ if records:
                         "from the same start, the floor set by the finite sample."
                         + (" With guidance the target is the class's own modes p(x | c), which guided samples are not "
                            "meant to match exactly (they are sharper): the floor rises with w." if guide else ""))
-else:
-    for slot in plots:
-        slot.empty()
 
 # Side by side.
 st.subheader("Two solvers from the same noise")
