@@ -204,14 +204,14 @@ opts = tuple(sorted(options.items()))
 key = (dataset, kind, solver, opts, nfe, spacing, n, seed)
 head, grid = st.container(), st.empty()  # the run's numbers, then its samples: a new run's first images show first
 try:
-    if needs_preview(key):
-        first = run(dataset, kind, solver, opts, nfe, spacing, PREVIEW, seed)["x"][-1]
-        shown = np.full((n, *first.shape[1:]), np.nan, np.float32)
-        shown[:PREVIEW] = first
-        chart.draw(FI.sample_grid(shown, cols=8 if first.shape[-1] > 2 * first.shape[-2] else 16,
-                                  title=f"{MODELS.get(kind, dataset)}, {solver}, {nfe} NFE: the first {PREVIEW} of "
-                                        f"{n} images; the rest are being sampled"), grid)
     with st.spinner(f"Sampling {n} images with {solver} at {nfe} NFE…"):
+        if needs_preview(key):
+            first = run(dataset, kind, solver, opts, nfe, spacing, PREVIEW, seed)["x"][-1]
+            shown = np.full((n, *first.shape[1:]), np.nan, np.float32)
+            shown[:PREVIEW] = first
+            chart.draw(FI.sample_grid(shown, cols=8 if first.shape[-1] > 2 * first.shape[-2] else 16,
+                                      title=f"{MODELS.get(kind, dataset)}, {solver}, {nfe} NFE: the first {PREVIEW} "
+                                            f"of {n} images; the rest are being sampled"), grid)
         r = run(*key)
         sc = scores(*key)
 except Exception as err:
