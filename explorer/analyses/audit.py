@@ -593,14 +593,12 @@ def diffusers(target=None, nfes=(5, 10, 20, 40), *, schedulers=None, configs=Non
     from . import sweeps
 
     nfes = _check_nfes(nfes)
-    if oracle not in (False, True, "both"):
-        raise ValueError(f"oracle must be False, True or 'both', got {oracle!r}")
+    modes = _modes(oracle)
     if isinstance(n_particles, bool) or not isinstance(n_particles, (int, np.integer)) or n_particles < 2:
         raise ValueError(f"n_particles must be an integer >= 2, got {n_particles!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     gm, spec = _target_of(target)
-    modes = (False, True) if oracle == "both" else (bool(oracle),)
     plan = _plan(schedulers, configs, modes)
     path = ExactPath(gm, n_particles, seed)
     distances = _Distances(gm, seed)
@@ -619,10 +617,14 @@ def planned(schedulers=None, configs=None, oracle=False) -> list[dict]:
     """The rows diffusers(schedulers=..., configs=..., oracle=...) makes, in its order, without running them: each
     a dict of scheduler (class name), config (its label), overrides and oracle, the keys naming a row
     (ex.figures.audit.label). Building the configurations is the only work (once per class and process)."""
+    return [_naming(item) for item in _plan(schedulers, configs, _modes(oracle))]
+
+
+def _modes(oracle) -> tuple:
+    """The oracle modes of an audit's rows: oracle False, True or "both"."""
     if oracle not in (False, True, "both"):
         raise ValueError(f"oracle must be False, True or 'both', got {oracle!r}")
-    modes = (False, True) if oracle == "both" else (bool(oracle),)
-    return [_naming(item) for item in _plan(schedulers, configs, modes)]
+    return (False, True) if oracle == "both" else (bool(oracle),)
 
 
 def _naming(item) -> dict:
