@@ -114,6 +114,11 @@ def run(dataset: str, kind: str, solver: str, options: tuple, nfe: int, spacing:
             "n_steps": traj.n_steps, "seconds": traj.wall_time, "diverged": traj.diverged_reason if traj.diverged else None}
 
 
+def is_wide(images) -> bool:
+    """Shapes' 16x48 panels (wider than twice their height): fewer to a row."""
+    return images.shape[-1] > 2 * images.shape[-2]
+
+
 def needs_preview(key: tuple) -> bool:
     """Whether to sample and show the run's first PREVIEW images before the rest: a run not made yet (nor shipped)
     of more images, by a deterministic solver. Only then are they the run's own first images: the same prior
@@ -209,7 +214,7 @@ try:
             first = run(dataset, kind, solver, opts, nfe, spacing, PREVIEW, seed)["x"][-1]
             shown = np.full((n, *first.shape[1:]), np.nan, np.float32)
             shown[:PREVIEW] = first
-            chart.draw(FI.sample_grid(shown, cols=8 if first.shape[-1] > 2 * first.shape[-2] else 16,
+            chart.draw(FI.sample_grid(shown, cols=8 if is_wide(first) else 16,
                                       title=f"{MODELS.get(kind, dataset)}, {solver}, {nfe} NFE: the first {PREVIEW} "
                                             f"of {n} images; the rest are being sampled"), grid)
         r = run(*key)
@@ -232,7 +237,7 @@ m[3].metric("Nearest training image", "—" if data is None else f"{np.nanmean(s
 
 reading = shapes_reading(dataset, kind, solver, opts, nfe, spacing, n, seed) if data == "shapes" and not r["diverged"] else None
 final = r["x"][-1]
-wide = final.shape[-1] > 2 * final.shape[-2]  # shapes' 16x48 panels: fewer per row
+wide = is_wide(final)
 chart.draw(FI.sample_grid(final, cols=8 if wide else 16,
                           title=f"{MODELS.get(kind, dataset)}, {solver}, {r['nfe']} NFE"
                                 + (" — flagged shapes outlined in red" if reading is not None else ""),
